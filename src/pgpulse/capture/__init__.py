@@ -1,0 +1,181 @@
+"""Capture: which tables are watched, and how their changes reach the log.
+
+``watch`` installs (idempotently) the statement-level triggers defined by the
+capture schema's ``pgpulse.watch()`` function; identifiers are resolved through
+the catalog first so a typo gets a clear error with suggestions, and every value is
+a bound parameter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from pgpulse.capture.schema import SCHEMA_VERSION, install_schema
+from pgpulse.catalog import Catalog, Table
+from pgpulse.exceptions import (
+    DatabaseError,
+    NoPrimaryKeyError,
+    UnknownTableError,
+    ValidationError,
+)
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "WatchedTable",
+    "install_schema",
+    "table_name_of",
+    "unwatch",
+    "watch",
+    "watch_sql",
+    "watched",
+]
+
+
+@dataclass(frozen=True)
+class WatchedTable:
+    name: str
+    """Schema-qualified table name, e.g. ``public.documents``."""
+    publish: str
+    """``rows`` (full rows in events) or ``keys`` (primary keys only)."""
+    columns: tuple[str, ...] | None
+    """Captured columns, or ``None`` for all columns."""
+    exclude: tuple[str, ...]
+    """Columns left out of events (e.g. ``password_hash``)."""
+
+
+def table_name_of(target: Any) -> str:
+    """Accept a table name, a SQLAlchemy ``Table`` or a declarative model class."""
+    if isinstance(target, str):
+        return target
+    table = getattr(target, "__table__", target)
+    name = getattr(table, "name", None)
+    if not isinstance(name, str):
+        raise TypeError(
+            f"expected a table name, SQLAlchemy Table or model class, got {target!r}"
+        )
+    schema = getattr(table, "schema", None)
+    return f"{schema}.{name}" if schema else name
+
+
+def _check_options(
+    table: Table,
+    publish: str,
+    columns: list[str] | None,
+    exclude: list[str] | None,
+) -> None:
+    if publish not in ("rows", "keys"):
+        raise ValidationError(f"publish must be 'rows' or 'keys', got {publish!r}")
+    if table.kind not in ("r", "p"):
+        raise ValidationError(
+            f"{table.qualified!r} is not a table (views cannot be watched); "
+            "watch the tables it reads from."
+        )
+    if not table.primary_key:
+        raise NoPrimaryKeyError(table.qualified)
+    for name in [*(columns or []), *(exclude or [])]:
+        table.column(name)
+    for name in exclude or []:
+        if name in table.primary_key:
+            raise ValidationError(
+                f"column {name!r} is part of the primary key of {table.qualified!r} "
+                "and cannot be excluded: events identify rows by it."
+            )
+
+
+def watch_sql(table: Table, publish: str, columns: list[str] | None,
+              exclude: list[str] | None) -> str:
+    """The SQL that watches *table*, for a migration file (literals quoted)."""
+
+    def lit(value: str) -> str:
+        return "'" + value.replace("'", "''") + "'"
+
+    def arr(values: list[str] | None) -> str:
+        if values is None:
+            return "null"
+        return "array[" + ", ".join(lit(v) for v in values) + "]::text[]"
+
+    return (
+        f"select pgpulse.watch({lit(table.sql)}::regclass, {lit(publish)}, "
+        f"{arr(columns)}, {arr(exclude)});\n"
+    )
+
+
+async def watch(
+    conn: Any,
+    target: Any,
+    *,
+    publish: str = "rows",
+    columns: list[str] | None = None,
+    exclude: list[str] | None = None,
+    catalog: Catalog | None = None,
+) -> WatchedTable:
+    """Start capturing changes of *target* (idempotent; re-watching updates options).
+
+    Raises :class:`UnknownTableError`, :class:`UnknownColumnError`,
+    :class:`NoPrimaryKeyError` or :class:`ValidationError` before touching the
+    database when the request is wrong.
+    """
+    await install_schema(conn)
+    catalog = catalog or await Catalog.load(conn)
+    table = catalog.table(table_name_of(target))
+    _check_options(table, publish, columns, exclude)
+    try:
+        await conn.execute(
+            "select pgpulse.watch($1::regclass, $2, $3::text[], $4::text[])",
+            table.sql,
+            publish,
+            columns,
+            exclude,
+        )
+    except asyncpg.PostgresError as exc:
+        raise DatabaseError.from_asyncpg(exc) from exc
+    return WatchedTable(
+        table.qualified,
+        publish,
+        tuple(columns) if columns is not None else None,
+        tuple(exclude or ()),
+    )
+
+
+async def unwatch(conn: Any, target: Any, *, catalog: Catalog | None = None) -> bool:
+    """Stop capturing *target*; returns whether it was watched."""
+    await install_schema(conn)
+    catalog = catalog or await Catalog.load(conn)
+    table = catalog.table(table_name_of(target))
+    return bool(await conn.fetchval("select pgpulse.unwatch($1::regclass)", table.sql))
+
+
+async def watched(conn: Any) -> list[WatchedTable]:
+    """Every watched table with its capture options."""
+    exists = await conn.fetchval("select to_regclass('pgpulse.watched')")
+    if exists is None:
+        return []
+    rows = await conn.fetch(
+        "select tbl::regclass::text as reg, name, publish, columns, exclude "
+        "from pgpulse.watched order by name"
+    )
+    return [
+        WatchedTable(
+            r["name"],
+            r["publish"],
+            tuple(r["columns"]) if r["columns"] is not None else None,
+            tuple(r["exclude"] or ()),
+        )
+        for r in rows
+    ]
+
+
+async def require_watched(conn: Any, catalog: Catalog, name: str) -> Table:
+    """Resolve *name* and check it is watched (for subscriptions)."""
+    table = catalog.table(name)
+    names = {w.name for w in await watched(conn)}
+    if table.qualified not in names:
+        raise UnknownTableError(
+            name,
+            sorted(names),
+            why="is not watched; run `pgpulse watch " + table.name + "` first",
+        )
+    return table
