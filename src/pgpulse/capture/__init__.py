@@ -85,8 +85,9 @@ def _check_options(
             )
 
 
-def watch_sql(table: Table, publish: str, columns: list[str] | None,
-              exclude: list[str] | None) -> str:
+def watch_sql(
+    table: Table, publish: str, columns: list[str] | None, exclude: list[str] | None
+) -> str:
     """The SQL that watches *table*, for a migration file (literals quoted)."""
 
     def lit(value: str) -> str:

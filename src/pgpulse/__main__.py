@@ -1,0 +1,3 @@
+from pgpulse.cli import main
+
+main(prog_name="pgpulse")

@@ -1,0 +1,140 @@
+"""``pgpulse watch`` / ``unwatch`` / ``watched``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import asyncpg
+import click
+from rich.table import Table as RichTable
+
+from pgpulse import capture
+from pgpulse.catalog import Catalog
+from pgpulse.cli._common import (
+    async_command,
+    console,
+    database_option,
+    out,
+    resolve_database,
+)
+
+
+def _split(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+@click.command()
+@click.argument("tables", nargs=-1, required=True)
+@click.option(
+    "--publish",
+    type=click.Choice(["rows", "keys"]),
+    default="rows",
+    show_default=True,
+    help="Publish whole rows, or primary keys only.",
+)
+@click.option("--columns", metavar="A,B", help="Capture only these columns.")
+@click.option(
+    "--exclude", metavar="A,B", help="Never capture these columns (e.g. password_hash)."
+)
+@click.option(
+    "--emit-migration",
+    is_flag=True,
+    help="Write the triggers as a migration file instead of applying them.",
+)
+@click.option(
+    "--dir",
+    "directory",
+    default="migrations",
+    show_default=True,
+    envvar="PGPULSE_MIGRATIONS",
+    help="Migrations directory (with --emit-migration).",
+)
+@database_option
+@async_command
+async def watch(
+    tables: tuple[str, ...],
+    publish: str,
+    columns: str | None,
+    exclude: str | None,
+    emit_migration: bool,
+    directory: str,
+    database_url: str | None,
+) -> None:
+    """Capture changes of TABLES (idempotent; re-run to change options)."""
+    conn = await asyncpg.connect(resolve_database(database_url))
+    try:
+        if emit_migration:
+            from pgpulse.migrate import new_migration
+
+            catalog = await Catalog.load(conn)
+            parts = []
+            for name in tables:
+                table = catalog.table(name)
+                capture._check_options(table, publish, _split(columns), _split(exclude))
+                parts.append(
+                    capture.watch_sql(table, publish, _split(columns), _split(exclude))
+                )
+            sql = (
+                "-- pgpulse: capture changes for real-time delivery.\n"
+                "-- Requires the pgpulse capture schema (installed by `pgpulse serve`"
+                " or `pgpulse watch`).\n" + "".join(parts)
+            )
+            await capture.install_schema(conn)
+            label = "watch_" + "_".join(catalog.table(t).name for t in tables)
+            path = new_migration(Path(directory), label[:60], sql)
+            console.print(f"wrote [bold]{path}[/]")
+            return
+        for name in tables:
+            info = await capture.watch(
+                conn,
+                name,
+                publish=publish,
+                columns=_split(columns),
+                exclude=_split(exclude),
+            )
+            console.print(f"watching [bold]{info.name}[/] ({info.publish})")
+    finally:
+        await conn.close()
+
+
+@click.command()
+@click.argument("tables", nargs=-1, required=True)
+@database_option
+@async_command
+async def unwatch(tables: tuple[str, ...], database_url: str | None) -> None:
+    """Stop capturing changes of TABLES."""
+    conn = await asyncpg.connect(resolve_database(database_url))
+    try:
+        for name in tables:
+            was = await capture.unwatch(conn, name)
+            console.print(
+                f"{'unwatched' if was else 'was not watching'} [bold]{name}[/]"
+            )
+    finally:
+        await conn.close()
+
+
+@click.command()
+@database_option
+@async_command
+async def watched(database_url: str | None) -> None:
+    """List watched tables and their capture options."""
+    conn = await asyncpg.connect(resolve_database(database_url))
+    try:
+        rows = await capture.watched(conn)
+    finally:
+        await conn.close()
+    table = RichTable("table", "publish", "columns", "excluded")
+    for w in rows:
+        table.add_row(
+            w.name,
+            w.publish,
+            ", ".join(w.columns) if w.columns else "all",
+            ", ".join(w.exclude) or "-",
+        )
+    if not rows:
+        console.print("no tables are watched yet; try `pgpulse watch TABLE`")
+    else:
+        out.print(table)

@@ -1,0 +1,142 @@
+"""``pgpulse serve``: the gateway."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from pgpulse.cli._common import (
+    console,
+    database_option,
+    resolve_database,
+    setup_logging,
+)
+from pgpulse.config import Settings
+
+
+def parse_duration(text: str) -> float:
+    """``30s``, ``15m``, ``12h``, ``7d`` → seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = text.strip().lower()
+    try:
+        if text[-1] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except (ValueError, IndexError):
+        raise click.BadParameter(
+            f"{text!r} is not a duration; use e.g. 90s, 15m, 12h or 7d"
+        ) from None
+
+
+def gateway_options(func: click.decorators.FC) -> click.decorators.FC:
+    options = [
+        click.option("--host", default="127.0.0.1", show_default=True),
+        click.option("--port", default=8000, show_default=True, type=int),
+        click.option(
+            "--cors-origin",
+            "cors_origins",
+            multiple=True,
+            metavar="ORIGIN",
+            help="Allow this browser origin (repeat).",
+        ),
+        click.option(
+            "--rest/--no-rest",
+            default=None,
+            help="Serve GET /v1/rest/{table} reads (env PGPULSE_REST=1).",
+        ),
+        click.option(
+            "--retention",
+            default="7d",
+            show_default=True,
+            help="Prune changes older than this (0 = never).",
+        ),
+        click.option(
+            "--keep-rows",
+            type=int,
+            default=None,
+            help="Also keep at most this many changes.",
+        ),
+        click.option("-v", "--verbose", is_flag=True, help="Debug logging."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def build_settings(
+    database_url: str,
+    host: str,
+    port: int,
+    cors_origins: tuple[str, ...],
+    rest: bool | None,
+    retention: str,
+    keep_rows: int | None,
+    **extra: object,
+) -> Settings:
+    if rest is None:
+        rest = os.environ.get("PGPULSE_REST", "") in ("1", "true", "yes")
+    seconds = parse_duration(retention)
+    if keep_rows is not None and keep_rows < 0:
+        raise click.BadParameter("--keep-rows must be >= 0")
+    return Settings(
+        database_url=database_url,
+        host=host,
+        port=port,
+        cors_origins=list(cors_origins),
+        rest_enabled=rest,
+        retention_seconds=seconds or None,
+        retention_rows=keep_rows,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def run_gateway(settings: Settings, workers: int = 1) -> None:
+    """Serve until interrupted (several processes with *workers* > 1)."""
+    import uvicorn
+
+    console.print(
+        f"[bold green]pgpulse[/] gateway on http://{settings.host}:{settings.port} "
+        f"({workers} process{'es' if workers > 1 else ''})"
+    )
+    if workers > 1:
+        os.environ["PGPULSE_SETTINGS"] = settings.to_env()
+        uvicorn.run(
+            "pgpulse.server.app:app_from_env",
+            factory=True,
+            workers=workers,
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            timeout_graceful_shutdown=2,
+        )
+    else:
+        from pgpulse.server.app import create_app
+
+        uvicorn.run(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            timeout_graceful_shutdown=2,
+        )
+
+
+@click.command()
+@gateway_options
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Gateway processes (each with its own listener connection).",
+)
+@database_option
+def serve(
+    database_url: str | None, workers: int, verbose: bool, **options: object
+) -> None:
+    """Run the gateway: SSE at /v1/events, WebSocket at /v1/ws."""
+    setup_logging(verbose)
+    settings = build_settings(resolve_database(database_url), **options)  # type: ignore[arg-type]
+    settings.workers = workers
+    run_gateway(settings, workers)

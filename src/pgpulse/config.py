@@ -1,0 +1,60 @@
+"""Gateway settings, from CLI flags or ``PGPULSE_*`` environment variables.
+
+Why a dataclass that round-trips through JSON: ``serve --workers N`` starts N
+processes, and each rebuilds the same settings from ``PGPULSE_SETTINGS``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Settings"]
+
+
+@dataclass
+class Settings:
+    database_url: str
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    rest_enabled: bool = False
+    """Serve ``/v1/rest/{table}`` (reads; off until auth rules exist)."""
+    cors_origins: list[str] = field(default_factory=list)
+    heartbeat: float = 15.0
+    """Seconds between SSE heartbeat comments."""
+    retry_ms: int = 2000
+    """Reconnect delay suggested to EventSource clients."""
+    outbox_limit: int = 4 * 1024 * 1024
+    """Bytes a client may fall behind before it is disconnected."""
+    keepalive: float = 5.0
+    """Seconds between listener keepalive reads when idle."""
+    pool_size: int = 2
+    """Connections for catch-up reads and REST (the listener has its own)."""
+    retention_seconds: float | None = 7 * 24 * 3600.0
+    """Prune changes older than this (None: never by age)."""
+    retention_rows: int | None = None
+    """Keep at most this many changes (None: no row limit)."""
+    prune_interval: float = 60.0
+    demo: bool = False
+    application_name: str = "pgpulse"
+
+    def to_env(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        raw = os.environ.get("PGPULSE_SETTINGS")
+        if raw:
+            data: dict[str, Any] = json.loads(raw)
+            return cls(**data)
+        url = os.environ.get("DATABASE_URL")
+        if not url:
+            raise RuntimeError("set DATABASE_URL or PGPULSE_SETTINGS")
+        return cls(
+            database_url=url,
+            rest_enabled=os.environ.get("PGPULSE_REST", "") in ("1", "true", "yes"),
+        )

@@ -1,0 +1,279 @@
+"""The per-process runtime: listener + bus + a small pool, and client attachment.
+
+Why separate from the HTTP layer: SSE, WebSocket, ``pgpulse tail`` and Python
+consumers all attach subscribers the same way, and the ordering rules of that
+handshake are what guarantee "nothing lost, nothing twice":
+
+1. register the subscriptions on the bus first (live events start flowing),
+2. then either start at the bus position (fresh) or read the missed changes from
+   the log in one snapshot N while holding live events back (resume),
+3. release held live events not visible in N, and skip later live events that
+   are visible in N until the listener has passed N.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import asyncpg
+
+from pgpulse import capture, changelog
+from pgpulse.bus import Bus, Subscriber
+from pgpulse.capture import WatchedTable
+from pgpulse.catalog import Catalog
+from pgpulse.config import Settings
+from pgpulse.cursor import Cursor, Snapshot
+from pgpulse.events import control_event
+from pgpulse.exceptions import UnknownTableError
+from pgpulse.listener import Listener
+from pgpulse.subscriptions import SubscriptionSpec, parse_subscription
+
+__all__ = ["Gateway"]
+
+log = logging.getLogger("pgpulse.gateway")
+
+_PRUNE_LOCK = 0x7067_7072_756E  # only one process prunes at a time
+
+
+class Gateway:
+    """Everything one process needs to serve subscribers."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.bus = Bus()
+        self.catalog = Catalog()
+        self.watched: dict[str, WatchedTable] = {}
+        self.pool: Any = None
+        self.listener = Listener(
+            settings.database_url,
+            self.bus.on_batch,
+            self._name_of,
+            keepalive=settings.keepalive,
+            application_name=f"{settings.application_name}-listener",
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+        self._catalog_refreshed_at = 0.0
+        self._catalog_lock = asyncio.Lock()
+
+    def _name_of(self, qualified: str) -> str:
+        schema, _, name = qualified.partition(".")
+        return (
+            name if schema == (self.catalog.search_path or ["public"])[0] else qualified
+        )
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.pool = await asyncpg.create_pool(
+            self.settings.database_url,
+            min_size=1,
+            max_size=self.settings.pool_size,
+            server_settings={"application_name": self.settings.application_name},
+        )
+        async with self.pool.acquire() as conn:
+            await capture.install_schema(conn)
+            await self._load_catalog(conn)
+        self._spawn(self.listener.run(), "listener")
+        self._spawn(self._heartbeat(), "heartbeat")
+        if self.settings.retention_seconds or self.settings.retention_rows:
+            self._spawn(self._pruner(), "pruner")
+        await self.wait_ready()
+
+    async def wait_ready(self, timeout: float = 30.0) -> None:
+        """Wait until the listener has a position to hand to new clients."""
+        async with asyncio.timeout(timeout):
+            while self.bus.position is None:
+                await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # already logged by _on_task_done
+                pass
+        self._tasks.clear()
+        for subscriber in list(self.bus.subscribers):
+            subscriber.outbox.close("server shutting down; reconnect to resume")
+        if self.pool is not None:
+            await self.pool.close()
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=f"pgpulse-{name}")
+        task.add_done_callback(self._on_task_done)
+        self._tasks.append(task)
+
+    @staticmethod
+    def _on_task_done(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "background task %s failed", task.get_name(), exc_info=task.exception()
+            )
+
+    # -- catalog ----------------------------------------------------------------------
+
+    async def _load_catalog(self, conn: Any) -> None:
+        await self.catalog.refresh(conn)
+        self.watched = {w.name: w for w in await capture.watched(conn)}
+        self._catalog_refreshed_at = asyncio.get_running_loop().time()
+
+    async def refresh_catalog(self, min_age: float = 2.0) -> None:
+        """Re-read catalog and watch list (rate limited: callers are clients)."""
+        async with self._catalog_lock:
+            now = asyncio.get_running_loop().time()
+            if now - self._catalog_refreshed_at < min_age:
+                return
+            async with self.pool.acquire() as conn:
+                await self._load_catalog(conn)
+
+    async def parse_subscriptions(self, texts: Iterable[str]) -> list[SubscriptionSpec]:
+        """Validate ``sub`` values; refreshes the catalog once on unknown tables."""
+        texts = list(texts)
+        try:
+            return [parse_subscription(t, self.catalog, self.watched) for t in texts]
+        except UnknownTableError:
+            await self.refresh_catalog()
+            return [parse_subscription(t, self.catalog, self.watched) for t in texts]
+
+    # -- attaching subscribers -----------------------------------------------------
+
+    async def attach(
+        self,
+        subscriber: Subscriber,
+        specs: list[SubscriptionSpec],
+        resume: Cursor | None,
+    ) -> None:
+        """Register *specs* and queue ``ready`` (+ the missed changes) for a client."""
+        await self.wait_ready()
+        for spec in specs:
+            self.bus.subscribe(subscriber, spec)
+        transport = subscriber.transport
+        if resume is None and not self.bus.in_batch:
+            cursor = self.bus.cursor()
+            assert cursor is not None
+            subscriber.outbox.put(
+                control_event(
+                    transport,
+                    "ready",
+                    {"cursor": cursor.encode(), "resumed": False},
+                    cursor.encode(),
+                )
+            )
+            return
+        resumed = resume is not None
+        start = resume if resume is not None else self.bus.cursor()
+        assert start is not None
+        subscriber.begin_catch_up()
+        subscriber.outbox.put(
+            control_event(
+                transport,
+                "ready",
+                {"cursor": start.encode(), "resumed": resumed},
+                start.encode(),
+            )
+        )
+        try:
+            reached = await self._catch_up(subscriber, specs, start)
+        except BaseException:
+            subscriber.pending = None
+            raise
+        self.bus.finish_catch_up(subscriber, reached)
+
+    async def _catch_up(
+        self, subscriber: Subscriber, specs: list[SubscriptionSpec], start: Cursor
+    ) -> Snapshot:
+        tables = sorted({s.table for s in specs})
+        half = max(1, self.settings.outbox_limit // 2)
+        async with self.pool.acquire() as conn:
+            now = await changelog.current_position(conn)
+            pruned = await changelog.pruned_xid(conn)
+            reason = None
+            if start.snap.xmax > now.xmax:
+                reason = "the event id is from the future of this database"
+            elif pruned >= start.prev.xmin:
+                reason = "the change log was pruned past the event id"
+            if reason is not None:
+                log.info("reset for %s: %s", subscriber.label, reason)
+                subscriber.outbox.put(
+                    control_event(
+                        subscriber.transport,
+                        "reset",
+                        {"reason": reason + "; refetch your data"},
+                        Cursor.point(now).encode(),
+                    )
+                )
+                return now
+            reached = now
+            count = 0
+            async for snap, changes in changelog.read_since(
+                conn, start, self._name_of, tables
+            ):
+                reached = snap
+                for change in changes:
+                    variant = subscriber.match(change)
+                    if variant is not None:
+                        subscriber.outbox.put(
+                            change.encoded(variant, subscriber.transport)
+                        )
+                        count += 1
+                if subscriber.outbox.closed is not None:
+                    break
+                await subscriber.outbox.drained(half)
+            log.debug("caught up %s with %d changes", subscriber.label, count)
+            return reached
+
+    def detach(self, subscriber: Subscriber) -> None:
+        self.bus.remove(subscriber)
+
+    # -- background work ----------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        ping = b": ping\n\n"
+        while True:
+            await asyncio.sleep(self.settings.heartbeat)
+            cursor = self.bus.cursor()
+            advance = (
+                f"id: {cursor.encode()}\n".encode() + ping
+                if cursor is not None and not self.bus.in_batch
+                else ping
+            )
+            for subscriber in list(self.bus.subscribers):
+                if subscriber.transport != "sse" or subscriber.pending is not None:
+                    continue
+                subscriber.outbox.put(advance if subscriber.skip is None else ping)
+
+    async def _pruner(self) -> None:
+        settings = self.settings
+        while True:
+            try:
+                async with self.pool.acquire() as conn:
+                    got = await conn.fetchval(
+                        "select pg_try_advisory_lock($1)", _PRUNE_LOCK
+                    )
+                    if got:
+                        try:
+                            result = await changelog.prune(
+                                conn,
+                                older_than=dt.timedelta(
+                                    seconds=settings.retention_seconds
+                                )
+                                if settings.retention_seconds
+                                else None,
+                                keep_rows=settings.retention_rows,
+                            )
+                            if result.deleted:
+                                log.info("pruned %d old changes", result.deleted)
+                        finally:
+                            await conn.execute(
+                                "select pg_advisory_unlock($1)", _PRUNE_LOCK
+                            )
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("pruning skipped: %s", exc)
+            await asyncio.sleep(settings.prune_interval)

@@ -1,0 +1,191 @@
+"""The one database connection per process that follows the change log.
+
+Why one: a connection per browser is what pgpulse exists to avoid.  The listener
+LISTENs on ``pgpulse`` (capture sends one empty wake-up per statement), and on
+each wake-up reads the new changes by snapshot cursor (:mod:`pgpulse.changelog`)
+and hands them to the bus.  With no writes it sends nothing but a keepalive read
+every ``keepalive`` seconds; that read doubles as a safety net for any missed
+wake-up and detects a dead connection (a socket can stay "open" for minutes after
+the server is gone).  On failure it reconnects with capped exponential backoff
+and resumes from its cursor, so a PostgreSQL restart loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+
+from pgpulse.changelog import Batch, read_batch, read_since
+from pgpulse.cursor import Cursor, Snapshot
+
+__all__ = ["Listener"]
+
+log = logging.getLogger("pgpulse.listener")
+
+CHANNEL = "pgpulse"
+
+
+class Listener:
+    """Follows ``pgpulse.changes`` and calls ``on_batch`` for every new batch.
+
+    ``on_batch(batch, final)`` is called synchronously; ``final`` is False for
+    the leading chunks of a large batch read through a cursor.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        on_batch: Callable[[Batch, bool], None],
+        name_of: Callable[[str], str],
+        *,
+        keepalive: float = 5.0,
+        query_timeout: float = 10.0,
+        backoff_max: float = 5.0,
+        application_name: str = "pgpulse-listener",
+        on_state: Callable[[str], None] | None = None,
+    ) -> None:
+        self.dsn = dsn
+        self.on_batch = on_batch
+        self.name_of = name_of
+        self.keepalive = keepalive
+        self.query_timeout = query_timeout
+        self.backoff_max = backoff_max
+        self.application_name = application_name
+        self.on_state = on_state
+        self.position: Snapshot | None = None
+        """Everything visible in this snapshot has been handed to the bus."""
+        self.pruned_xid = 0
+        self.connected = asyncio.Event()
+        self.reads = 0
+        self._wake = asyncio.Event()
+        self._conn: Any = None
+        self._dirty = False
+
+    # -- lifecycle --------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Follow the log until cancelled, reconnecting as needed."""
+        attempt = 0
+        while True:
+            try:
+                await self._connect()
+                attempt = 0
+                await self._follow()
+            except asyncio.CancelledError:
+                await self._close()
+                raise
+            except (
+                OSError,
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+                TimeoutError,
+                ConnectionError,
+            ) as exc:
+                self.connected.clear()
+                self._state("reconnecting")
+                await self._close()
+                delay = min(self.backoff_max, 0.1 * 2**attempt)
+                delay *= 0.5 + random.random() / 2
+                attempt += 1
+                log.warning(
+                    "listener lost the database (%s: %s); reconnecting in %.2fs",
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+
+    def _state(self, state: str) -> None:
+        if self.on_state is not None:
+            self.on_state(state)
+
+    async def _connect(self) -> None:
+        self._conn = await asyncpg.connect(
+            self.dsn,
+            timeout=self.query_timeout,
+            server_settings={"application_name": self.application_name},
+        )
+        self._conn.add_termination_listener(lambda _c: self._wake.set())
+        await self._conn.add_listener(CHANNEL, self._on_notify)
+        if self.position is None:
+            text = await self._conn.fetchval("select pg_current_snapshot()::text")
+            self.position = Snapshot.parse(text)
+        self.connected.set()
+        self._state("connected")
+        log.info("listener connected; following the change log from %s", self.position)
+        # Catch up on whatever committed while we were away.
+        self._wake.set()
+
+    async def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            conn.terminate()
+
+    def _on_notify(self, *_args: Any) -> None:
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Read now (used by tests and by writers in the same process)."""
+        self._wake.set()
+
+    # -- reading ------------------------------------------------------------------
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.keepalive)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            if self._conn is None or self._conn.is_closed():
+                raise ConnectionError("listener connection closed")
+            await asyncio.wait_for(self.read(), self.query_timeout * 6)
+
+    async def read(self) -> int:
+        """Read and dispatch everything new; returns the number of changes."""
+        assert self.position is not None
+        self.reads += 1
+        started = time.perf_counter()
+        batch = await asyncio.wait_for(
+            read_batch(self._conn, self.position, self.name_of), self.query_timeout
+        )
+        if batch is not None:
+            self.pruned_xid = batch.pruned_xid
+            if batch.changes or batch.snap != self.position:
+                self.on_batch(batch, True)
+            self.position = batch.snap
+            count = len(batch.changes)
+        else:
+            count = await self._read_large()
+        if count:
+            log.debug(
+                "dispatched %d changes in %.1f ms",
+                count,
+                (time.perf_counter() - started) * 1000,
+            )
+        return count
+
+    async def _read_large(self) -> int:
+        """A batch too large for one statement: stream it in chunks."""
+        assert self.position is not None
+        prev = self.position
+        count = 0
+        pending: list[Any] = []
+        snap: Snapshot | None = None
+        async for snap, changes in read_since(
+            self._conn, Cursor.point(prev), self.name_of
+        ):
+            if pending:
+                self.on_batch(Batch(prev, snap, pending), False)
+            pending = changes
+            count += len(changes)
+        assert snap is not None
+        self.on_batch(Batch(prev, snap, pending), True)
+        self.position = snap
+        return count

@@ -1,0 +1,1 @@
+"""The HTTP gateway: SSE, WebSocket, REST and static files (ASGI, Starlette)."""

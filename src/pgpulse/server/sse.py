@@ -1,0 +1,162 @@
+"""``GET /v1/events``: Server-Sent Events, one connection for many subscriptions.
+
+Deliberate choices (do not "fix" without reading why):
+
+* Raw ASGI instead of ``StreamingResponse``: we need the task that is blocked in
+  ``send`` (a stalled client; uvicorn's flow control blocks it) to be cancellable
+  from the bus side when its outbox overflows, and to watch ``http.disconnect``
+  with one extra task instead of a poll.
+* Everything queued since the last write goes out in one ``send`` (batching).
+* A malformed ``Last-Event-ID`` is a 400, not a silent restart: it means a bug in
+  the client or a proxy, and silently restarting would lose data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.types import Receive, Scope, Send
+
+from pgpulse.bus import Subscriber
+from pgpulse.cursor import Cursor
+from pgpulse.events import control_event
+from pgpulse.exceptions import CursorError, PgPulseError, UnknownTableError
+from pgpulse.gateway import Gateway
+from pgpulse.outbox import Outbox
+
+__all__ = ["events_endpoint", "json_error"]
+
+log = logging.getLogger("pgpulse.sse")
+
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache, no-transform"),
+    (b"x-accel-buffering", b"no"),
+    (b"connection", b"keep-alive"),
+]
+
+
+async def json_error(send: Send, status: int, message: str) -> None:
+    body = orjson.dumps({"error": message})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"cache-control", b"no-store"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def client_label(scope: Scope, subs: list[str]) -> str:
+    client = scope.get("client") or ("?", 0)
+    return f"{client[0]}:{client[1]} [{', '.join(subs)[:200]}]"
+
+
+async def events_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+    gateway: Gateway = scope["app"].state.gateway
+    request = Request(scope)
+    subs = request.query_params.getlist("sub")
+    if not subs:
+        await json_error(
+            send,
+            400,
+            "subscribe to at least one table: /v1/events?sub=documents "
+            "(optionally with filters: sub=documents:shipment_id=eq.42)",
+        )
+        return
+    raw_cursor = request.query_params.get("last_event_id") or request.headers.get(
+        "last-event-id"
+    )
+    try:
+        resume = Cursor.decode(raw_cursor) if raw_cursor else None
+        specs = await gateway.parse_subscriptions(subs)
+    except UnknownTableError as exc:
+        await json_error(send, 404, str(exc))
+        return
+    except (PgPulseError, ValueError) as exc:
+        status = 400
+        message = str(exc)
+        if isinstance(exc, CursorError):
+            message += "; reconnect without Last-Event-ID to start from now"
+        await json_error(send, status, message)
+        return
+
+    label = client_label(scope, subs)
+    handler = asyncio.current_task()
+    state: dict[str, bool] = {"sending": False}
+
+    def on_close(reason: str) -> None:
+        if reason.startswith("client disconnected"):
+            log.debug("%s: %s", label, reason)
+        else:
+            log.warning("disconnecting %s: %s", label, reason)
+        # A writer stuck in send() (stalled client) can only be stopped by
+        # cancelling it; one waiting on the outbox wakes up by itself.
+        if state["sending"] and handler is not None:
+            handler.cancel()
+
+    outbox = Outbox(gateway.settings.outbox_limit, on_close)
+    subscriber = Subscriber("sse", outbox, label)
+    await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+    outbox.put(f"retry: {gateway.settings.retry_ms}\n\n".encode())
+    watcher = asyncio.create_task(_watch_disconnect(receive, outbox))
+    attach = asyncio.create_task(gateway.attach(subscriber, specs, resume))
+    try:
+        await _write(send, outbox, attach, state)
+    except asyncio.CancelledError:
+        if outbox.closed is None:
+            raise
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+    finally:
+        gateway.detach(subscriber)
+        for task in (watcher, attach):
+            task.cancel()
+        await asyncio.gather(watcher, attach, return_exceptions=True)
+
+
+async def _write(
+    send: Send, outbox: Outbox, attach: asyncio.Task[None], state: dict[str, bool]
+) -> None:
+    while True:
+        chunks = await outbox.get()
+        if attach.done() and not attach.cancelled() and attach.exception() is not None:
+            exc = attach.exception()
+            log.error("attaching failed: %s", exc)
+            outbox.close(f"server error while catching up: {exc}")
+        if outbox.closed is not None:
+            if not outbox.closed.startswith("client disconnected"):
+                state["sending"] = True
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": control_event(
+                            "sse", "error", {"reason": outbox.closed}
+                        ),
+                        "more_body": False,
+                    }
+                )
+            return
+        state["sending"] = True
+        await send(
+            {"type": "http.response.body", "body": b"".join(chunks), "more_body": True}
+        )
+        state["sending"] = False
+
+
+async def _watch_disconnect(receive: Receive, outbox: Outbox) -> None:
+    while True:
+        message: Any = await receive()
+        if message["type"] == "http.disconnect":
+            outbox.close("client disconnected")
+            return

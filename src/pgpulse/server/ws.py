@@ -1,0 +1,164 @@
+"""``/v1/ws``: the same subscriptions over WebSocket, changeable without reconnecting.
+
+Client → server (JSON text frames)::
+
+    {"type": "subscribe", "ref": "a", "sub": "documents:shipment_id=eq.42"}
+    {"type": "unsubscribe", "ref": "a"}
+
+Server → client: ``ready``, ``change`` (``{"type":"change","id":...,"data":{...}}``),
+``subscribed``/``unsubscribed`` acknowledgements, ``reset`` and ``error``.  Initial
+subscriptions and ``last_event_id`` may be given as query parameters exactly as for
+SSE.  A subscription added later starts with the next batch of changes.
+Cross-origin sockets are refused unless the origin is configured (browsers do
+not apply CORS to WebSockets, so the server must).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import orjson
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from pgpulse.bus import Subscriber, Subscription
+from pgpulse.cursor import Cursor
+from pgpulse.exceptions import PgPulseError
+from pgpulse.gateway import Gateway
+from pgpulse.outbox import Outbox
+
+__all__ = ["websocket_endpoint"]
+
+log = logging.getLogger("pgpulse.ws")
+
+
+def origin_allowed(websocket: WebSocket, allowed: list[str]) -> bool:
+    origin = websocket.headers.get("origin")
+    if origin is None or "*" in allowed or origin in allowed:
+        return True
+    host = websocket.headers.get("host", "")
+    return origin.split("://", 1)[-1] == host
+
+
+async def websocket_endpoint(websocket: WebSocket) -> None:
+    gateway: Gateway = websocket.app.state.gateway
+    if not origin_allowed(websocket, gateway.settings.cors_origins):
+        log.warning("refused WebSocket from origin %s", websocket.headers.get("origin"))
+        await websocket.close(code=1008, reason="origin not allowed")
+        return
+    params = websocket.query_params
+    subs = params.getlist("sub")
+    raw_cursor = params.get("last_event_id")
+    await websocket.accept()
+    try:
+        resume = Cursor.decode(raw_cursor) if raw_cursor else None
+        specs = await gateway.parse_subscriptions(subs)
+    except (PgPulseError, ValueError) as exc:
+        await websocket.send_text(
+            orjson.dumps({"type": "error", "reason": str(exc)}).decode()
+        )
+        await websocket.close(code=1008, reason="bad subscription")
+        return
+
+    client = websocket.client
+    label = f"ws {client.host if client else '?'}:{client.port if client else 0}"
+    outbox = Outbox(gateway.settings.outbox_limit)
+    subscriber = Subscriber("ws", outbox, label)
+    refs: dict[str, list[Subscription]] = {}
+    writer = asyncio.create_task(_write(websocket, outbox))
+    try:
+        await gateway.attach(subscriber, specs, resume)
+        refs["initial"] = list(subscriber.subscriptions)
+        reader = asyncio.create_task(_read(websocket, gateway, subscriber, refs))
+        done, _ = await asyncio.wait(
+            {writer, reader}, return_when=asyncio.FIRST_COMPLETED
+        )
+        for task in (writer, reader):
+            if task not in done:
+                task.cancel()
+        await asyncio.gather(writer, reader, return_exceptions=True)
+        if outbox.closed and not outbox.closed.startswith("client"):
+            log.warning("disconnecting %s: %s", label, outbox.closed)
+            await websocket.close(code=1013, reason=outbox.closed[:120])
+    except WebSocketDisconnect:
+        pass
+    finally:
+        writer.cancel()
+        gateway.detach(subscriber)
+
+
+async def _write(websocket: WebSocket, outbox: Outbox) -> None:
+    while True:
+        chunks = await outbox.get()
+        if outbox.closed is not None:
+            return
+        for chunk in chunks:
+            await websocket.send_text(chunk.decode())
+
+
+async def _read(
+    websocket: WebSocket,
+    gateway: Gateway,
+    subscriber: Subscriber,
+    refs: dict[str, list[Subscription]],
+) -> None:
+    while True:
+        try:
+            text = await websocket.receive_text()
+        except WebSocketDisconnect:
+            subscriber.outbox.close("client disconnected")
+            return
+        reply = await _handle(text, gateway, subscriber, refs)
+        subscriber.outbox.put(orjson.dumps(reply))
+
+
+async def _handle(
+    text: str,
+    gateway: Gateway,
+    subscriber: Subscriber,
+    refs: dict[str, list[Subscription]],
+) -> dict[str, Any]:
+    try:
+        message = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return {"type": "error", "reason": "messages must be JSON objects"}
+    if not isinstance(message, dict):
+        return {"type": "error", "reason": "messages must be JSON objects"}
+    kind = message.get("type")
+    ref = str(message.get("ref", ""))
+    if kind == "subscribe":
+        sub = message.get("sub")
+        if not isinstance(sub, str) or not ref:
+            return {
+                "type": "error",
+                "ref": ref,
+                "reason": "subscribe needs 'ref' and 'sub' (e.g. 'documents:id=eq.1')",
+            }
+        if ref in refs:
+            return {"type": "error", "ref": ref, "reason": f"ref {ref!r} is in use"}
+        try:
+            (spec,) = await gateway.parse_subscriptions([sub])
+        except (PgPulseError, ValueError) as exc:
+            return {"type": "error", "ref": ref, "reason": str(exc)}
+        refs[ref] = [gateway.bus.subscribe(subscriber, spec)]
+        cursor = gateway.bus.cursor()
+        return {
+            "type": "subscribed",
+            "ref": ref,
+            "sub": sub,
+            "cursor": cursor.encode() if cursor else None,
+        }
+    if kind == "unsubscribe":
+        subs = refs.pop(ref, None)
+        if subs is None:
+            return {"type": "error", "ref": ref, "reason": f"no subscription {ref!r}"}
+        for sub in subs:
+            gateway.bus.unsubscribe(sub)
+        return {"type": "unsubscribed", "ref": ref}
+    if kind == "ping":
+        return {"type": "pong"}
+    return {
+        "type": "error",
+        "reason": f"unknown message type {kind!r}; use subscribe, unsubscribe or ping",
+    }
