@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import asyncpg
 import pytest
@@ -57,3 +58,20 @@ async def conn(database: str) -> AsyncIterator[asyncpg.Connection]:
         yield connection
     finally:
         await connection.close()
+
+
+@pytest.fixture
+def gateway_factory(database: str) -> Iterator[Any]:
+    """Start real gateway processes on the test database; stopped afterwards."""
+    from tests.gateway import GatewayProcess
+
+    started: list[GatewayProcess] = []
+
+    def start(*args: str, dsn: str | None = None) -> GatewayProcess:
+        gw = GatewayProcess(dsn or database, args=list(args)).start()
+        started.append(gw)
+        return gw
+
+    yield start
+    for gw in started:
+        gw.kill()

@@ -28,8 +28,12 @@ class Settings:
     """Seconds between SSE heartbeat comments."""
     retry_ms: int = 2000
     """Reconnect delay suggested to EventSource clients."""
-    outbox_limit: int = 4 * 1024 * 1024
-    """Bytes a client may fall behind before it is disconnected."""
+    outbox_limit: int = 16 * 1024 * 1024
+    """Bytes of events a client may fall behind before it is disconnected.
+
+    Event bytes are shared between clients, so a burst every client receives
+    costs its size once, not once per client; what this bounds is how much a
+    lagging client can keep alive on its own."""
     keepalive: float = 5.0
     """Seconds between listener keepalive reads when idle."""
     pool_size: int = 2

@@ -157,8 +157,7 @@ class Listener:
         )
         if batch is not None:
             self.pruned_xid = batch.pruned_xid
-            if batch.changes or batch.snap != self.position:
-                self.on_batch(batch, True)
+            self.on_batch(batch, True)
             self.position = batch.snap
             count = len(batch.changes)
         else:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 __all__ = ["Outbox"]
 
-DEFAULT_LIMIT = 4 * 1024 * 1024
+DEFAULT_LIMIT = 16 * 1024 * 1024
 
 
 class Outbox:

@@ -97,3 +97,12 @@ def setup_logging(verbose: bool) -> None:
         handlers=[RichHandler(console=console, show_path=False)],
     )
     logging.getLogger("asyncio").setLevel(logging.WARNING)
+    logging.getLogger("uvicorn.error").addFilter(_IntentionalAbortFilter())
+
+
+class _IntentionalAbortFilter(logging.Filter):
+    """uvicorn reports a response we cut off on purpose (a stalled client, whose
+    reason pgpulse already logged) as an error; drop that duplicate."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "returned without completing response" not in record.getMessage()

@@ -57,6 +57,28 @@ def gateway_options(func: click.decorators.FC) -> click.decorators.FC:
             default=None,
             help="Also keep at most this many changes.",
         ),
+        click.option(
+            "--heartbeat",
+            default=15.0,
+            show_default=True,
+            type=float,
+            help="Seconds between SSE heartbeats.",
+        ),
+        click.option(
+            "--keepalive",
+            default=5.0,
+            show_default=True,
+            type=float,
+            help="Seconds between idle listener keepalive reads.",
+        ),
+        click.option(
+            "--outbox-limit",
+            default=16 * 1024 * 1024,
+            show_default=True,
+            type=click.IntRange(1024),
+            metavar="BYTES",
+            help="How far a client may fall behind before it is cut off.",
+        ),
         click.option("-v", "--verbose", is_flag=True, help="Debug logging."),
     ]
     for option in reversed(options):
@@ -72,7 +94,9 @@ def build_settings(
     rest: bool | None,
     retention: str,
     keep_rows: int | None,
-    **extra: object,
+    heartbeat: float = 15.0,
+    keepalive: float = 5.0,
+    outbox_limit: int = 16 * 1024 * 1024,
 ) -> Settings:
     if rest is None:
         rest = os.environ.get("PGPULSE_REST", "") in ("1", "true", "yes")
@@ -87,7 +111,9 @@ def build_settings(
         rest_enabled=rest,
         retention_seconds=seconds or None,
         retention_rows=keep_rows,
-        **extra,  # type: ignore[arg-type]
+        heartbeat=heartbeat,
+        keepalive=keepalive,
+        outbox_limit=outbox_limit,
     )
 
 
