@@ -7,12 +7,12 @@ real HTTP, including being killed and restarted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,7 +109,11 @@ class Event:
 
 
 class SSEStream:
-    """Reads one SSE response; ``await next_event()`` with a deadline."""
+    """Reads one SSE response in a background task; ``await next_event()``.
+
+    The reader runs on its own so a timed-out wait never cancels the HTTP
+    stream half-way through a line.
+    """
 
     def __init__(
         self,
@@ -132,60 +136,72 @@ class SSEStream:
             "GET", url + "/v1/events", params=params, headers=headers
         )
         self.response: httpx.Response | None = None
-        self._lines: AsyncIterator[str] | None = None
         self.last_id: str | None = last_event_id
         self.comments = 0
+        self._queue: asyncio.Queue[Event | BaseException] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> SSEStream:
         self.response = await self._client.send(self._request, stream=True)
-        self._lines = self.response.aiter_lines()
+        self._task = asyncio.create_task(self._read())
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
     async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
         if self.response is not None:
             await self.response.aclose()
         await self._client.aclose()
 
-    async def next_event(self, timeout: float = 10.0) -> Event:
-        async with asyncio.timeout(timeout):
-            return await self._next()
-
-    async def _next(self) -> Event:
-        assert self._lines is not None
+    async def _read(self) -> None:
+        assert self.response is not None
         event, eid = "message", None
         data: list[str] = []
-        async for line in self._lines:
-            if line == "":
-                if data:
+        try:
+            async for line in self.response.aiter_lines():
+                if line == "":
                     if eid is not None:
                         self.last_id = eid
-                    return Event(event, orjson.loads("\n".join(data)), eid)
-                if eid is not None:
-                    self.last_id = eid
-                event, eid = "message", None
-                data = []
-                continue
-            if line.startswith(":"):
-                self.comments += 1
-                continue
-            name, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            if name == "data":
-                data.append(value)
-            elif name == "event":
-                event = value
-            elif name == "id":
-                eid = value
-        raise EOFError("stream closed")
+                    if data:
+                        self._queue.put_nowait(
+                            Event(event, orjson.loads("\n".join(data)), eid)
+                        )
+                    event, eid = "message", None
+                    data = []
+                    continue
+                if line.startswith(":"):
+                    self.comments += 1
+                    continue
+                name, _, value = line.partition(":")
+                value = value.removeprefix(" ")
+                if name == "data":
+                    data.append(value)
+                elif name == "event":
+                    event = value
+                elif name == "id":
+                    eid = value
+            self._queue.put_nowait(EOFError("stream closed"))
+        except Exception as exc:
+            self._queue.put_nowait(exc)
+
+    async def next_event(self, timeout: float = 10.0) -> Event:
+        async with asyncio.timeout(timeout):
+            item = await self._queue.get()
+        if isinstance(item, BaseException):
+            self._queue.put_nowait(item)
+            raise item
+        return item
 
     async def changes(self, count: int, timeout: float = 30.0) -> list[Event]:
         out: list[Event] = []
         async with asyncio.timeout(timeout):
             while len(out) < count:
-                ev = await self._next()
+                ev = await self.next_event(timeout=timeout)
                 if ev.event == "change":
                     out.append(ev)
         return out

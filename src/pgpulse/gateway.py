@@ -70,7 +70,7 @@ class Gateway:
     async def start(self) -> None:
         self.pool = await asyncpg.create_pool(
             self.settings.database_url,
-            min_size=1,
+            min_size=0,
             max_size=self.settings.pool_size,
             server_settings={"application_name": self.settings.application_name},
         )
