@@ -201,7 +201,7 @@ async def prune(
                 """
                 with doomed as (
                     select id from pgpulse.changes
-                    where ($1::timestamptz is null or ts < $1)
+                    where ($1::timestamptz is not null and ts < $1)
                        or ($2::bigint is not null and id <= $2)
                     order by id limit $3
                 ), gone as (

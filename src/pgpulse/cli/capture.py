@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import asyncpg
@@ -82,7 +83,8 @@ async def watch(
                 " or `pgpulse watch`).\n" + "".join(parts)
             )
             await capture.install_schema(conn)
-            label = "watch_" + "_".join(catalog.table(t).name for t in tables)
+            names = "_".join(catalog.table(t).name for t in tables)
+            label = re.sub(r"[^a-z0-9_]+", "_", ("watch_" + names).lower())
             path = new_migration(Path(directory), label[:60], sql)
             console.print(f"wrote [bold]{path}[/]")
             return

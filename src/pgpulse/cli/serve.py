@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import click
 
@@ -10,6 +11,7 @@ from pgpulse.cli._common import (
     console,
     database_option,
     resolve_database,
+    run,
     setup_logging,
 )
 from pgpulse.config import Settings
@@ -148,6 +150,47 @@ def run_gateway(settings: Settings, workers: int = 1) -> None:
         )
 
 
+async def preflight(
+    settings: Settings,
+    workers: int,
+    migrate: bool,
+    migrations_dir: str,
+    config: str | None,
+) -> None:
+    """Apply migrations and check the connection budget before serving.
+
+    The deploy pattern: the gateway never starts on a half-applied schema, and
+    never starts when its connections would not fit the declared budget.
+    """
+    from pgpulse.budget import check_budget, load_budget
+
+    if migrate:
+        from pgpulse.migrate import MigrationError, apply_migrations
+
+        try:
+            applied = await apply_migrations(settings.database_url, migrations_dir)
+        except MigrationError as exc:
+            raise click.ClickException(
+                f"not starting: migration failed.\n{exc}"
+            ) from None
+        console.print(f"migrations: {len(applied)} applied, schema up to date")
+    budget = load_budget(config)
+    if budget is None:
+        return
+    needed = workers * (1 + settings.pool_size)
+    share = budget.share_for("pgpulse")
+    if share is not None and share < needed:
+        raise click.ClickException(
+            f"not starting: the budget gives service 'pgpulse' {share} connections "
+            f"but {workers} gateway process(es) need {needed} (1 listener + "
+            f"{settings.pool_size} pooled each). Raise [budget.services] pgpulse "
+            "or lower --workers."
+        )
+    report = await check_budget(settings.database_url, budget)
+    if not report.fits:
+        raise click.ClickException(f"not starting: {report.message}")
+
+
 @click.command()
 @gateway_options
 @click.option(
@@ -157,12 +200,38 @@ def run_gateway(settings: Settings, workers: int = 1) -> None:
     type=click.IntRange(1, 64),
     help="Gateway processes (each with its own listener connection).",
 )
+@click.option(
+    "--migrate",
+    is_flag=True,
+    help="Apply pending migrations first; refuse to start if one fails.",
+)
+@click.option(
+    "--migrations-dir",
+    default="migrations",
+    show_default=True,
+    envvar="PGPULSE_MIGRATIONS",
+    help="Directory of migration files (with --migrate).",
+)
+@click.option(
+    "--config",
+    default=None,
+    metavar="FILE",
+    help="pgpulse.toml with the connection budget (default: ./pgpulse.toml or "
+    "[tool.pgpulse] in ./pyproject.toml).",
+)
 @database_option
 def serve(
-    database_url: str | None, workers: int, verbose: bool, **options: object
+    database_url: str | None,
+    workers: int,
+    migrate: bool,
+    migrations_dir: str,
+    config: str | None,
+    verbose: bool,
+    **options: Any,
 ) -> None:
     """Run the gateway: SSE at /v1/events, WebSocket at /v1/ws."""
     setup_logging(verbose)
-    settings = build_settings(resolve_database(database_url), **options)  # type: ignore[arg-type]
+    settings = build_settings(resolve_database(database_url), **options)
     settings.workers = workers
+    run(preflight(settings, workers, migrate, migrations_dir, config))
     run_gateway(settings, workers)

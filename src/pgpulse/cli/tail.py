@@ -8,7 +8,13 @@ import click
 import orjson
 
 from pgpulse.bus import Subscriber
-from pgpulse.cli._common import database_option, out, resolve_database, run
+from pgpulse.cli._common import (
+    console,
+    database_option,
+    out,
+    resolve_database,
+    run,
+)
 from pgpulse.config import Settings
 from pgpulse.gateway import Gateway
 from pgpulse.outbox import Outbox
@@ -59,8 +65,7 @@ async def _tail(
         outbox = Outbox(limit=64 * 1024 * 1024)
         subscriber = Subscriber("ws", outbox, "tail")
         await gateway.attach(subscriber, specs, None)
-        if not as_json:
-            out.print(f"[dim]tailing {', '.join(names)}{suffix} (Ctrl-C to stop)[/]")
+        console.print(f"[dim]tailing {', '.join(names)}{suffix} (Ctrl-C to stop)[/]")
         while True:
             for chunk in await outbox.get():
                 message = orjson.loads(chunk)
