@@ -274,7 +274,7 @@ def test_demo_starts_on_embedded_postgres_and_stops_cleanly_on_ctrl_c(tmp_path):
         assert "event: ready" in seen
     finally:
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "embedded PostgreSQL" in err
     assert "Traceback" not in err

@@ -104,11 +104,14 @@ async def _read(
     refs: dict[str, list[Subscription]],
 ) -> None:
     while True:
-        try:
-            text = await websocket.receive_text()
-        except WebSocketDisconnect:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
             subscriber.outbox.close("client disconnected")
             return
+        # Accept text and binary frames alike (many clients send JSON as bytes).
+        text = message.get("text")
+        if text is None:
+            text = (message.get("bytes") or b"").decode("utf-8", "replace")
         reply = await _handle(text, gateway, subscriber, refs)
         subscriber.outbox.put(orjson.dumps(reply))
 

@@ -1,0 +1,168 @@
+"""The gateway's HTTP surface: headers, bad input, injection, WebSocket."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import orjson
+import websockets
+from websockets.typing import Origin
+
+from pgpulse import capture
+from tests.gateway import SSEStream
+
+
+async def _schema(conn) -> None:
+    await conn.execute(
+        "create table docs (id int primary key, shipment_id int, title text, "
+        "created timestamptz default now())"
+    )
+    await conn.execute("create table users (id int primary key, name text, pw text)")
+    await conn.execute("create table notwatched (id int primary key)")
+    await capture.watch(conn, "docs")
+    await capture.watch(conn, "users", exclude=["pw"])
+
+
+async def test_sse_response_has_proxy_friendly_headers_and_retry_hint(
+    conn, gateway_factory
+):
+    await _schema(conn)
+    gw = gateway_factory("--heartbeat", "0.5")
+    async with httpx.AsyncClient() as client:
+        async with client.stream(
+            "GET", gw.url + "/v1/events", params={"sub": "docs"}
+        ) as r:
+            assert r.status_code == 200
+            assert r.headers["content-type"].startswith("text/event-stream")
+            assert r.headers["cache-control"].startswith("no-cache")
+            assert r.headers["x-accel-buffering"] == "no"
+            text = ""
+            async with asyncio.timeout(5):
+                async for chunk in r.aiter_text():
+                    text += chunk
+                    if ": ping" in text:
+                        break
+    assert text.startswith("retry: 2000\n\n")
+    assert "event: ready" in text
+
+
+async def test_heartbeats_advance_the_cursor_of_quiet_filtered_clients(
+    conn, gateway_factory
+):
+    await _schema(conn)
+    gw = gateway_factory("--heartbeat", "0.3")
+    async with SSEStream(gw.url, ["docs:shipment_id=eq.1"]) as stream:
+        ready = await stream.next_event()
+        await conn.execute("insert into docs (id, shipment_id) values (1, 2)")
+        await asyncio.sleep(1.5)
+        assert stream.comments >= 2
+        assert stream.last_id != ready.id  # moved past the unrelated change
+    await conn.execute("insert into docs (id, shipment_id) values (2, 1)")
+    async with SSEStream(gw.url, ["docs:shipment_id=eq.1"], stream.last_id) as again:
+        await again.next_event()
+        (event,) = await again.changes(1)
+        assert event.data["pk"] == {"id": 2}
+
+
+async def test_bad_subscriptions_are_clear_4xx_and_execute_nothing(
+    conn, gateway_factory
+):
+    await _schema(conn)
+    gw = gateway_factory()
+    cases = {
+        "": (400, "subscribe to at least one table"),
+        "nope": (404, "table 'nope' does not exist"),
+        "dcos": (404, "Did you mean 'docs'"),
+        "notwatched": (404, "is not watched"),
+        "docs:titel=eq.x": (400, "column 'titel' does not exist"),
+        "docs:shipment_id=equals.1": (400, "unknown operator 'equals'"),
+        "docs:shipment_id": (400, "must look like 'column=op.value'"),
+        "docs:shipment_id=eq.abc": (400, "not a valid integer"),
+        "docs:created=lt.yesterday": (400, "not a valid timestamp"),
+        "docs:shipment_id=in.(1,2": (400, "unbalanced"),
+        "users:pw=eq.secret": (400, "cannot filter on column 'pw'"),
+        "docs;drop table docs": (404, "does not exist"),
+        'docs:"id"=eq.1': (400, "column"),
+        "docs:id) or 1=1 --=eq.1": (400, ""),
+        "pgpulse.changes": (404, "is not watched"),
+    }
+    async with httpx.AsyncClient() as client:
+        for sub, (status, message) in cases.items():
+            params = {"sub": sub} if sub else {}
+            r = await client.get(gw.url + "/v1/events", params=params)
+            assert r.status_code == status, (sub, r.text)
+            assert message in r.json()["error"], (sub, r.json())
+    assert await conn.fetchval("select to_regclass('docs') is not null")
+    assert await conn.fetchval("select count(*) from pgpulse.changes") == 0
+
+
+async def test_injection_in_filter_values_is_just_a_value(conn, gateway_factory):
+    await _schema(conn)
+    gw = gateway_factory()
+    evil = "x'); drop table docs; --"
+    async with SSEStream(gw.url, [f'docs:title=eq."{evil}"']) as stream:
+        await stream.next_event()
+        await conn.execute(
+            "insert into docs (id, title) values (1, 'a'), (2, $1)", evil
+        )
+        (event,) = await stream.changes(1)
+        assert event.data["row"]["title"] == evil
+    assert await conn.fetchval("select count(*) from docs") == 2
+
+
+async def test_excluded_columns_never_reach_clients(conn, gateway_factory):
+    await _schema(conn)
+    gw = gateway_factory()
+    async with SSEStream(gw.url, ["users"]) as stream:
+        await stream.next_event()
+        await conn.execute("insert into users values (1, 'ann', 'hunter2')")
+        (event,) = await stream.changes(1)
+    assert event.data["row"] == {"id": 1, "name": "ann"}
+
+
+async def test_websocket_subscribe_and_unsubscribe_without_reconnecting(
+    conn, gateway_factory
+):
+    await _schema(conn)
+    gw = gateway_factory()
+    uri = f"ws://127.0.0.1:{gw.port}/v1/ws?sub=docs"
+
+    async def recv(ws):
+        return orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+
+    async with websockets.connect(uri) as ws:
+        ready = await recv(ws)
+        assert ready["type"] == "ready"
+        await ws.send(orjson.dumps({"type": "subscribe", "ref": "u", "sub": "users"}))
+        assert (await recv(ws))["type"] == "subscribed"
+        await conn.execute("insert into users values (1, 'ann', 'pw')")
+        change = await recv(ws)
+        assert change["type"] == "change"
+        assert change["data"]["table"] == "users"
+        await ws.send(orjson.dumps({"type": "unsubscribe", "ref": "u"}))
+        assert (await recv(ws))["type"] == "unsubscribed"
+        await conn.execute("insert into users values (2, 'bob', 'pw')")
+        await conn.execute("insert into docs (id) values (7)")
+        change = await recv(ws)
+        assert change["data"]["table"] == "docs"  # users no longer delivered
+        await ws.send(orjson.dumps({"type": "subscribe", "ref": "x", "sub": "nope"}))
+        error = await recv(ws)
+        assert error["type"] == "error" and "does not exist" in error["reason"]
+        await ws.send(b"not json")
+        assert "JSON" in (await recv(ws))["reason"]
+
+
+async def test_websocket_from_a_foreign_origin_is_refused(conn, gateway_factory):
+    await _schema(conn)
+    gw = gateway_factory()
+    uri = f"ws://127.0.0.1:{gw.port}/v1/ws?sub=docs"
+    try:
+        async with websockets.connect(uri, origin=Origin("http://evil.example")):
+            raise AssertionError("foreign origin was accepted")
+    except websockets.InvalidStatus as refused:
+        assert refused.response.status_code == 403
+    # The page's own origin is fine.
+    own = Origin(f"http://127.0.0.1:{gw.port}")
+    async with websockets.connect(uri, origin=own) as ws:
+        assert orjson.loads(await ws.recv())["type"] == "ready"
