@@ -8,6 +8,14 @@ every ``keepalive`` seconds; that read doubles as a safety net for any missed
 wake-up and detects a dead connection (a socket can stay "open" for minutes after
 the server is gone).  On failure it reconnects with capped exponential backoff
 and resumes from its cursor, so a PostgreSQL restart loses nothing.
+
+Adaptive wake-ups: NOTIFY serializes committing writers, so when wake-ups come
+faster than ``busy_gap`` apart the listener switches to polling the log and
+tells writers (``pgpulse.listeners.wants_notify``) to stop notifying.  After
+``idle_after`` seconds without changes it asks for wake-ups again, and keeps
+polling until every transaction that may have read the old flag has ended
+(snapshot xmin past the flip), so no change can be left waiting for a wake-up
+that nobody sends.
 """
 
 from __future__ import annotations
@@ -46,6 +54,9 @@ class Listener:
         *,
         keepalive: float = 5.0,
         query_timeout: float = 10.0,
+        poll_interval: float = 0.002,
+        busy_gap: float = 0.02,
+        idle_after: float = 0.25,
         backoff_max: float = 5.0,
         application_name: str = "pgpulse-listener",
         on_state: Callable[[str], None] | None = None,
@@ -55,6 +66,14 @@ class Listener:
         self.name_of = name_of
         self.keepalive = keepalive
         self.query_timeout = query_timeout
+        self.poll_interval = poll_interval
+        self.busy_gap = busy_gap
+        self.idle_after = idle_after
+        self.polling = False
+        """True while the listener polls and writers skip NOTIFY."""
+        self._settle: Snapshot | None = None
+        self._last_wake = 0.0
+        self._idle_since: float | None = None
         self.backoff_max = backoff_max
         self.application_name = application_name
         self.on_state = on_state
@@ -113,6 +132,7 @@ class Listener:
         )
         self._conn.add_termination_listener(lambda _c: self._wake.set())
         await self._conn.add_listener(CHANNEL, self._on_notify)
+        await self._register()
         if self.position is None:
             text = await self._conn.fetchval("select pg_current_snapshot()::text")
             self.position = Snapshot.parse(text)
@@ -121,6 +141,38 @@ class Listener:
         log.info("listener connected; following the change log from %s", self.position)
         # Catch up on whatever committed while we were away.
         self._wake.set()
+
+    async def _register(self) -> None:
+        """Join ``pgpulse.listeners`` (wanting wake-ups) and drop dead entries."""
+        await self._conn.execute(
+            "delete from pgpulse.listeners where pid <> pg_backend_pid() and pid "
+            "not in (select pid from pg_stat_activity)"
+        )
+        await self._conn.execute(
+            "insert into pgpulse.listeners (pid, wants_notify) "
+            "values (pg_backend_pid(), true) "
+            "on conflict (pid) do update set wants_notify = true"
+        )
+        # Writers that read an older flag may still be running: poll until they
+        # are done, exactly as after a switch back from polling.
+        self.polling = True
+        self._settle = Snapshot.parse(
+            await self._conn.fetchval("select pg_current_snapshot()::text")
+        )
+
+    async def _want_wakeups(self, want: bool) -> None:
+        await self._conn.execute(
+            "update pgpulse.listeners set wants_notify = $1 "
+            "where pid = pg_backend_pid()",
+            want,
+        )
+        if want:
+            self._settle = Snapshot.parse(
+                await self._conn.fetchval("select pg_current_snapshot()::text")
+            )
+        else:
+            self._settle = None
+        log.debug("listener %s", "asks for wake-ups" if want else "polls")
 
     async def _close(self) -> None:
         conn, self._conn = self._conn, None
@@ -137,15 +189,48 @@ class Listener:
     # -- reading ------------------------------------------------------------------
 
     async def _follow(self) -> None:
+        loop = asyncio.get_running_loop()
+        count = 0
+        empty = 0
         while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.keepalive)
-            except TimeoutError:
-                pass
+            if self.polling:
+                # Tight loop while changes flow; back off (to 64x) when quiet,
+                # e.g. while waiting out a long transaction before sleeping.
+                empty = 0 if count else min(empty + 1, 6)
+                if empty:
+                    await asyncio.sleep(self.poll_interval * 2 ** (empty - 1))
+            else:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.keepalive)
+                except TimeoutError:
+                    pass
             self._wake.clear()
             if self._conn is None or self._conn.is_closed():
                 raise ConnectionError("listener connection closed")
-            await asyncio.wait_for(self.read(), self.query_timeout * 6)
+            count = await asyncio.wait_for(self.read(), self.query_timeout * 6)
+            await self._adapt(count, loop.time())
+
+    async def _adapt(self, count: int, now: float) -> None:
+        """Switch between wake-ups and polling (see the module docstring)."""
+        if not self.polling:
+            if count and now - self._last_wake < self.busy_gap:
+                self.polling = True
+                self._idle_since = None
+                await self._want_wakeups(False)
+            self._last_wake = now
+            return
+        if count:
+            self._idle_since = None
+        elif self._idle_since is None:
+            self._idle_since = now
+        elif self._settle is None and now - self._idle_since >= self.idle_after:
+            await self._want_wakeups(True)
+        settle = self._settle
+        if settle is not None and self.position is not None:
+            if self.position.xmin >= settle.xmax:
+                self.polling = False
+                self._settle = None
+                self._last_wake = now
 
     async def read(self) -> int:
         """Read and dispatch everything new; returns the number of changes."""

@@ -1,4 +1,4 @@
--- pgpulse capture schema, version 1.
+-- pgpulse capture schema, current version (2). Upgrades: migrations/.
 --
 -- Statement-level triggers with transition tables append every changed row of a
 -- watched table to pgpulse.changes, then send ONE tiny wake-up (pg_notify with an
@@ -34,6 +34,14 @@ create table pgpulse.state (
     pruned_at timestamptz
 );
 insert into pgpulse.state default values;
+
+-- Listeners register here; writers skip pg_notify while no listener wants a
+-- wake-up (busy listeners poll).  See migrations/0002_adaptive_wakeups.sql.
+create table pgpulse.listeners (
+    pid integer primary key,
+    wants_notify boolean not null default true,
+    registered_at timestamptz not null default now()
+);
 
 create table pgpulse.watched (
     tbl regclass primary key,
@@ -78,7 +86,10 @@ begin
         insert into pgpulse.changes (tbl, op, pk) values (tg_argv[0], 'TRUNCATE', '{}');
     end if;
     get diagnostics n_rows = row_count;
-    if n_rows > 0 then
+    if n_rows > 0 and (
+        current_setting('transaction_isolation') <> 'read committed'
+        or exists (select 1 from pgpulse.listeners where wants_notify)
+    ) then
         perform pg_notify('pgpulse', '');
     end if;
     return null;
@@ -216,4 +227,4 @@ begin
 end
 $fn$;
 
-insert into pgpulse.schema_version (version) values (1);
+insert into pgpulse.schema_version (version) values (2);

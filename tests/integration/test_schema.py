@@ -1,0 +1,123 @@
+"""The capture schema: upgrades reach exactly the current schema; wake-ups adapt."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+
+from pgpulse import capture
+from pgpulse.capture.schema import SCHEMA_VERSION, install_schema, migrations
+from pgpulse.listener import Listener
+
+_SHAPE = """
+select 'table' as kind, c.relname || '.' || a.attname || ':' ||
+       format_type(a.atttypid, a.atttypmod) || ':' || a.attnotnull ||
+       ':' || coalesce(pg_get_expr(d.adbin, d.adrelid), '') as item
+from pg_class c join pg_namespace n on n.oid = c.relnamespace
+join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
+left join pg_attrdef d on d.adrelid = c.oid and d.adnum = a.attnum
+where n.nspname = 'pgpulse' and c.relkind in ('r', 'i', 'S')
+union all
+select 'index', indexdef from pg_indexes where schemaname = 'pgpulse'
+union all
+select 'constraint', conrelid::regclass || ':' || pg_get_constraintdef(oid)
+from pg_constraint where connamespace = 'pgpulse'::regnamespace
+union all
+select 'function', p.proname || ':' || md5(pg_get_functiondef(p.oid))
+from pg_proc p where p.pronamespace = 'pgpulse'::regnamespace
+order by 1, 2
+"""
+
+
+async def test_migrations_from_empty_equal_the_current_schema(pg_server):
+    admin = await asyncpg.connect(pg_server.dsn())
+    try:
+        await admin.execute("create database schema_fresh")
+        await admin.execute("create database schema_upgraded")
+    finally:
+        await admin.close()
+    fresh = await asyncpg.connect(pg_server.dsn("schema_fresh"))
+    upgraded = await asyncpg.connect(pg_server.dsn("schema_upgraded"))
+    try:
+        assert await install_schema(fresh) == SCHEMA_VERSION
+        # Install version 1 only, then let install_schema upgrade it.
+        first = migrations()[0]
+        await upgraded.execute(first[2])
+        assert await install_schema(upgraded) == SCHEMA_VERSION
+        a = [tuple(r) for r in await fresh.fetch(_SHAPE)]
+        b = [tuple(r) for r in await upgraded.fetch(_SHAPE)]
+        assert a == b
+        assert len(a) > 10
+        # Installing again is a no-op.
+        assert await install_schema(fresh) == SCHEMA_VERSION
+    finally:
+        await fresh.close()
+        await upgraded.close()
+        admin = await asyncpg.connect(pg_server.dsn())
+        await admin.execute("drop database schema_fresh with (force)")
+        await admin.execute("drop database schema_upgraded with (force)")
+        await admin.close()
+
+
+async def test_busy_listener_polls_and_writers_stop_notifying(conn, database):
+    await conn.execute("create table docs (id int primary key)")
+    await capture.watch(conn, "docs")
+    got: list[int] = []
+    listener = Listener(
+        database,
+        lambda batch, final: got.extend(c.id for c in batch.changes),
+        lambda name: name,
+        idle_after=0.3,
+    )
+    task = asyncio.create_task(listener.run())
+    try:
+        await listener.connected.wait()
+        notified: list[str] = []
+        await conn.add_listener("pgpulse", lambda *a: notified.append("x"))
+        await asyncio.sleep(0.3)
+        assert not listener.polling
+        # Idle: a write wakes the listener with NOTIFY.
+        await conn.execute("insert into docs values (0)")
+        await asyncio.sleep(0.2)
+        assert notified
+        # Busy: the listener switches to polling and writers skip NOTIFY.
+        for i in range(1, 200):
+            await conn.execute("insert into docs values ($1)", i)
+        assert listener.polling
+        notified.clear()
+        for i in range(200, 300):
+            await conn.execute("insert into docs values ($1)", i)
+        await asyncio.sleep(0.05)
+        assert notified == []
+        # Quiet again: it asks for wake-ups and goes back to sleep.
+        await asyncio.sleep(1.0)
+        assert not listener.polling
+        await conn.execute("insert into docs values (1000)")
+        await asyncio.sleep(0.3)
+        assert notified
+        assert len(got) == 301 and len(set(got)) == 301
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_repeatable_read_writers_always_notify(conn, database):
+    await conn.execute("create table docs (id int primary key)")
+    await capture.watch(conn, "docs")
+    await conn.execute(
+        "insert into pgpulse.listeners (pid, wants_notify) values (-1, false)"
+    )
+    notified: list[str] = []
+    await conn.add_listener("pgpulse", lambda *a: notified.append("x"))
+    other = await asyncpg.connect(database)
+    try:
+        await other.execute("insert into docs values (1)")
+        await asyncio.sleep(0.2)
+        assert notified == []  # nobody wants a wake-up
+        async with other.transaction(isolation="repeatable_read"):
+            await other.execute("insert into docs values (2)")
+        await asyncio.sleep(0.2)
+        assert notified == ["x"]
+    finally:
+        await other.close()

@@ -1,0 +1,153 @@
+"""Routing: only matching subscribers, old and new rows, bytes built once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from pgpulse.bus import Bus, Subscriber
+from pgpulse.capture import WatchedTable
+from pgpulse.catalog import Catalog, Column, Table
+from pgpulse.events import Change
+from pgpulse.exceptions import FilterError, UnknownColumnError, UnknownTableError
+from pgpulse.outbox import Outbox
+from pgpulse.subscriptions import parse_subscription
+
+
+def _catalog() -> Catalog:
+    cat = Catalog()
+    cols = {
+        "id": Column("id", "integer", "N", "int4", False),
+        "shipment_id": Column("shipment_id", "integer", "N", "int4", True),
+        "status": Column("status", "text", "S", "text", True),
+        "pw": Column("pw", "text", "S", "text", True),
+    }
+    cat.tables["public.docs"] = Table("public", "docs", cols, ("id",))
+    return cat
+
+
+WATCHED = {"public.docs": WatchedTable("public.docs", "rows", None, ("pw",))}
+_ids = iter(range(1, 10**6))
+
+
+def change(op: str, row: dict[str, Any] | None, old: dict[str, Any] | None) -> Change:
+    ref = row or old or {}
+    i = next(_ids)
+    return Change(
+        id=i,
+        xid=100 + i,
+        table="public.docs",
+        name="docs",
+        op=op,
+        pk=orjson.dumps({"id": ref.get("id")}).decode(),
+        row=orjson.dumps(row).decode() if row is not None else None,
+        old=orjson.dumps(old).decode() if old is not None else None,
+        ts='"2026-01-01T00:00:00+00:00"',
+        event_id=f"1:1:~2:2:~{i}",
+    )
+
+
+def client(bus: Bus, *subs: str) -> Subscriber:
+    s = Subscriber("sse", Outbox(10**9))
+    for text in subs:
+        bus.subscribe(s, parse_subscription(text, _catalog(), WATCHED))
+    return s
+
+
+def received(s: Subscriber) -> list[dict[str, Any]]:
+    out = []
+    for chunk in s.outbox._chunks:
+        data = chunk.split(b"data: ", 1)[1]
+        out.append(orjson.loads(data))
+    s.outbox._chunks.clear()
+    return out
+
+
+def test_equality_filters_are_indexed_and_only_matching_clients_are_touched():
+    bus = Bus()
+    clients = [client(bus, f"docs:shipment_id=eq.{n}") for n in range(1000)]
+    reached = bus.publish(change("INSERT", {"id": 1, "shipment_id": 42}, None))
+    assert reached == 1
+    assert [len(received(c)) for c in clients].count(1) == 1
+    assert received(clients[42]) == []  # already drained above
+
+
+def test_update_moving_a_row_out_and_in_reveals_only_permitted_rows():
+    bus = Bus()
+    c42 = client(bus, "docs:shipment_id=eq.42")
+    bus.publish(
+        change("UPDATE", {"id": 1, "shipment_id": 7}, {"id": 1, "shipment_id": 42})
+    )
+    (out,) = received(c42)
+    assert out["op"] == "DELETE" and out["moved"] is True
+    assert out["row"] is None and out["old"]["shipment_id"] == 42
+    bus.publish(
+        change("UPDATE", {"id": 2, "shipment_id": 42}, {"id": 2, "shipment_id": 7})
+    )
+    (out,) = received(c42)
+    assert out["op"] == "INSERT" and out["moved"] is True
+    assert out["old"] is None and out["row"]["shipment_id"] == 42
+    bus.publish(
+        change("UPDATE", {"id": 3, "shipment_id": 7}, {"id": 3, "shipment_id": 7})
+    )
+    assert received(c42) == []
+
+
+def test_non_equality_filters_are_scanned_and_combined_with_and():
+    bus = Bus()
+    c = client(bus, "docs:shipment_id=gt.10;status=in.(new,done)")
+    bus.publish(change("INSERT", {"id": 1, "shipment_id": 11, "status": "new"}, None))
+    bus.publish(change("INSERT", {"id": 2, "shipment_id": 11, "status": "old"}, None))
+    bus.publish(change("INSERT", {"id": 3, "shipment_id": 9, "status": "new"}, None))
+    bus.publish(change("DELETE", None, {"id": 1, "shipment_id": 11, "status": "new"}))
+    assert [(e["op"], e["pk"]["id"]) for e in received(c)] == [
+        ("INSERT", 1),
+        ("DELETE", 1),
+    ]
+
+
+def test_a_client_with_overlapping_subscriptions_gets_each_change_once():
+    bus = Bus()
+    c = client(bus, "docs", "docs:shipment_id=eq.1", "docs:status=eq.x")
+    bus.publish(change("INSERT", {"id": 1, "shipment_id": 1, "status": "x"}, None))
+    assert len(received(c)) == 1
+
+
+def test_each_variant_is_encoded_once_and_shared():
+    bus = Bus()
+    a, b = client(bus, "docs"), client(bus, "docs")
+    bus.publish(change("INSERT", {"id": 1, "shipment_id": 1}, None))
+    assert a.outbox._chunks[0] is b.outbox._chunks[0]
+
+
+def test_unsubscribe_removes_routes():
+    bus = Bus()
+    c = client(bus, "docs:shipment_id=eq.5", "docs")
+    bus.remove(c)
+    assert bus.publish(change("INSERT", {"id": 1, "shipment_id": 5}, None)) == 0
+    assert not bus._routes
+
+
+def test_truncate_reaches_filtered_subscribers():
+    bus = Bus()
+    c = client(bus, "docs:shipment_id=eq.5")
+    bus.publish(change("TRUNCATE", None, None))
+    assert [e["op"] for e in received(c)] == ["TRUNCATE"]
+
+
+@pytest.mark.parametrize(
+    ("text", "error", "message"),
+    [
+        ("nope", UnknownTableError, "does not exist"),
+        ("docs:nope=eq.1", UnknownColumnError, "'nope'"),
+        ("docs:pw=eq.x", FilterError, "cannot filter on column 'pw'"),
+        ("docs:id=eq.1.5", FilterError, "not a valid integer"),
+        ("docs:id=like.1*", FilterError, "needs a text column"),
+        ("docs:id", FilterError, "column=op.value"),
+    ],
+)
+def test_bad_subscriptions_name_the_problem(text, error, message):
+    with pytest.raises(error, match=message):
+        parse_subscription(text, _catalog(), WATCHED)
