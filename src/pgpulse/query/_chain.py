@@ -1,0 +1,147 @@
+"""The filter methods shared by the builder and its ``not_`` proxy.
+
+Every method turns its arguments into the grammar's own tree
+(:mod:`pgpulse.filters`), so ``.eq("id", 42)``, ``.filter("id", "eq", "42")`` and
+the URL ``id=eq.42`` are the same :class:`~pgpulse.filters.Condition`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from pgpulse.exceptions import FilterError
+from pgpulse.filters import And, Filter, Or, condition, parse_filter
+
+if TYPE_CHECKING:
+    from pgpulse.query._builder import QueryBuilder
+
+__all__ = ["FilterMethods", "split_path"]
+
+
+def split_path(
+    reference: str | None, argument: str = "foreign_table"
+) -> tuple[str, ...]:
+    """``"nodes.checks"`` → ``("nodes", "checks")``; ``None`` is the queried table."""
+    if reference is None:
+        return ()
+    if (
+        not isinstance(reference, str)
+        or not reference
+        or any(not part for part in reference.split("."))
+    ):
+        raise FilterError(
+            f"{argument} must name an embedded table like 'nodes' or "
+            f"'nodes.checks', got {reference!r}"
+        )
+    return tuple(reference.split("."))
+
+
+class FilterMethods:
+    """``eq``, ``neq``, ... ``or_``: each returns a new builder."""
+
+    _negate = False
+
+    def _add(self, filt: Filter, path: tuple[str, ...] = ()) -> QueryBuilder:
+        raise NotImplementedError
+
+    def _cond(self, column: str, op: str, value: object) -> QueryBuilder:
+        return self._add(condition(column, op, value, self._negate))
+
+    def eq(self, column: str, value: object) -> QueryBuilder:
+        """``column = value``; a dotted column (``nodes.status``) filters an embed."""
+        return self._cond(column, "eq", value)
+
+    def neq(self, column: str, value: object) -> QueryBuilder:
+        """``column <> value``."""
+        return self._cond(column, "neq", value)
+
+    def gt(self, column: str, value: object) -> QueryBuilder:
+        """``column > value``."""
+        return self._cond(column, "gt", value)
+
+    def gte(self, column: str, value: object) -> QueryBuilder:
+        """``column >= value``."""
+        return self._cond(column, "gte", value)
+
+    def lt(self, column: str, value: object) -> QueryBuilder:
+        """``column < value``."""
+        return self._cond(column, "lt", value)
+
+    def lte(self, column: str, value: object) -> QueryBuilder:
+        """``column <= value``."""
+        return self._cond(column, "lte", value)
+
+    def like(self, column: str, pattern: str) -> QueryBuilder:
+        """``column LIKE pattern``; ``*`` works like ``%``."""
+        return self._cond(column, "like", pattern)
+
+    def ilike(self, column: str, pattern: str) -> QueryBuilder:
+        """``column ILIKE pattern`` (case-insensitive); ``*`` works like ``%``."""
+        return self._cond(column, "ilike", pattern)
+
+    def is_(self, column: str, value: bool | str | None) -> QueryBuilder:
+        """``column IS NULL`` (``None``), ``IS TRUE``, ``IS FALSE``, ``IS UNKNOWN``."""
+        return self._cond(column, "is", value)
+
+    def in_(self, column: str, values: Iterable[object]) -> QueryBuilder:
+        """``column = ANY(values)``."""
+        return self._cond(column, "in", values)
+
+    def contains(self, column: str, value: object) -> QueryBuilder:
+        """``column @> value`` for arrays (a list), jsonb (a dict) or ranges (str)."""
+        return self._cond(column, "cs", value)
+
+    def contained_by(self, column: str, value: object) -> QueryBuilder:
+        """``column <@ value``."""
+        return self._cond(column, "cd", value)
+
+    def filter(self, column: str, operator: str, value: object) -> QueryBuilder:
+        """Any grammar operator by name: ``filter("id", "in", "(1,2)")``.
+
+        A string *value* is read as grammar text (as in a URL); other values as
+        Python values.  ``operator`` may start with ``not.``.
+        """
+        if isinstance(value, str):
+            filt = parse_filter(column, f"{operator}.{value}")
+            if self._negate:
+                filt = replace(filt, negate=not filt.negate)
+            return self._add(filt)
+        negate = operator.startswith("not.")
+        op = operator.removeprefix("not.")
+        return self._add(condition(column, op, value, negate != self._negate))
+
+    def match(self, values: Mapping[str, object]) -> QueryBuilder:
+        """``eq`` on every key of *values*."""
+        if not isinstance(values, Mapping) or not values:
+            raise FilterError(f"match() takes a non-empty dict, got {values!r}")
+        conditions = [condition(c, "eq", v) for c, v in values.items()]
+        if self._negate:
+            return self._add(And(tuple(conditions), negate=True))
+        builder = self._add(conditions[0])
+        for cond in conditions[1:]:
+            builder = builder._add(cond)
+        return builder
+
+    def or_(
+        self,
+        filters: str,
+        *,
+        reference_table: str | None = None,
+        foreign_table: str | None = None,
+    ) -> QueryBuilder:
+        """Any of ``"a.eq.1,b.gt.2"`` (PostgREST syntax, nesting with ``and(...)``).
+
+        *reference_table* (alias *foreign_table*) applies it to an embedded table.
+        """
+        if not isinstance(filters, str) or not filters.strip():
+            raise FilterError(
+                f"or_ takes a string like 'status.eq.new,pages.gt.10', got {filters!r}"
+            )
+        parsed = parse_filter("or", f"({filters})")
+        if not isinstance(parsed, Or):  # pragma: no cover - parse_filter("or") is Or
+            raise FilterError(f"could not read {filters!r} as an or-filter")
+        if self._negate:
+            parsed = replace(parsed, negate=True)
+        return self._add(parsed, split_path(reference_table or foreign_table))

@@ -1,0 +1,254 @@
+"""Render a level tree as ONE SQL statement that returns JSON.
+
+Shape (``documents`` with an embedded list of ``nodes``)::
+
+    SELECT coalesce(json_agg("r0"), '[]'::json) AS "data"
+    FROM (
+      SELECT "t0".*, coalesce("e1"."j", '[]'::json) AS "nodes"
+      FROM "public"."documents" AS "t0"
+      LEFT JOIN LATERAL (
+        SELECT json_agg("r1") AS "j"
+        FROM (
+          SELECT "t1".* FROM "public"."nodes" AS "t1"
+          WHERE "t1"."document_id" = "t0"."id"
+        ) AS "r1"
+      ) AS "e1" ON true
+    ) AS "r0"
+
+Why: each embedded table is a lateral subquery aggregated to JSON, so any depth
+of nesting costs one round trip and no N+1; PostgreSQL builds the nested
+documents, Python decodes one string with orjson.  ``!inner`` keeps a parent only
+when its lateral produced something (``"e1"."j" IS NOT NULL``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pgpulse.catalog import Table, quote_ident
+from pgpulse.query._plan import Level
+from pgpulse.query._select import Field, Star
+from pgpulse.query._sql import Params, column_ref, render_filter
+
+__all__ = ["WRITE_CTE", "render_read", "render_returning"]
+
+WRITE_CTE = "pgpulse_write"
+_IN = "  "
+
+
+def _q(name: str) -> str:
+    return quote_ident(name)
+
+
+@dataclass
+class _Parts:
+    select: list[str] = field(default_factory=list)
+    source: str = ""
+    joins: list[list[str]] = field(default_factory=list)
+    inner_joins: list[list[str]] = field(default_factory=list)
+    where: list[str] = field(default_factory=list)
+    inner_where: list[str] = field(default_factory=list)
+    tail: list[str] = field(default_factory=list)
+
+    def lines(
+        self, *, only_inner: bool = False, select: str | None = None
+    ) -> list[str]:
+        head = select if select is not None else ", ".join(self.select)
+        out = [f"SELECT {head}".rstrip(), f"FROM {self.source}"]
+        for join in self.inner_joins if only_inner else self.joins:
+            out.extend(join)
+        conditions = self.where + self.inner_where
+        if conditions:
+            out.append("WHERE " + conditions[0])
+            out.extend(f"{_IN}AND {c}" for c in conditions[1:])
+        if not only_inner:
+            out.extend(self.tail)
+        return out
+
+
+def _pairs(level: Level, parent: Level) -> list[str]:
+    """The join condition between *level* and its *parent* (catalog names only)."""
+    relation = level.relation
+    if relation is None:
+        return []
+    fk = relation.fk
+    child, up = level.table, parent.table
+    a, p = level.alias, parent.alias
+    if relation.kind == "many_to_one":
+        return [
+            f"{column_ref(a, child.column(ref))} = {column_ref(p, up.column(col))}"
+            for col, ref in zip(fk.columns, fk.ref_columns, strict=True)
+        ]
+    if relation.junction is None or relation.target_fk is None:
+        return [
+            f"{column_ref(a, child.column(col))} = {column_ref(p, up.column(ref))}"
+            for col, ref in zip(fk.columns, fk.ref_columns, strict=True)
+        ]
+    junction, j = relation.junction, f"j{level.index}"
+    links = [
+        f"{column_ref(j, junction.column(col))} = {column_ref(p, up.column(ref))}"
+        for col, ref in zip(fk.columns, fk.ref_columns, strict=True)
+    ] + [
+        f"{column_ref(j, junction.column(col))} = {column_ref(a, child.column(ref))}"
+        for col, ref in zip(
+            relation.target_fk.columns, relation.target_fk.ref_columns, strict=True
+        )
+    ]
+    return [
+        f"EXISTS (SELECT 1 FROM {junction.sql} AS {_q(j)} WHERE "
+        + " AND ".join(links)
+        + ")"
+    ]
+
+
+def _select_list(level: Level, include: Callable[[Level], bool]) -> list[str]:
+    out: list[str] = []
+    a = _q(level.alias)
+    for item in level.outputs:
+        if isinstance(item, Star):
+            out.append(f"{a}.*")
+        elif isinstance(item, Field):
+            ref = column_ref(level.alias, level.table.column(item.name))
+            if item.cast:
+                out.append(f"{ref}::{item.cast} AS {_q(item.key)}")
+            elif item.alias and item.alias != item.name:
+                out.append(f"{ref} AS {_q(item.key)}")
+            else:
+                out.append(ref)
+        elif item.visible and include(item) and item.key is not None:
+            j = f"{_q('e' + str(item.index))}.{_q('j')}"
+            if item.relation is not None and item.relation.many:
+                out.append(f"coalesce({j}, '[]'::json) AS {_q(item.key)}")
+            else:
+                out.append(f"{j} AS {_q(item.key)}")
+    return out
+
+
+def _level_parts(
+    level: Level,
+    params: Params,
+    source: str,
+    parent: Level | None,
+    include: Callable[[Level], bool],
+    with_tail: bool = True,
+) -> _Parts:
+    parts = _Parts(select=_select_list(level, include), source=source)
+    for child in level.children:
+        if not include(child):
+            continue
+        join = _lateral(child, level, params, include)
+        parts.joins.append(join)
+        if child.inner:
+            parts.inner_joins.append(join)
+            parts.inner_where.append(
+                f"{_q('e' + str(child.index))}.{_q('j')} IS NOT NULL"
+            )
+    if parent is not None:
+        parts.where.extend(_pairs(level, parent))
+    for filt in level.filters:
+        parts.where.append(render_filter(filt, level.table, level.alias, params))
+    if with_tail:
+        parts.tail = _tail(level, params)
+    return parts
+
+
+def _tail(level: Level, params: Params) -> list[str]:
+    out: list[str] = []
+    if level.orders:
+        terms = []
+        for order in level.orders:
+            term = column_ref(level.alias, level.table.column(order.column))
+            term += " DESC" if order.desc else " ASC"
+            if order.nulls_first is not None:
+                term += " NULLS FIRST" if order.nulls_first else " NULLS LAST"
+            terms.append(term)
+        out.append("ORDER BY " + ", ".join(terms))
+    if level.limit is not None:
+        out.append(f"LIMIT {params.add(level.limit)}")
+    if level.offset is not None:
+        out.append(f"OFFSET {params.add(level.offset)}")
+    return out
+
+
+def _lateral(
+    level: Level, parent: Level, params: Params, include: Callable[[Level], bool]
+) -> list[str]:
+    parts = _level_parts(
+        level, params, _from(level.table, level.alias), parent, include
+    )
+    r = _q(f"r{level.index}")
+    agg = (
+        "json_agg"
+        if level.relation is not None and level.relation.many
+        else ("row_to_json")
+    )
+    body = [f"SELECT {agg}({r}) AS {_q('j')}", "FROM ("]
+    body += [_IN + line for line in parts.lines()]
+    body.append(f") AS {r}")
+    return (
+        ["LEFT JOIN LATERAL ("]
+        + [_IN + line for line in body]
+        + [f") AS {_q('e' + str(level.index))} ON true"]
+    )
+
+
+def _from(table: Table, alias: str) -> str:
+    return f"{table.sql} AS {_q(alias)}"
+
+
+def _wanted(level: Level) -> bool:
+    return level.visible or level.inner
+
+
+def _only_inner(level: Level) -> bool:
+    return level.inner
+
+
+def render_read(root: Level, params: Params, *, count: bool, head: bool) -> list[str]:
+    """A read: one row with ``data`` (a JSON array) and, if asked, ``count``."""
+    source = _from(root.table, root.alias)
+    if head:
+        parts = _level_parts(root, params, source, None, _only_inner, with_tail=False)
+        if not count:
+            return ["SELECT '[]'::json AS \"data\""]
+        return ["SELECT", f"{_IN}'[]'::json AS \"data\",", *_count_lines(parts)]
+    parts = _level_parts(root, params, source, None, _wanted)
+    data = "coalesce(json_agg(\"r0\"), '[]'::json)"
+    body = ["FROM ("] + [_IN + line for line in parts.lines()] + [') AS "r0"']
+    if not count:
+        return [f'SELECT {data} AS "data"', *body]
+    # Both as scalar subqueries, so $n placeholders appear in reading order.
+    out = ["SELECT", f"{_IN}(", f"{_IN * 2}SELECT {data}"]
+    out += [_IN * 2 + line for line in body]
+    out += [f'{_IN}) AS "data",', *_count_lines(parts)]
+    return out
+
+
+def _count_lines(parts: _Parts) -> list[str]:
+    body = parts.lines(only_inner=True, select="count(*)")
+    return [f"{_IN}("] + [_IN * 2 + line for line in body] + [f'{_IN}) AS "count"']
+
+
+def render_returning(
+    root: Level, params: Params, write: list[str], *, count: bool
+) -> list[str]:
+    """Wrap a write (``INSERT ... RETURNING *``) so it returns rows like a read."""
+    cte = _q(WRITE_CTE)
+    parts = _level_parts(
+        root, params, f"{cte} AS {_q(root.alias)}", None, _wanted, with_tail=False
+    )
+    out = [f"WITH {cte} AS ("] + [_IN + line for line in write] + [")"]
+    data = 'coalesce(json_agg("r0"), \'[]\'::json) AS "data"'
+    if count:
+        out += [
+            "SELECT",
+            f"{_IN}{data},",
+            f'{_IN}(SELECT count(*) FROM {cte}) AS "count"',
+        ]
+    else:
+        out.append(f"SELECT {data}")
+    out.append("FROM (")
+    out += [_IN + line for line in parts.lines()]
+    out.append(') AS "r0"')
+    return out

@@ -1,0 +1,163 @@
+"""SQL pieces: bound parameters, casts to column types, and filter trees as SQL.
+
+Why this shape: every value is sent as a bound ``text`` (or ``text[]``) parameter
+and cast to the column's type in SQL (``$1::text::int4``).  That way one code path
+serves Python values and URL strings alike, PostgreSQL does the parsing (and
+reports bad input with its own message), and the SQL text never depends on a
+value.  Identifiers only come from the catalog and go through ``quote_ident``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+
+from pgpulse.catalog import Column, Table, quote_ident
+from pgpulse.exceptions import FilterError
+from pgpulse.filters import OPERATORS, Condition, Filter, Or, to_literal
+
+__all__ = ["Params", "bind_value", "column_ref", "render_filter", "value_type"]
+
+_PLAIN_TYPE = re.compile(r"^[a-z_][a-z0-9_]*$")
+_TYPMOD = re.compile(r"\(\d+(?:,\s*\d+)?\)")
+#: Types compared as text without a second cast.
+_TEXT_TYPES = {"text", "varchar"}
+
+
+class Params:
+    """Collects bound values and hands out their ``$n`` placeholders."""
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+
+    def add(self, value: Any) -> str:
+        self.values.append(value)
+        return f"${len(self.values)}"
+
+
+def column_ref(alias: str, column: Column) -> str:
+    return f"{quote_ident(alias)}.{quote_ident(column.name)}"
+
+
+def value_type(column: Column) -> str:
+    """The SQL type to cast a text value to for *column*, without length limits.
+
+    Why without the typmod: ``'abcdef'::varchar(3)`` silently truncates, so a
+    filter value would match rows it should not.  ``format_type`` output is
+    produced by PostgreSQL from the catalog (quoted and schema-qualified as
+    needed), never by a user.
+    """
+    if column.base_type in ("bpchar", "_bpchar"):
+        return "bpchar[]" if column.base_type.startswith("_") else "bpchar"
+    if column.category in ("E", "C", "U") or column.type_name.endswith('"'):
+        return column.type_name
+    name = _TYPMOD.sub("", column.type_name)
+    if column.category != "A" and _PLAIN_TYPE.match(column.base_type):
+        # Domains resolve to their base type so filter values skip domain checks.
+        return column.base_type
+    return name
+
+
+def _is_text(column: Column) -> bool:
+    return column.base_type in _TEXT_TYPES
+
+
+def bind_text(params: Params, column: Column, text: str | None) -> str:
+    """``$n::text`` cast to the column's type."""
+    placeholder = f"{params.add(text)}::text"
+    return placeholder if _is_text(column) else f"{placeholder}::{value_type(column)}"
+
+
+def bind_array(params: Params, element: Column, items: tuple[str | None, ...]) -> str:
+    """``$n::text[]`` cast to an array of *element*'s type."""
+    placeholder = f"{params.add(list(items))}::text[]"
+    if _is_text(element):
+        return placeholder
+    return f"{placeholder}::{value_type(element)}[]"
+
+
+def _array_cast(params: Params, column: Column, items: tuple[str | None, ...]) -> str:
+    """A text[] parameter cast to an array column's own type."""
+    placeholder = f"{params.add(list(items))}::text[]"
+    target = value_type(column)
+    return placeholder if target in ("text[]", "_text") else f"{placeholder}::{target}"
+
+
+def bind_value(params: Params, column: Column, value: object) -> str:
+    """Bind a Python value for a write (``SET col = ...``); ``None`` is NULL."""
+    if value is None:
+        return bind_text(params, column, None)
+    if column.category == "A" and isinstance(value, list | tuple):
+        items = tuple(None if v is None else to_literal(v) for v in value)
+        return _array_cast(params, column, items)
+    return bind_text(params, column, to_literal(value))
+
+
+def render_filter(filt: Filter, table: Table, alias: str, params: Params) -> str:
+    """A filter tree as a SQL boolean expression over ``alias``'s columns.
+
+    Raises :class:`UnknownColumnError` for names not in *table* and
+    :class:`FilterError` for operators that cannot apply to the column's type.
+    """
+    if isinstance(filt, Condition):
+        return _render_condition(filt, table, alias, params)
+    joiner = " OR " if isinstance(filt, Or) else " AND "
+    parts = [render_filter(item, table, alias, params) for item in filt.items]
+    body = "(" + joiner.join(parts) + ")"
+    return f"NOT {body}" if filt.negate else body
+
+
+def _type_error(cond: Condition, column: Column, needs: str) -> FilterError:
+    return FilterError(
+        f"'{cond.op}' needs {needs}; column {column.name!r} has type "
+        f"{column.type_name} (in filter {str(cond)!r})."
+    )
+
+
+def _render_condition(cond: Condition, table: Table, alias: str, params: Params) -> str:
+    column = table.column(cond.column)
+    ref = column_ref(alias, column)
+    op = cond.op
+    if op == "is":
+        negation = "NOT " if cond.negate else ""
+        if cond.value is None:
+            return f"{ref} IS {negation}NULL"
+        if column.base_type != "bool":
+            raise _type_error(cond, column, "a boolean column")
+        keyword = {"true": "TRUE", "false": "FALSE", "unknown": "UNKNOWN"}[
+            str(cond.value)
+        ]
+        return f"{ref} IS {negation}{keyword}"
+    if op == "in":
+        items = cond.value if isinstance(cond.value, tuple) else (str(cond.value),)
+        sql = f"{ref} = ANY({bind_array(params, column, items)})"
+    elif op in ("like", "ilike"):
+        if column.category != "S":
+            raise _type_error(cond, column, "a text column")
+        pattern = str(cond.value).replace("*", "%")
+        sql = f"{ref} {OPERATORS[op]} {params.add(pattern)}::text"
+    elif op in ("cs", "cd"):
+        sql = f"{ref} {OPERATORS[op]} {_containment_value(cond, column, params)}"
+    else:
+        if isinstance(cond.value, tuple):
+            raise FilterError(f"'{op}' takes one value, got a list in {str(cond)!r}")
+        sql = f"{ref} {OPERATORS[op]} {bind_text(params, column, cond.value)}"
+    return f"NOT ({sql})" if cond.negate else sql
+
+
+def _containment_value(cond: Condition, column: Column, params: Params) -> str:
+    value = cond.value
+    if column.category == "A":
+        if isinstance(value, tuple):
+            return _array_cast(params, column, value)
+        return bind_text(params, column, value)
+    if column.base_type == "jsonb":
+        if isinstance(value, tuple):
+            # cs.{a,b} on a jsonb column means the JSON array ["a","b"].
+            value = orjson.dumps(list(value)).decode()
+        return bind_text(params, column, value)
+    if column.category == "R" and isinstance(value, str):
+        return bind_text(params, column, value)
+    raise _type_error(cond, column, "an array, jsonb or range column")
