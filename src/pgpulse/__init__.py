@@ -1,5 +1,56 @@
-"""pgpulse: make any PostgreSQL database real-time."""
+"""pgpulse: make any PostgreSQL database real-time.
+
+Capture committed changes with triggers into a durable log, follow it with one
+listener connection per process, and deliver to browsers (SSE, WebSocket) and
+Python consumers with resume by event id.
+"""
 
 from __future__ import annotations
 
+from pgpulse.capture import WatchedTable, install_schema, unwatch, watch, watched
+from pgpulse.client import Client, Event, changes
+from pgpulse.config import Settings
+from pgpulse.cursor import Cursor, Snapshot
+from pgpulse.exceptions import (
+    ConfigurationError,
+    CursorError,
+    DatabaseError,
+    EmbeddedPostgresError,
+    FilterError,
+    NoPrimaryKeyError,
+    PgPulseError,
+    UnknownColumnError,
+    UnknownTableError,
+    ValidationError,
+)
+from pgpulse.gateway import Gateway
+from pgpulse.server.app import create_app
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "Client",
+    "ConfigurationError",
+    "Cursor",
+    "CursorError",
+    "DatabaseError",
+    "EmbeddedPostgresError",
+    "Event",
+    "FilterError",
+    "Gateway",
+    "NoPrimaryKeyError",
+    "PgPulseError",
+    "Settings",
+    "Snapshot",
+    "UnknownColumnError",
+    "UnknownTableError",
+    "ValidationError",
+    "WatchedTable",
+    "__version__",
+    "changes",
+    "create_app",
+    "install_schema",
+    "unwatch",
+    "watch",
+    "watched",
+]

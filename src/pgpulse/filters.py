@@ -460,22 +460,46 @@ def compile_filter(
     every column the filter names (the caller validated them against the
     catalog).  Raises :class:`FilterError` for values that do not fit the type.
     """
+    tri = _compile_tri(filt, types)
+    return lambda row: tri(row) is True
+
+
+Tri: TypeAlias = Callable[[Mapping[str, Any]], bool | None]
+
+
+def _compile_tri(filt: Filter, types: Mapping[str, tuple[str, str, str]]) -> Tri:
+    """SQL's three-valued logic: a comparison with NULL is unknown (None), and
+    ``not``/``and``/``or`` propagate unknown the way PostgreSQL does, so a
+    subscription matches exactly the rows the same filter selects in SQL."""
     if isinstance(filt, Condition):
         base_type, category, desc = types[filt.column]
-        return _condition_predicate(filt, coercer(base_type, category), desc)
-    preds = [compile_filter(item, types) for item in filt.items]
-    if isinstance(filt, Or):
+        positive = Condition(filt.column, filt.op, filt.value, negate=False)
+        base = _condition_predicate(positive, coercer(base_type, category), desc)
+        col, is_op, negate = filt.column, filt.op == "is", filt.negate
 
-        def combined(row: Mapping[str, Any]) -> bool:
-            return any(p(row) for p in preds)
+        def condition(row: Mapping[str, Any]) -> bool | None:
+            if not is_op and row.get(col) is None:
+                return None
+            result = base(row)
+            return not result if negate else result
 
-    else:
+        return condition
+    parts = [_compile_tri(item, types) for item in filt.items]
+    absorbing = isinstance(filt, Or)  # True absorbs OR, False absorbs AND
+    negate = filt.negate
 
-        def combined(row: Mapping[str, Any]) -> bool:
-            return all(p(row) for p in preds)
+    def combined(row: Mapping[str, Any]) -> bool | None:
+        unknown = False
+        for part in parts:
+            value = part(row)
+            if value is None:
+                unknown = True
+            elif value is absorbing:
+                return not absorbing if negate else absorbing
+        if unknown:
+            return None
+        return absorbing if negate else not absorbing
 
-    if filt.negate:
-        return lambda row: not combined(row)
     return combined
 
 

@@ -151,3 +151,16 @@ def test_truncate_reaches_filtered_subscribers():
 def test_bad_subscriptions_name_the_problem(text, error, message):
     with pytest.raises(error, match=message):
         parse_subscription(text, _catalog(), WATCHED)
+
+
+def test_negated_logic_over_null_follows_sql_three_valued_logic():
+    bus = Bus()
+    c = client(bus, "docs:not.or=(shipment_id.eq.1,status.eq.x)")
+    # NOT (NULL = 1 OR NULL = 'x') is unknown in SQL: not delivered.
+    bus.publish(change("INSERT", {"id": 1, "shipment_id": None, "status": None}, None))
+    bus.publish(change("INSERT", {"id": 2, "shipment_id": 2, "status": "y"}, None))
+    bus.publish(change("INSERT", {"id": 3, "shipment_id": 1, "status": None}, None))
+    assert [e["pk"]["id"] for e in received(c)] == [2]
+    d = client(bus, "docs:or=(shipment_id.eq.1,status.is.null)")
+    bus.publish(change("INSERT", {"id": 4, "shipment_id": None, "status": None}, None))
+    assert [e["pk"]["id"] for e in received(d)] == [4]
