@@ -1,0 +1,237 @@
+"""The benchmark's PostgreSQL, its databases, the peers' dependencies and a
+description of the machine.
+
+One embedded cluster serves every scenario.  It runs with ``fsync=on`` and
+``synchronous_commit=on`` throughout (the honest setting for the cost-to-the-
+database scenario, and latency is measured from COMMIT *returning*, so it is not
+inflated by the flush).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import importlib.util
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from pgpulse import capture
+from pgpulse.embedded import EmbeddedCluster, _bin_dir
+
+__all__ = [
+    "NODE_DIR",
+    "PG_SETTINGS",
+    "BenchCluster",
+    "ensure_node_bridge",
+    "ensure_python_peers",
+    "machine_info",
+]
+
+PG_SETTINGS = {
+    "max_connections": "300",
+    "fsync": "on",
+    "synchronous_commit": "on",
+    "shared_buffers": "256MB",
+    "max_wal_size": "2GB",
+    "log_min_messages": "warning",
+}
+
+NODE_DIR = Path(__file__).parent / "peers" / "node_bridge"
+
+DOCS_DDL = """
+create table {table} (
+    id bigint generated always as identity primary key,
+    seq bigint not null,
+    shipment_id int not null,
+    t_ns bigint not null,
+    body text not null
+)
+"""
+
+# The tutorial trigger: every row, as JSON, through NOTIFY (8000-byte limit and
+# all).  Peers (a), (b) and (c) all read this channel.
+NOTIFY_DDL = """
+create or replace function notify_row() returns trigger language plpgsql as $$
+begin
+    perform pg_notify(tg_argv[0], json_build_object(
+        'table', tg_table_name, 'op', tg_op, 'row', row_to_json(new))::text);
+    return new;
+end
+$$;
+create trigger {table}_notify after insert or update on {table}
+    for each row execute function notify_row('{channel}');
+"""
+
+#: Databases: one per kind of system, so triggers never overlap.
+DB_PGPULSE = "bench_pgpulse"
+DB_NOTIFY = "bench_notify"
+DB_COST = "bench_cost"
+
+
+class BenchCluster:
+    """The embedded PostgreSQL the benchmark starts for itself."""
+
+    def __init__(self) -> None:
+        self.base = Path(tempfile.mkdtemp(prefix="pgpulse-bench-"))
+        self.cluster = EmbeddedCluster(self.base / "data", settings=dict(PG_SETTINGS))
+        self.version = ""
+
+    def __enter__(self) -> BenchCluster:
+        self.cluster.start()
+        asyncio.run(self._setup())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cluster.destroy()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def dsn(self, database: str = "postgres") -> str:
+        return self.cluster.dsn(database)
+
+    async def _setup(self) -> None:
+        admin = await asyncpg.connect(self.dsn())
+        try:
+            self.version = await admin.fetchval("show server_version")
+            for db in (DB_PGPULSE, DB_NOTIFY, DB_COST):
+                await admin.execute(f"create database {db}")
+        finally:
+            await admin.close()
+        conn = await asyncpg.connect(self.dsn(DB_PGPULSE))
+        try:
+            await conn.execute(DOCS_DDL.format(table="docs"))
+            await capture.watch(conn, "docs")
+        finally:
+            await conn.close()
+        conn = await asyncpg.connect(self.dsn(DB_NOTIFY))
+        try:
+            await conn.execute(DOCS_DDL.format(table="docs"))
+            await conn.execute(NOTIFY_DDL.format(table="docs", channel="docs"))
+        finally:
+            await conn.close()
+        conn = await asyncpg.connect(self.dsn(DB_COST))
+        try:
+            for table in ("cost_plain", "cost_pgpulse", "cost_notify"):
+                await conn.execute(DOCS_DDL.format(table=table))
+            await capture.watch(conn, "cost_pgpulse")
+            await conn.execute(
+                NOTIFY_DDL.format(table="cost_notify", channel="cost_notify")
+            )
+        finally:
+            await conn.close()
+
+    async def connections(self, database: str) -> int:
+        """Client connections to *database* right now (pg_stat_activity)."""
+        conn = await asyncpg.connect(self.dsn())
+        try:
+            n = await conn.fetchval(
+                "select count(*) from pg_stat_activity "
+                "where datname = $1 and backend_type = 'client backend'",
+                database,
+            )
+            return int(n)
+        finally:
+            await conn.close()
+
+    async def connection_names(self, database: str) -> dict[str, int]:
+        conn = await asyncpg.connect(self.dsn())
+        try:
+            rows = await conn.fetch(
+                "select application_name, count(*) as n from pg_stat_activity "
+                "where datname = $1 and backend_type = 'client backend' "
+                "group by 1 order by 1",
+                database,
+            )
+            return {r["application_name"] or "(none)": int(r["n"]) for r in rows}
+        finally:
+            await conn.close()
+
+
+def pgbench_path() -> Path:
+    return _bin_dir() / "pgbench"
+
+
+def ensure_python_peers() -> str | None:
+    """Install the Python peers' packages into this environment if missing.
+
+    Returns None when available, else the reason they are not.
+    """
+    needed = {
+        "fastapi": "fastapi",
+        "broadcaster": "broadcaster[postgres]",
+        "sse_starlette": "sse-starlette",
+    }
+    missing = [
+        pkg for mod, pkg in needed.items() if importlib.util.find_spec(mod) is None
+    ]
+    if not missing:
+        return None
+    print(f"==> installing benchmark peers: {' '.join(missing)}", flush=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", *missing],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        return f"pip install {' '.join(missing)} failed: {done.stderr.strip()[-300:]}"
+    importlib.invalidate_caches()
+    return None
+
+
+def ensure_node_bridge() -> str | None:
+    """``npm ci`` the Node bridge if needed; None when ready, else the reason."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        return "node/npm not found on PATH"
+    if (NODE_DIR / "node_modules" / "ws").is_dir() and (
+        NODE_DIR / "node_modules" / "pg"
+    ).is_dir():
+        return None
+    print("==> npm ci (benchmark Node bridge)", flush=True)
+    done = subprocess.run(
+        ["npm", "ci", "--no-audit", "--no-fund"],
+        cwd=NODE_DIR,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        return f"npm ci failed: {done.stderr.strip()[-300:]}"
+    return None
+
+
+def _first(cmd: list[str]) -> str:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return "n/a"
+
+
+def machine_info(pg_version: str = "") -> dict[str, Any]:
+    model = cores = ""
+    for line in _first(["lscpu"]).splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "Model name":
+            model = value.strip()
+        elif key.strip() == "CPU(s)":
+            cores = value.strip()
+    mem_kb = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem_kb = int(line.split()[1])
+    return {
+        "cpu": model,
+        "cores": int(cores or os.cpu_count() or 0),
+        "ram_gib": round(mem_kb / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "postgresql": pg_version,
+        "node": _first(["node", "--version"]) if shutil.which("node") else "n/a",
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }

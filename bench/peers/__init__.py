@@ -1,0 +1,1 @@
+"""The peers pgpulse is measured against (each run as its own process)."""

@@ -1,0 +1,145 @@
+"""The scenario plans (full and ``--quick``) and the run that executes them.
+
+Full plan on the 2-core reference machine: about 20 minutes in all.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bench._proc import raise_nofile
+from bench.env import (
+    BenchCluster,
+    ensure_node_bridge,
+    ensure_python_peers,
+    machine_info,
+)
+from bench.loadgen import LoadGen
+from bench.scenarios import Ctx
+from bench.scenarios.dbcost import run_dbcost
+from bench.scenarios.fanout import run_fanout
+from bench.scenarios.idle import run_idle
+from bench.scenarios.latency import run_floor, run_latency
+from bench.scenarios.routing import run_routing
+
+__all__ = ["PLANS", "SCENARIOS", "run"]
+
+PEERS = ["tutorial", "node", "broadcaster"]
+
+PLANS: dict[str, dict[str, dict[str, Any]]] = {
+    "full": {
+        "floor": {"rates": [100, 1000], "duration": 5.0},
+        "latency": {
+            "systems": ["pgpulse", *PEERS],
+            "counts": [1, 100, 1000, 5000],
+            "rates": [100, 1000],
+            "duration": 4.0,
+        },
+        "fanout": {
+            "systems": ["pgpulse", "pgpulse-2w", "node", "broadcaster", "tutorial"],
+            "counts": [1000, 10000],
+            "probe": 4.0,
+            "hold": 30.0,
+        },
+        "idle": {
+            "systems": ["pgpulse", "node", "broadcaster", "tutorial"],
+            "clients": 10000,
+            "settle": 3.0,
+        },
+        "dbcost": {
+            "clients": 16,
+            "seconds": 10.0,
+            "rounds": 2,
+            "bulk_rows": 50000,
+            "bulk_reps": 3,
+        },
+        "routing": {"counts": [1000, 5000, 10000], "rate": 200.0, "duration": 8.0},
+    },
+    "quick": {
+        "floor": {"rates": [100], "duration": 1.0},
+        "latency": {
+            "systems": ["pgpulse", *PEERS],
+            "counts": [1, 20],
+            "rates": [100],
+            "duration": 1.5,
+        },
+        "fanout": {
+            "systems": ["pgpulse", "node"],
+            "counts": [50],
+            "probe": 1.0,
+            "hold": 2.0,
+            "start_deliveries": 5000,
+        },
+        "idle": {"systems": ["pgpulse", "node"], "clients": 200, "settle": 1.0},
+        "dbcost": {
+            "clients": 16,
+            "seconds": 2.0,
+            "rounds": 1,
+            "bulk_rows": 5000,
+            "bulk_reps": 1,
+        },
+        "routing": {"counts": [20, 40], "rate": 50.0, "duration": 1.5},
+    },
+}
+
+RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
+    "floor": run_floor,
+    "latency": run_latency,
+    "routing": run_routing,
+    "idle": run_idle,
+    "fanout": run_fanout,
+    "dbcost": run_dbcost,
+}
+
+#: Order of ``all``.
+SCENARIOS = tuple(RUNNERS)
+
+
+def prepare(systems: set[str]) -> dict[str, str]:
+    """Install what the peers need; returns system -> why it is unavailable."""
+    unavailable: dict[str, str] = {}
+    if systems & {"tutorial", "broadcaster"}:
+        why = ensure_python_peers()
+        if why:
+            unavailable["tutorial"] = unavailable["broadcaster"] = why
+    if "node" in systems:
+        why = ensure_node_bridge()
+        if why:
+            unavailable["node"] = why
+    return unavailable
+
+
+def run(
+    names: list[str],
+    *,
+    quick: bool = False,
+    loadgen_processes: int = 2,
+    plan: dict[str, dict[str, Any]] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run the scenarios *names*; returns (results by scenario, meta)."""
+    plan = plan or PLANS["quick" if quick else "full"]
+    say = log or (lambda s: print(s, flush=True))
+    nofile = raise_nofile()
+    systems = {s for n in names for s in plan[n].get("systems", [])}
+    unavailable = prepare(systems)
+    results: dict[str, Any] = {}
+    with BenchCluster() as cluster, LoadGen(loadgen_processes) as loadgen:
+        ctx = Ctx(cluster, loadgen, quick=quick, log=say, unavailable=unavailable)
+        meta: dict[str, Any] = {
+            "machine": machine_info(cluster.version),
+            "quick": quick,
+            "nofile": nofile,
+            "loadgen_processes": loadgen_processes,
+            "plan": {n: plan[n] for n in names},
+            "unavailable": unavailable,
+            "timings_s": {},
+        }
+        for name in names:
+            say(f"==> {name}")
+            started = time.monotonic()
+            results[name] = RUNNERS[name](ctx, **plan[name])
+            meta["timings_s"][name] = round(time.monotonic() - started, 1)
+    return results, meta

@@ -1,0 +1,190 @@
+"""Shared machinery of the scenarios: the run context and one measured window.
+
+A *window* is: reset the load generator's counters, start the writer (its
+connections open first), sample the server's CPU time when the writer's clock
+starts and when it stops, let deliveries drain for a moment, and collect what
+the clients received.  Everything a table in docs/benchmarks.md shows comes
+from the dict :func:`measure` returns.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench._proc import MachineCpu
+from bench.env import BenchCluster
+from bench.loadgen import LoadGen, Target
+from bench.servers import Server, make_server
+from bench.stats import latencies_ms, summary
+from bench.writer import WriteJob, Writer
+
+__all__ = ["Ctx", "connect", "measure", "quiesce", "start_server"]
+
+
+@dataclass
+class Ctx:
+    cluster: BenchCluster
+    loadgen: LoadGen
+    quick: bool = False
+    log: Callable[[str], None] = print
+    unavailable: dict[str, str] = field(default_factory=dict)
+    """System name -> why it cannot run here (missing node, pip failure)."""
+    _seq: int = 0
+
+    def next_seq(self) -> int:
+        """A fresh range of ``seq`` values so late events never join a later run."""
+        self._seq += 10_000_000
+        return self._seq
+
+
+def start_server(
+    ctx: Ctx,
+    system: str,
+    path: str = "",
+    extra: list[str] | None = None,
+    database: str | None = None,
+) -> Server:
+    server = make_server(system, ctx.cluster.dsn, path, extra, database)
+    return server.start()
+
+
+def connect(
+    ctx: Ctx,
+    target: Target,
+    count: int,
+    samples: int = 50,
+    timeout: float = 60.0,
+) -> dict[str, Any]:
+    """Open *count* clients; logs and returns the connect result."""
+    result = ctx.loadgen.connect(target, count, samples=samples, timeout=timeout)
+    ctx.log(
+        f"    connected {result['ok']}/{count} clients in {result['seconds']:.1f}s"
+        + (f"; errors: {result['errors']}" if result["errors"] else "")
+    )
+    return result
+
+
+def quiesce(ctx: Ctx, limit: float = 60.0) -> None:
+    """Wait until nothing is arriving any more (a previous run's backlog)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        ctx.loadgen.reset()
+        time.sleep(0.3)
+        if ctx.loadgen.collect().received == 0:
+            return
+    ctx.log("    warning: deliveries still arriving after the quiet period")
+
+
+def measure(
+    ctx: Ctx,
+    server: Server | None,
+    clients: int,
+    rate: float,
+    duration: float,
+    database: str,
+    *,
+    shipments: int = 1000,
+    expected_per_change: int | None = None,
+    drain: float = 1.0,
+    baseline_cpu: bool = False,
+) -> dict[str, Any]:
+    """One window of writes at *rate* for *duration* seconds with *clients*
+    connected; see the module docstring."""
+    quiesce(ctx)
+    ctx.loadgen.reset()
+    job = WriteJob(
+        ctx.cluster.dsn(database),
+        rate,
+        duration,
+        ctx.next_seq(),
+        shipments=shipments,
+    )
+    idle_cpu = None
+    if baseline_cpu and server is not None:
+        c0 = server.cpu()
+        time.sleep(duration)
+        idle_cpu = server.cpu() - c0
+    writer = Writer(job)
+    writer.start()
+    m0 = MachineCpu.now()
+    cpu0 = server.cpu() if server is not None else 0.0
+    result = writer.wait()
+    cpu1 = server.cpu() if server is not None else 0.0
+    m1 = MachineCpu.now()
+    time.sleep(drain)
+    got = ctx.loadgen.collect()
+    seconds = result.seconds
+    written = result.written
+    per_change = clients if expected_per_change is None else expected_per_change
+    expected = written * per_change
+    commits = result.commit_map()
+    lat = latencies_ms(got.seqs, got.times, commits)
+    out: dict[str, Any] = {
+        "clients": clients,
+        "rate": rate,
+        "seconds": round(seconds, 3),
+        "written": written,
+        "write_errors": result.errors,
+        "writer_connections": result.connections,
+        "achieved_rate": round(written / seconds, 1) if seconds else 0.0,
+        "delivered": got.received,
+        "expected": expected,
+        "delivered_ratio": round(got.received / expected, 4) if expected else None,
+        "deliveries_per_s": round(got.received / seconds, 1) if seconds else 0.0,
+        "sampled_clients": got.sampled,
+        "latency_ms": summary(lat),
+        "lost_clients": got.lost,
+        "loadgen_cpu_pct": [round(100 * c / (seconds + drain), 1) for c in got.cpu],
+        "machine_busy_pct": round(m1.busy_percent_since(m0), 1),
+    }
+    if server is not None:
+        cpu = cpu1 - cpu0
+        out["server_cpu_s"] = round(cpu, 3)
+        out["server_cpu_pct"] = round(100 * cpu / seconds, 1) if seconds else 0.0
+        out["server_cpu_ms_per_change"] = (
+            round(1000 * cpu / written, 4) if written else None
+        )
+        if idle_cpu is not None:
+            net = max(0.0, cpu - idle_cpu)
+            out["server_idle_cpu_s"] = round(idle_cpu, 3)
+            out["server_net_cpu_ms_per_change"] = (
+                round(1000 * net / written, 4) if written else None
+            )
+    # Lag growth: latency of changes committed in the first vs last quarter.
+    if lat:
+        q = (result.ended_ns - result.started_ns) / 4
+        first, last = [], []
+        for seq, t in zip(got.seqs, got.times, strict=True):
+            c = commits.get(seq)
+            if c is None:
+                continue
+            if c < result.started_ns + q:
+                first.append((t - c) / 1e6)
+            elif c > result.ended_ns - q:
+                last.append((t - c) / 1e6)
+        out["latency_first_quarter_ms"] = summary(first)
+        out["latency_last_quarter_ms"] = summary(last)
+    return out
+
+
+def sustained(window: dict[str, Any]) -> tuple[bool, str]:
+    """Whether a fan-out window kept up: everything delivered (within the 1 s
+    drain) and latency not growing across the window."""
+    ratio = window.get("delivered_ratio") or 0.0
+    if window["achieved_rate"] < 0.9 * window["rate"]:
+        return False, "writer could not reach the rate"
+    if ratio < 0.98:
+        return False, f"only {ratio:.1%} delivered within 1 s after the last write"
+    first = window.get("latency_first_quarter_ms", {}).get("p50")
+    last = window.get("latency_last_quarter_ms", {}).get("p50")
+    p99 = window.get("latency_last_quarter_ms", {}).get("p99")
+    if first is None or last is None:
+        return True, "no latency samples"
+    if p99 is not None and p99 > 1000:
+        return False, f"p99 latency {p99:.0f} ms at the end of the window"
+    if last > 2 * first + 50:
+        return False, f"lag growing: p50 {first:.1f} -> {last:.1f} ms"
+    return True, "kept up"

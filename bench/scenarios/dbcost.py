@@ -1,0 +1,160 @@
+"""Scenario 4: what capture costs the database.
+
+* TPS of single-row INSERT transactions from 16 concurrent pgbench clients
+  (``-M prepared``) into three identical tables: no trigger, pgpulse capture
+  (statement-level trigger into ``pgpulse.changes`` + one empty NOTIFY) with a
+  gateway following the log, and the tutorial per-row ``pg_notify`` trigger with
+  one LISTEN connection consuming.  The configurations alternate over several
+  rounds so drift (checkpoints, other load) hits all of them alike.
+* A 50,000-row ``INSERT ... SELECT`` into each table, median of three.
+
+Also recorded: WAL bytes per transaction (``pg_current_wal_lsn()`` difference).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from bench.env import DB_COST, pgbench_path
+from bench.scenarios import Ctx, start_server
+from bench.writer import Listen
+
+__all__ = ["run_dbcost"]
+
+MODES = {
+    "plain": "cost_plain",
+    "pgpulse": "cost_pgpulse",
+    "notify": "cost_notify",
+}
+
+SCRIPT = """\\set ship random(1, 1000)
+insert into {table} (seq, shipment_id, t_ns, body)
+values (:client_id, :ship, 0, repeat('x', 100));
+"""
+
+BULK_SQL = (
+    "insert into {table} (seq, shipment_id, t_ns, body) "
+    "select g, g % 1000, 0, repeat('x', 100) from generate_series(1, $1) g"
+)
+
+
+async def _wal_lsn(dsn: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval("select pg_current_wal_lsn() - '0/0'::pg_lsn"))
+    finally:
+        await conn.close()
+
+
+def _pgbench(dsn: str, table: str, clients: int, seconds: float) -> dict[str, Any]:
+    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
+        f.write(SCRIPT.format(table=table))
+        script = f.name
+    try:
+        wal0 = asyncio.run(_wal_lsn(dsn))
+        done = subprocess.run(
+            [
+                str(pgbench_path()),
+                "-n",
+                "-c",
+                str(clients),
+                "-j",
+                "2",
+                "-T",
+                str(max(1, round(seconds))),
+                "-M",
+                "prepared",
+                "-f",
+                script,
+                dsn,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=seconds * 4 + 60,
+        )
+        wal1 = asyncio.run(_wal_lsn(dsn))
+    finally:
+        Path(script).unlink(missing_ok=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"pgbench failed: {done.stderr.strip()[-500:]}")
+    tps = re.search(r"tps = ([\d.]+)", done.stdout)
+    txns = re.search(r"number of transactions actually processed: (\d+)", done.stdout)
+    lat = re.search(r"latency average = ([\d.]+) ms", done.stdout)
+    n = int(txns.group(1)) if txns else 0
+    return {
+        "tps": float(tps.group(1)) if tps else 0.0,
+        "transactions": n,
+        "latency_avg_ms": float(lat.group(1)) if lat else None,
+        "wal_bytes_per_tx": round((wal1 - wal0) / n) if n else None,
+    }
+
+
+async def _bulk(dsn: str, table: str, rows: int) -> float:
+    conn = await asyncpg.connect(dsn)
+    try:
+        started = time.perf_counter()
+        await conn.execute(BULK_SQL.format(table=table), rows)
+        return time.perf_counter() - started
+    finally:
+        await conn.close()
+
+
+def run_dbcost(
+    ctx: Ctx,
+    clients: int,
+    seconds: float,
+    rounds: int,
+    bulk_rows: int,
+    bulk_reps: int,
+) -> dict[str, Any]:
+    dsn = ctx.cluster.dsn(DB_COST)
+    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
+    bulk: dict[str, list[float]] = {m: [] for m in MODES}
+    gateway = start_server(ctx, "pgpulse", database=DB_COST)
+    try:
+        with Listen(dsn, channel="cost_notify"):
+            for r in range(rounds):
+                for mode, table in MODES.items():
+                    ctx.log(f"  pgbench round {r + 1}: {mode}")
+                    run = _pgbench(dsn, table, clients, seconds)
+                    runs[mode].append(run)
+                    ctx.log(f"    {run['tps']:.0f} TPS")
+                    time.sleep(1.0)
+            for _ in range(bulk_reps):
+                for mode, table in MODES.items():
+                    took = asyncio.run(_bulk(dsn, table, bulk_rows))
+                    bulk[mode].append(took)
+                    ctx.log(f"  bulk {bulk_rows} rows: {mode} {took * 1000:.0f} ms")
+                    # Let the gateway read the batch before the next insert.
+                    time.sleep(2.0 if mode == "pgpulse" else 0.5)
+    finally:
+        gateway.stop()
+    tps = {m: statistics.mean(r["tps"] for r in runs[m]) for m in MODES}
+    bulk_s = {m: statistics.median(bulk[m]) for m in MODES}
+    return {
+        "clients": clients,
+        "seconds": seconds,
+        "rounds": rounds,
+        "bulk_rows": bulk_rows,
+        "bulk_reps": bulk_reps,
+        "settings": dict(ctx.cluster.cluster.settings),
+        "pgbench": runs,
+        "tps": {m: round(v, 1) for m, v in tps.items()},
+        "tps_ratio": {m: round(tps[m] / tps["plain"], 3) for m in MODES},
+        "wal_bytes_per_tx": {
+            m: round(statistics.mean(r["wal_bytes_per_tx"] or 0 for r in runs[m]))
+            for m in MODES
+        },
+        "bulk_s": {m: round(v, 4) for m, v in bulk_s.items()},
+        "bulk_all_s": bulk,
+        "bulk_ratio": {m: round(bulk_s[m] / bulk_s["plain"], 3) for m in MODES},
+    }
