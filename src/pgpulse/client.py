@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,7 +93,7 @@ class Client:
 
     async def subscribe(
         self, *subs: str, last_event_id: str | None = None
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         """Yield events for ``subs`` (``"documents:shipment_id=eq.42"``) forever.
 
         Reconnects on network errors and resumes where it left off; raises
@@ -147,7 +147,7 @@ def _error_message(response: httpx.Response) -> str:
 
 async def changes(
     database_url: str, *subs: str, last_event_id: str | None = None
-) -> AsyncIterator[Event]:
+) -> AsyncGenerator[Event, None]:
     """Yield changes straight from the database (no gateway), same semantics.
 
     Uses one listener connection and a one-connection pool for catch-up.

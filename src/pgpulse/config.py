@@ -36,6 +36,8 @@ class Settings:
     lagging client can keep alive on its own."""
     keepalive: float = 5.0
     """Seconds between listener keepalive reads when idle."""
+    query_timeout: float = 10.0
+    """A listener read slower than this means a dead connection: reconnect."""
     pool_size: int = 2
     """Connections for catch-up reads and REST (the listener has its own)."""
     retention_seconds: float | None = 7 * 24 * 3600.0
@@ -43,6 +45,7 @@ class Settings:
     retention_rows: int | None = None
     """Keep at most this many changes (None: no row limit)."""
     prune_interval: float = 60.0
+    """Seconds between automatic prunes (one process at a time prunes)."""
     demo: bool = False
     application_name: str = "pgpulse"
 

@@ -53,6 +53,7 @@ class Gateway:
             self.bus.on_batch,
             self._name_of,
             keepalive=settings.keepalive,
+            query_timeout=settings.query_timeout,
             application_name=f"{settings.application_name}-listener",
         )
         self._tasks: list[asyncio.Task[None]] = []

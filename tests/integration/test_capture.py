@@ -121,3 +121,24 @@ async def test_truncate_is_logged(conn):
     await conn.execute("insert into docs values (1)")
     await conn.execute("truncate docs")
     assert [r["op"] for r in await _log(conn)] == ["INSERT", "TRUNCATE"]
+
+
+async def test_watch_accepts_sqlalchemy_models_and_tables(conn):
+    from sqlalchemy import Column, Integer, MetaData, Table, Text
+    from sqlalchemy.orm import DeclarativeBase
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Shipment(Base):
+        __tablename__ = "shipments"
+        id = Column(Integer, primary_key=True)
+        port = Column(Text)
+
+    notes = Table("notes", MetaData(), Column("id", Integer, primary_key=True))
+    await conn.execute("create table shipments (id int primary key, port text)")
+    await conn.execute("create table notes (id int primary key)")
+    assert (await capture.watch(conn, Shipment)).name == "public.shipments"
+    assert (await capture.watch(conn, notes)).name == "public.notes"
+    with pytest.raises(TypeError, match="expected a table name"):
+        await capture.watch(conn, 42)

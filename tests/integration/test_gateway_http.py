@@ -166,3 +166,23 @@ async def test_websocket_from_a_foreign_origin_is_refused(conn, gateway_factory)
     own = Origin(f"http://127.0.0.1:{gw.port}")
     async with websockets.connect(uri, origin=own) as ws:
         assert orjson.loads(await ws.recv())["type"] == "ready"
+
+
+async def test_cors_origins_are_configurable(conn, gateway_factory):
+    await _schema(conn)
+    gw = gateway_factory("--cors-origin", "https://app.example")
+    async with httpx.AsyncClient() as client:
+        async with client.stream(
+            "GET",
+            gw.url + "/v1/events",
+            params={"sub": "docs"},
+            headers={"origin": "https://app.example"},
+        ) as r:
+            assert r.headers["access-control-allow-origin"] == "https://app.example"
+        async with client.stream(
+            "GET",
+            gw.url + "/v1/events",
+            params={"sub": "docs"},
+            headers={"origin": "https://evil.example"},
+        ) as r:
+            assert "access-control-allow-origin" not in r.headers

@@ -50,7 +50,10 @@ async def test_in_process_consumer_yields_changes_from_the_database(conn, databa
     await conn.execute("create table docs (id int primary key, k int)")
     await capture.watch(conn, "docs")
     stream = pgpulse.changes(database, "docs:k=eq.1")
-    first = asyncio.create_task(anext(stream))
+    async def first_event() -> pgpulse.Event:
+        return await anext(stream)
+
+    first = asyncio.create_task(first_event())
     await asyncio.sleep(1.5)
     await conn.execute("insert into docs values (1, 2), (2, 1)")
     event = await asyncio.wait_for(first, 10)

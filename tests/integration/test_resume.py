@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 
 import asyncpg
 import httpx
@@ -162,3 +164,36 @@ async def test_postgres_restart_under_load_loses_and_duplicates_nothing(
         assert sorted(got) == in_table
     for s in streams:
         await s.close()
+
+
+async def test_frozen_database_connection_is_detected_and_replaced(
+    conn, gateway_factory
+):
+    """A backend that stops answering (socket still open) is found by keepalive."""
+    await _docs(conn)
+    gw = gateway_factory("--keepalive", "0.5", "--query-timeout", "1")
+    pid = await conn.fetchval(
+        "select pid from pg_stat_activity where application_name = 'pgpulse-listener'"
+    )
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        async with SSEStream(gw.url, ["docs"]) as stream:
+            await stream.next_event()
+            await conn.execute("insert into docs values (1)")
+            (event,) = await stream.changes(1, timeout=15)
+            assert event.data["pk"] == {"id": 1}
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert "listener lost the database" in gw.log()
+
+
+async def test_serve_prunes_the_log_by_itself(conn, gateway_factory):
+    await _docs(conn)
+    gateway_factory("--keep-rows", "5", "--prune-every", "0.5")
+    await conn.execute("insert into docs select generate_series(1, 40)")
+    for _ in range(50):
+        if await conn.fetchval("select count(*) from pgpulse.changes") == 5:
+            break
+        await asyncio.sleep(0.2)
+    assert await conn.fetchval("select count(*) from pgpulse.changes") == 5
+    assert await conn.fetchval("select pruned_xid::text::bigint > 0 from pgpulse.state")

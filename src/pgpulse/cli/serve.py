@@ -81,6 +81,20 @@ def gateway_options(func: click.decorators.FC) -> click.decorators.FC:
             metavar="BYTES",
             help="How far a client may fall behind before it is cut off.",
         ),
+        click.option(
+            "--query-timeout",
+            default=10.0,
+            show_default=True,
+            type=float,
+            help="Seconds before a silent database connection counts as dead.",
+        ),
+        click.option(
+            "--prune-every",
+            default=60.0,
+            show_default=True,
+            type=float,
+            help="Seconds between automatic prunes of the change log.",
+        ),
         click.option("-v", "--verbose", is_flag=True, help="Debug logging."),
     ]
     for option in reversed(options):
@@ -99,6 +113,8 @@ def build_settings(
     heartbeat: float = 15.0,
     keepalive: float = 5.0,
     outbox_limit: int = 16 * 1024 * 1024,
+    query_timeout: float = 10.0,
+    prune_every: float = 60.0,
 ) -> Settings:
     if rest is None:
         rest = os.environ.get("PGPULSE_REST", "") in ("1", "true", "yes")
@@ -116,6 +132,8 @@ def build_settings(
         heartbeat=heartbeat,
         keepalive=keepalive,
         outbox_limit=outbox_limit,
+        query_timeout=query_timeout,
+        prune_interval=prune_every,
     )
 
 
