@@ -38,6 +38,7 @@ class Subscriber:
         "label",
         "outbox",
         "pending",
+        "pending_size",
         "skip",
         "subscriptions",
         "transport",
@@ -49,6 +50,7 @@ class Subscriber:
         self.outbox = outbox
         self.label = label or f"client#{self.id}"
         self.subscriptions: list[Subscription] = []
+        self.pending_size = 0
         self.pending: list[tuple[int, bytes]] | None = None
         """Live events held back while the client catches up from the log."""
         self.skip: Snapshot | None = None
@@ -59,6 +61,15 @@ class Subscriber:
             return
         data = change.encoded(variant, self.transport)
         if self.pending is not None:
+            # Held back during catch-up; bounded like the outbox itself.
+            self.pending_size += len(data)
+            if self.pending_size > self.outbox.limit:
+                self.pending = []
+                self.outbox.close(
+                    f"client fell more than {self.outbox.limit} bytes behind while "
+                    "catching up; reconnect with Last-Event-ID to continue"
+                )
+                return
             self.pending.append((change.xid, data))
         else:
             self.outbox.put(data)
@@ -76,6 +87,7 @@ class Subscriber:
 
     def begin_catch_up(self) -> None:
         self.pending = []
+        self.pending_size = 0
 
     def end_catch_up(self, reached: Snapshot) -> None:
         """Release held live events that the catch-up did not already deliver."""

@@ -164,3 +164,13 @@ def test_negated_logic_over_null_follows_sql_three_valued_logic():
     d = client(bus, "docs:or=(shipment_id.eq.1,status.is.null)")
     bus.publish(change("INSERT", {"id": 4, "shipment_id": None, "status": None}, None))
     assert [e["pk"]["id"] for e in received(d)] == [4]
+
+
+def test_live_events_held_during_catch_up_are_bounded():
+    bus = Bus()
+    s = Subscriber("sse", Outbox(limit=300))
+    bus.subscribe(s, parse_subscription("docs", _catalog(), WATCHED))
+    s.begin_catch_up()
+    for i in range(10):
+        bus.publish(change("INSERT", {"id": i, "status": "x" * 50}, None))
+    assert s.outbox.closed is not None and "catching up" in s.outbox.closed
