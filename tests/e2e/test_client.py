@@ -415,3 +415,130 @@ async def test_live_refetches_when_the_server_cannot_resume(
     await page.wait_for_function(
         "(doc) => live.rows.length === 1 && live.rows[0].id === doc", arg=doc
     )
+
+
+@deadline(60)
+async def test_subscription_changes_are_coalesced_into_one_stream(
+    page: Page, gateway: DemoGateway, db: asyncpg.Connection
+) -> None:
+    await open_client(page, gateway)
+    streams: list[str] = []
+    page.on(
+        "request",
+        lambda r: streams.append(r.url) if "/v1/events" in r.url else None,
+    )
+    await page.evaluate(
+        """() => {
+             pulse.subscribe("documents", { onChange: record("docs") });
+             pulse.subscribe("shipments", { onChange: record("ships") });
+             pulse.subscribe("documents", { filter: "status=eq.review" }).unsubscribe();
+           }"""
+    )
+    await wait_live(page)
+    shipment = await new_shipment(db, "CLI-C")
+    await new_document(db, shipment, "coalesced")
+    assert len(await events(page, "ships", 1)) == 1
+    assert len(await events(page, "docs", 1)) == 1
+    assert len(streams) == 1, streams
+    assert "sub=documents&sub=shipments" in streams[0]
+
+
+@deadline(60)
+async def test_rejected_cursor_starts_over_from_now_with_a_reset(
+    page: Page, gateway: DemoGateway, db: asyncpg.Connection
+) -> None:
+    await page.goto(gateway.url + "/healthz")
+    await page.evaluate(SETUP)
+    await page.evaluate(
+        """() => {
+             window.pulse = pg.connect({ cursor: "not-a-cursor" });
+             window.live = pulse.live("documents", {
+               order: "id", onReset: record("resets"), onError: record("errors") });
+           }"""
+    )
+    resets = await events(page, "resets", 1)
+    assert resets[0]["reason"]
+    await wait_live(page)
+    count: int = await db.fetchval("select count(*) from documents")
+    await page.wait_for_function(
+        "(count) => live.loaded && live.rows.length === count", arg=count
+    )
+    assert await page.evaluate("() => errors.length") == 0
+    assert await page.evaluate("() => pulse.cursor") != "not-a-cursor"
+
+
+FILTER_CASES: list[tuple[str, dict[str, Any], bool | None]] = [
+    ("shipment_id=eq.42", {"shipment_id": 42}, True),
+    ("shipment_id=eq.42", {"shipment_id": 7}, False),
+    ("shipment_id=neq.42", {"shipment_id": None}, False),
+    ("status=in.(draft,review)", {"status": "review"}, True),
+    ("status=not.in.(draft,review)", {"status": "review"}, False),
+    (
+        "status=in.(draft,review);shipment_id=gt.3",
+        {"status": "draft", "shipment_id": 3},
+        False,
+    ),
+    ("deleted_at=is.null", {"deleted_at": None}, True),
+    ("deleted_at=not.is.null", {"deleted_at": None}, False),
+    ("done=is.true", {"done": True}, True),
+    ("title=like.*draft*", {"title": "a draft note"}, True),
+    ("title=ilike.*DRAFT*", {"title": "a draft note"}, True),
+    ('title=eq."a,b"', {"title": "a,b"}, True),
+    (
+        "or=(status.eq.draft,shipment_id.gt.10)",
+        {"status": "x", "shipment_id": 11},
+        True,
+    ),
+    (
+        "not.or=(status.eq.draft,shipment_id.gt.10)",
+        {"status": "draft", "shipment_id": 1},
+        False,
+    ),
+    ("and=(a.eq.1,or(b.lt.0,b.gt.9))", {"a": 1, "b": 10}, True),
+    ("updated_at=gt.2024-01-01", {"updated_at": "2024-05-01T10:00:00+00:00"}, True),
+    (
+        "updated_at=lt.2024-01-01T00:00:00+02:00",
+        {"updated_at": "2023-12-31T23:00:00Z"},
+        False,
+    ),
+    ("price=eq.12.5", {"price": "12.50"}, True),
+    # Undecidable in the browser: the client delivers rather than guess.
+    ("tags=cs.{a}", {}, None),
+    ("missing=eq.1", {"other": 1}, None),
+]
+
+
+@deadline(60)
+async def test_client_filter_evaluation_follows_the_filter_grammar(
+    page: Page, gateway: DemoGateway
+) -> None:
+    await open_client(page, gateway)
+    results = await page.evaluate(
+        "(cases) => cases.map(([f, row]) => pg.matchesFilter(f, row) ?? null)",
+        [[f, row] for f, row, _ in FILTER_CASES],
+    )
+    assert [
+        (f, got)
+        for (f, _, want), got in zip(FILTER_CASES, results, strict=True)
+        if got != want
+    ] == []
+
+
+@deadline(60)
+async def test_live_with_order_and_limit_keeps_the_top_rows(
+    page: Page, gateway: DemoGateway, db: asyncpg.Connection
+) -> None:
+    await open_client(page, gateway)
+    shipment = await new_shipment(db, "CLI-TOP")
+    await page.evaluate(
+        """(s) => { window.live = pulse.live("documents", {
+             filter: `shipment_id=eq.${s}`, order: "id.desc", limit: 3 }); }""",
+        shipment,
+    )
+    await page.wait_for_function("() => live.loaded")
+    ids = [await new_document(db, shipment, f"top {i}") for i in range(5)]
+    shown = "() => live.rows.map((r) => r.id)"
+    assert await eventually(page, shown, ids[:1:-1]) == ids[:1:-1]
+    # Deleting the newest pulls the next one back into the window.
+    await db.execute("delete from documents where id = $1", ids[-1])
+    assert await eventually(page, shown, ids[3:0:-1]) == ids[3:0:-1]

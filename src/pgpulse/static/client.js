@@ -47,7 +47,9 @@
  *   message. The rejected subscriptions get `onError(err)`. This state is sticky:
  *   nothing is retried until the set of subscriptions changes (for example the
  *   rejected subscription is unsubscribed), and then the stream resumes from the
- *   last cursor, so the other subscriptions miss nothing;
+ *   last cursor, so the other subscriptions miss nothing. (A rejected cursor, e.g.
+ *   one saved by an older server version, is not such an error: the client starts
+ *   from now and calls every subscription's `onReset`, so live queries refetch);
  * - `"closed"`: `pulse.close()` was called.
  *
  * Design notes:
@@ -513,6 +515,7 @@ export class Pulse {
     this._members = new Set(); // subscriptions carried by the current stream
     this._readyInfo = null;
     this._fatal = null; // PulseError while the server rejects the current set
+    this._resetOnReady = null; // a reset to announce once the next stream is ready
     this._attempt = 0;
     this._retryTimer = null;
     this._applyTimer = null;
@@ -672,6 +675,14 @@ export class Pulse {
       this._readyInfo = info;
       this._setState("live", { cursor: this.cursor, resumed: Boolean(info.resumed) });
       for (const sub of members) if (sub.active && current()) sub._ready(info);
+      const reset = this._resetOnReady;
+      if (reset && current()) {
+        // The server refused our cursor: we start from now, so refetch (after
+        // `ready`, so that no change falls between the fetch and the stream).
+        this._resetOnReady = null;
+        this.stats.resets++;
+        for (const sub of members) if (sub.active && current()) sub._reset(reset);
+      }
     });
     es.addEventListener("change", (e) => {
       if (!current()) return;
@@ -714,6 +725,18 @@ export class Pulse {
     if (!(probe.status >= 400 && probe.status < 500 && probe.status !== 408 && probe.status !== 429)) {
       this._retry({ reason: probe.message, status: probe.status || undefined });
       return;
+    }
+    if (url.includes("last_event_id=")) {
+      // Was it the cursor (say, from an older server version)? Then start over
+      // from now, telling the subscriptions to refetch, rather than stay stuck.
+      const fresh = await this._probe(this._streamUrl(specs, null));
+      if (gen !== this._gen || this.state === "closed") return;
+      if (fresh.status >= 200 && fresh.status < 300) {
+        this.cursor = null;
+        this._resetOnReady = { reason: probe.message };
+        this._open();
+        return;
+      }
     }
     // Rejected: which subscriptions did the server refuse? Ask for each alone.
     const culprits = new Map();
