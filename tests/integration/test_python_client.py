@@ -50,6 +50,7 @@ async def test_in_process_consumer_yields_changes_from_the_database(conn, databa
     await conn.execute("create table docs (id int primary key, k int)")
     await capture.watch(conn, "docs")
     stream = pgpulse.changes(database, "docs:k=eq.1")
+
     async def first_event() -> pgpulse.Event:
         return await anext(stream)
 
