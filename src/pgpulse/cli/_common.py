@@ -8,6 +8,7 @@ the per-user data directory and say where it is, so ``psql`` can connect too.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import functools
 import logging
 from collections.abc import Callable, Coroutine
@@ -59,6 +60,9 @@ def resolve_database(url: str | None, *, quiet: bool = False) -> str:
             f"[dim]no DATABASE_URL: {what} embedded PostgreSQL in {data_dir}[/]"
         )
     cluster.start()
+    if not running:
+        # We started it, so we stop it when this command ends; the data stays.
+        atexit.register(cluster.stop)
     dsn = cluster.dsn("postgres")
     if not quiet:
         console.print(f"[bold]embedded PostgreSQL:[/] {dsn}   (psql {dsn})")
