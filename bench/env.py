@@ -79,19 +79,40 @@ DB_COST = "bench_cost"
 class BenchCluster:
     """The embedded PostgreSQL the benchmark starts for itself."""
 
-    def __init__(self) -> None:
+    def __init__(self, existing: EmbeddedCluster | None = None) -> None:
+        """Start a private cluster, or use a running *existing* one (the test
+        suite's) and only create and drop the benchmark databases in it."""
+        self.existing = existing
         self.base = Path(tempfile.mkdtemp(prefix="pgpulse-bench-"))
-        self.cluster = EmbeddedCluster(self.base / "data", settings=dict(PG_SETTINGS))
+        self.cluster = existing or EmbeddedCluster(
+            self.base / "data", settings=dict(PG_SETTINGS)
+        )
         self.version = ""
 
     def __enter__(self) -> BenchCluster:
-        self.cluster.start()
+        if self.existing is None:
+            self.cluster.start()
         asyncio.run(self._setup())
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.cluster.destroy()
+        if self.existing is None:
+            self.cluster.destroy()
+        else:
+            asyncio.run(self._drop())
         shutil.rmtree(self.base, ignore_errors=True)
+
+    @property
+    def settings(self) -> dict[str, str]:
+        return dict(self.cluster.settings)
+
+    async def _drop(self) -> None:
+        admin = await asyncpg.connect(self.dsn())
+        try:
+            for db in (DB_PGPULSE, DB_NOTIFY, DB_COST):
+                await admin.execute(f"drop database if exists {db} with (force)")
+        finally:
+            await admin.close()
 
     def dsn(self, database: str = "postgres") -> str:
         return self.cluster.dsn(database)
@@ -101,6 +122,7 @@ class BenchCluster:
         try:
             self.version = await admin.fetchval("show server_version")
             for db in (DB_PGPULSE, DB_NOTIFY, DB_COST):
+                await admin.execute(f"drop database if exists {db} with (force)")
                 await admin.execute(f"create database {db}")
         finally:
             await admin.close()

@@ -23,6 +23,7 @@ from bench.scenarios.fanout import run_fanout
 from bench.scenarios.idle import run_idle
 from bench.scenarios.latency import run_floor, run_latency
 from bench.scenarios.routing import run_routing
+from pgpulse.embedded import EmbeddedCluster
 
 __all__ = ["PLANS", "SCENARIOS", "run"]
 
@@ -118,18 +119,24 @@ def run(
     loadgen_processes: int = 2,
     plan: dict[str, dict[str, Any]] | None = None,
     log: Callable[[str], None] | None = None,
+    cluster: EmbeddedCluster | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Run the scenarios *names*; returns (results by scenario, meta)."""
+    """Run the scenarios *names*; returns (results by scenario, meta).
+
+    *plan* overrides the built-in plans; *cluster* is a running PostgreSQL to
+    use instead of starting one (the test suite's).
+    """
     plan = plan or PLANS["quick" if quick else "full"]
     say = log or (lambda s: print(s, flush=True))
     nofile = raise_nofile()
     systems = {s for n in names for s in plan[n].get("systems", [])}
     unavailable = prepare(systems)
     results: dict[str, Any] = {}
-    with BenchCluster() as cluster, LoadGen(loadgen_processes) as loadgen:
-        ctx = Ctx(cluster, loadgen, quick=quick, log=say, unavailable=unavailable)
+    with BenchCluster(cluster) as bench_db, LoadGen(loadgen_processes) as loadgen:
+        ctx = Ctx(bench_db, loadgen, quick=quick, log=say, unavailable=unavailable)
         meta: dict[str, Any] = {
-            "machine": machine_info(cluster.version),
+            "machine": machine_info(bench_db.version),
+            "pg_settings": bench_db.settings,
             "quick": quick,
             "nofile": nofile,
             "loadgen_processes": loadgen_processes,

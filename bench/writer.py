@@ -42,7 +42,7 @@ class WriteJob:
     shipments: int = 1000
     """``shipment_id`` is drawn uniformly from 1..shipments."""
     connections: int = 0
-    """Writer connections (0: one per 300 changes/s, 1 to 16)."""
+    """Writer connections (0: one per 100 changes/s, 1 to 32)."""
     body_size: int = 100
 
 
@@ -71,7 +71,7 @@ class WriteResult:
 async def _write(job: WriteJob, pipe: Connection) -> WriteResult:
     import asyncpg
 
-    n_conn = job.connections or max(1, min(16, math.ceil(job.rate / 300)))
+    n_conn = job.connections or max(1, min(32, math.ceil(job.rate / 100)))
     conns = [
         await asyncpg.connect(
             job.dsn, server_settings={"application_name": "bench-writer"}

@@ -171,19 +171,19 @@ def measure(
 
 
 def sustained(window: dict[str, Any]) -> tuple[bool, str]:
-    """Whether a fan-out window kept up: everything delivered (within the 1 s
-    drain) and latency not growing across the window."""
+    """Whether a fan-out window kept up: (nearly) everything delivered by the
+    end of the drain and latency not growing across the window."""
     ratio = window.get("delivered_ratio") or 0.0
     if window["achieved_rate"] < 0.9 * window["rate"]:
         return False, "writer could not reach the rate"
     if ratio < 0.98:
-        return False, f"only {ratio:.1%} delivered within 1 s after the last write"
+        return False, f"only {ratio:.1%} delivered by the end of the drain"
     first = window.get("latency_first_quarter_ms", {}).get("p50")
     last = window.get("latency_last_quarter_ms", {}).get("p50")
     p99 = window.get("latency_last_quarter_ms", {}).get("p99")
     if first is None or last is None:
         return True, "no latency samples"
-    if p99 is not None and p99 > 1000:
+    if p99 is not None and p99 > 5000:
         return False, f"p99 latency {p99:.0f} ms at the end of the window"
     if last > 2 * first + 50:
         return False, f"lag growing: p50 {first:.1f} -> {last:.1f} ms"

@@ -146,7 +146,7 @@ def run_dbcost(
         "rounds": rounds,
         "bulk_rows": bulk_rows,
         "bulk_reps": bulk_reps,
-        "settings": dict(ctx.cluster.cluster.settings),
+        "settings": ctx.cluster.settings,
         "pgbench": runs,
         "tps": {m: round(v, 1) for m, v in tps.items()},
         "tps_ratio": {m: round(tps[m] / tps["plain"], 3) for m in MODES},

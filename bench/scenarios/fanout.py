@@ -1,10 +1,11 @@
 """Scenario 2: the highest fan-out (deliveries/s = changes/s x clients) a
 system sustains without falling behind.
 
-For each system and client count: probe rising change rates (x2 each step,
-starting at 100,000 deliveries/s) for a short window each until one does not
-keep up (:func:`bench.scenarios.sustained`), try the midpoint once, then hold
-the best passing rate for the full sustained window and report that window.
+For each system and client count: probe change rates for a short window each,
+doubling from 100,000 deliveries/s until one does not keep up
+(:func:`bench.scenarios.sustained`), or halving until one does when even the
+first did not; try the midpoint once, then hold the best passing rate for the
+full sustained window and report that window.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from bench.scenarios import Ctx, connect, measure, start_server, sustained
 __all__ = ["run_fanout"]
 
 MAX_RATE = 4000
-"""The writer's ceiling here (single-row transactions, fsync on)."""
+"""Highest change rate probed (single-row transactions, fsync on)."""
 
 
 def run_fanout(
@@ -27,6 +28,7 @@ def run_fanout(
     probe: float,
     hold: float,
     start_deliveries: int = 100_000,
+    max_rate: float = MAX_RATE,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {
         "probe_s": probe,
@@ -46,7 +48,7 @@ def run_fanout(
                     "status": "cannot",
                     "reason": "one PostgreSQL connection per client: "
                     f"{min(counts)} clients exceed max_connections "
-                    f"({ctx.cluster.cluster.settings['max_connections']})",
+                    f"({ctx.cluster.settings['max_connections']})",
                 }
             )
             continue
@@ -65,7 +67,9 @@ def run_fanout(
                         }
                     )
                     continue
-                cells.append(_ramp(ctx, server, n, probe, hold, start_deliveries))
+                cells.append(
+                    _ramp(ctx, server, n, probe, hold, start_deliveries, max_rate)
+                )
             finally:
                 ctx.loadgen.close()
                 server.stop()
@@ -73,10 +77,16 @@ def run_fanout(
 
 
 def _ramp(
-    ctx: Ctx, server: Any, n: int, probe: float, hold: float, start: int
+    ctx: Ctx,
+    server: Any,
+    n: int,
+    probe: float,
+    hold: float,
+    start: int,
+    max_rate: float,
 ) -> dict[str, Any]:
     def window(rate: float, seconds: float) -> tuple[bool, dict[str, Any]]:
-        w = measure(ctx, server, n, rate, seconds, server.database)
+        w = measure(ctx, server, n, rate, seconds, server.database, drain=2.0)
         ok, why = sustained(w)
         w["kept_up"], w["verdict"] = ok, why
         ctx.log(
@@ -87,30 +97,40 @@ def _ramp(
 
     rate = max(1.0, start / n)
     probes: list[dict[str, Any]] = []
+    first: dict[str, Any] | None = None
     best: float | None = None
     failed: float | None = None
-    while rate <= MAX_RATE:
+    writer_limited = False
+    while rate <= max_rate:
         ok, w = window(rate, probe)
         probes.append(_brief(w))
-        if not ok:
-            failed = rate
+        first = first or w
+        if ok:
+            best = rate
+            if failed is not None:
+                break  # coming down: the first rate that keeps up
+            rate *= 2
+            continue
+        if w["achieved_rate"] < 0.9 * rate:
+            writer_limited = True
             break
-        best = rate
-        rate *= 2
-    if best is not None and failed is not None:
+        failed = rate
+        if best is not None or rate <= 1.0 or len(probes) >= 6:
+            break
+        rate = max(1.0, rate / 2)  # even the first rate was too much: go down
+    if best is not None and failed is not None and failed > best:
         mid = math.sqrt(best * failed)
         ok, w = window(mid, probe)
         probes.append(_brief(w))
         if ok:
             best = mid
     if best is None:
-        # Even the first rate was too much: report that window.
         return {
             "clients": n,
             "status": "ok",
-            "limit": "below the first probe",
+            "limit": "did not keep up at any rate probed",
             "probes": probes,
-            "result": probes[0],
+            "result": first,
         }
     ok, held = window(best, hold)
     if not ok:
@@ -120,7 +140,9 @@ def _ramp(
     return {
         "clients": n,
         "status": "ok",
-        "limit": "writer ceiling" if failed is None else "system",
+        "limit": "system"
+        if failed is not None
+        else ("writer ceiling" if writer_limited else "highest rate probed"),
         "probes": probes,
         "result": held,
     }

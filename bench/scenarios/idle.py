@@ -38,7 +38,7 @@ def run_idle(
                 note = (
                     f"{clients} clients need {clients} PostgreSQL connections "
                     f"(max_connections "
-                    f"{ctx.cluster.cluster.settings['max_connections']}); "
+                    f"{ctx.cluster.settings['max_connections']}); "
                     f"measured at {n}"
                 )
         ctx.log(f"  idle: {system}, {n} clients")

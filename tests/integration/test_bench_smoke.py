@@ -1,0 +1,112 @@
+"""The benchmark suite in its tiniest configuration, so it cannot rot.
+
+No timing is asserted here (timed results live in docs/benchmarks.md); only
+that every scenario runs end to end against real processes and produces
+well-formed results and a report.  About 40 s (server and process start-ups),
+hence ``slow``; it still runs in CI.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from typing import Any
+
+import pytest
+from bench import run
+from bench.report import render, targets
+
+import tests.pg
+
+TINY: dict[str, dict[str, Any]] = {
+    "floor": {"rates": [50], "duration": 0.5},
+    "latency": {
+        "systems": ["pgpulse", "node"],
+        "counts": [2],
+        "rates": [50],
+        "duration": 0.5,
+    },
+    "routing": {"counts": [3], "rate": 30.0, "duration": 0.5},
+    "idle": {"systems": ["pgpulse"], "clients": 5, "settle": 0.2},
+    "fanout": {
+        "systems": ["pgpulse", "node", "tutorial"],
+        "counts": [4],
+        "probe": 0.5,
+        "hold": 0.5,
+        "start_deliveries": 200,
+        "max_rate": 100,
+    },
+    "dbcost": {
+        "clients": 4,
+        "seconds": 1.0,
+        "rounds": 1,
+        "bulk_rows": 200,
+        "bulk_reps": 1,
+    },
+}
+
+
+def _finite(value: float) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+@pytest.mark.slow
+def test_benchmark_scenarios_produce_well_formed_results(
+    pg_server: tests.pg.TestServer, tmp_path
+):
+    messages: list[str] = []
+    results, meta = run.run(
+        list(run.SCENARIOS),
+        plan=TINY,
+        log=messages.append,
+        cluster=pg_server.cluster,
+    )
+    assert set(results) == set(run.SCENARIOS)
+    assert meta["machine"]["cores"] >= 1 and meta["machine"]["postgresql"]
+
+    floor = results["floor"]["rows"][0]
+    assert floor["written"] > 0 and floor["received"] == floor["written"]
+    assert _finite(floor["latency_ms"]["p50"])
+
+    ours = results["latency"]["systems"]["pgpulse"]
+    assert [c["status"] for c in ours] == ["ok"]
+    assert ours[0]["delivered"] == ours[0]["written"] * 2
+    assert ours[0]["latency_ms"]["n"] > 0 and _finite(ours[0]["latency_ms"]["p99"])
+    assert ours[0]["server_cpu_s"] >= 0
+
+    node = results["latency"]["systems"]["node"]
+    if shutil.which("node") is None:
+        assert node[0]["status"] == "cannot"
+    elif node[0]["status"] == "ok":
+        assert node[0]["delivered"] == node[0]["written"] * 2
+
+    row = results["routing"]["rows"][0]
+    assert row["status"] == "ok" and row["delivered"] == row["written"]
+
+    idle = results["idle"]["systems"]["pgpulse"]
+    assert idle["clients"] == 5 and 1 <= idle["db_connections"] <= 3
+
+    fan = results["fanout"]["systems"]
+    assert fan["pgpulse"][0]["result"]["deliveries_per_s"] > 0
+    assert fan["tutorial"][0]["status"] == "cannot"
+
+    cost = results["dbcost"]
+    assert set(cost["tps"]) == {"plain", "pgpulse", "notify"}
+    assert all(v > 0 for v in cost["tps"].values())
+    assert all(v > 0 for v in cost["bulk_s"].values())
+
+    json.dumps(results)  # the raw results are JSON-serialisable
+    verdicts = {t["verdict"] for t in targets(results)}
+    assert verdicts <= {"met", "NOT met", "not measured"}
+    page = render(results, {**meta, "command": "pytest"})
+    for heading in (
+        "## Targets",
+        "## 1. Latency",
+        "## 2. Fan-out",
+        "## 3. Idle",
+        "## 4. Cost",
+        "## 5. Filtered routing",
+    ):
+        assert heading in page
+    (tmp_path / "benchmarks.md").write_text(page)
