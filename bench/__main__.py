@@ -1,4 +1,4 @@
-"""``python -m bench all|latency|fanout|idle|dbcost|routing|floor [--quick]``
+"""``python -m bench all|latency|fanout|idle|dbcost|routing|floor|report [--quick]``
 
 Starts its own PostgreSQL, runs the scenarios against pgpulse and the peers,
 writes raw JSON to ``bench/results/`` and the tables to ``docs/benchmarks.md``.
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m bench",
         description="pgpulse benchmarks, side by side with peers.",
     )
-    parser.add_argument("scenario", choices=["all", *run.SCENARIOS])
+    parser.add_argument("scenario", choices=["all", "report", *run.SCENARIOS])
     parser.add_argument(
         "--quick", action="store_true", help="Scaled-down run (minutes -> seconds)."
     )
@@ -49,6 +49,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.quick
         else ROOT / "docs" / "benchmarks.md"
     )
+    if args.scenario == "report":
+        # Re-render the page from the last results, without running anything.
+        from bench.report import render
+
+        kind = "quick" if args.quick else "full"
+        merged = json.loads((args.results_dir / f"latest-{kind}.json").read_text())
+        out.write_text(render(merged["results"], merged["meta"]))
+        print(f"==> {out}")
+        return 0
     names = list(run.SCENARIOS) if args.scenario == "all" else [args.scenario]
     started = time.monotonic()
     command = "./run bench " + " ".join(
