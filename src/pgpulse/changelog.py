@@ -33,10 +33,16 @@ __all__ = [
 #: Rows fetched by the single-statement fast path; more switches to a cursor.
 FAST_LIMIT = 500
 
-_COLUMNS = (
-    "c.id, c.xid::text as xid, c.tbl, c.op, c.pk::text as pk, "
-    'c."row"::text as row, c.old::text as old, to_json(c.ts)::text as ts'
-)
+# Tables that publish rows do not log their key (it is in the row): take it
+# from the row, or the old row for a DELETE, by the key columns of the table.
+_COLUMNS = """
+    c.id, c.xid::text as xid, c.tbl, c.op,
+    coalesce(c.pk, (
+        select jsonb_object_agg(k, coalesce(c."row", c.old) -> k)
+        from pgpulse.watched w cross join unnest(w.pk) k where w.name = c.tbl
+    ), '{}')::text as pk,
+    c."row"::text as row, c.old::text as old, to_json(c.ts)::text as ts
+"""
 
 _FAST_SQL = f"""
 select s.snap::text as snap, st.pruned_xid::text as pruned_xid, {_COLUMNS}

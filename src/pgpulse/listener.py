@@ -11,7 +11,9 @@ and resumes from its cursor, so a PostgreSQL restart loses nothing.
 
 Adaptive wake-ups: NOTIFY serializes committing writers, so when wake-ups come
 faster than ``busy_gap`` apart the listener switches to polling the log and
-tells writers (``pgpulse.listeners.wants_notify``) to stop notifying.  After
+tells writers (``pgpulse.listeners.wants_notify``) to stop notifying.  Below
+about 250 wake-ups a second NOTIFY costs little and is the fastest path, so
+the listener keeps sleeping on it.  After
 ``idle_after`` seconds without changes it asks for wake-ups again, and keeps
 polling until every transaction that may have read the old flag has ended
 (snapshot xmin past the flip), so no change can be left waiting for a wake-up
@@ -54,8 +56,8 @@ class Listener:
         *,
         keepalive: float = 5.0,
         query_timeout: float = 10.0,
-        poll_interval: float = 0.002,
-        busy_gap: float = 0.02,
+        poll_interval: float = 0.001,
+        busy_gap: float = 0.004,
         idle_after: float = 0.25,
         backoff_max: float = 5.0,
         application_name: str = "pgpulse-listener",
@@ -194,10 +196,13 @@ class Listener:
         empty = 0
         while True:
             if self.polling:
-                # Tight loop while changes flow; back off (to 64x) when quiet,
-                # e.g. while waiting out a long transaction before sleeping.
-                empty = 0 if count else min(empty + 1, 6)
-                if empty:
+                # Read again at once while changes flow, every poll_interval
+                # while busy; back off (to 64x) only while settling, e.g. when
+                # waiting out a long transaction before going back to sleep.
+                empty = 0 if count else min(empty + 1, 7)
+                if empty and self._settle is None:
+                    await asyncio.sleep(self.poll_interval)
+                elif empty:
                     await asyncio.sleep(self.poll_interval * 2 ** (empty - 1))
             else:
                 try:

@@ -121,3 +121,41 @@ async def test_repeatable_read_writers_always_notify(conn, database):
         assert notified == ["x"]
     finally:
         await other.close()
+
+
+async def test_upgrade_moves_watched_tables_to_their_own_capture_function(pg_server):
+    admin = await asyncpg.connect(pg_server.dsn())
+    await admin.execute("create database schema_rewatch")
+    await admin.close()
+    conn = await asyncpg.connect(pg_server.dsn("schema_rewatch"))
+    try:
+        await conn.execute(migrations()[0][2])  # a version 1 database...
+        await conn.execute("create table docs (id int primary key, secret text)")
+        await conn.execute(
+            "select pgpulse.watch('docs', 'rows', null, array['secret'])"
+        )
+        await conn.execute("insert into docs values (1, 'x')")
+        await install_schema(conn)  # ...upgraded in place
+        await conn.execute("insert into docs values (2, 'y')")
+        funcs = await conn.fetch(
+            "select distinct tgfoid::regproc::text as f from pg_trigger "
+            "where tgrelid = 'docs'::regclass and not tgisinternal"
+        )
+        oid = await conn.fetchval("select 'docs'::regclass::oid")
+        assert [r["f"] for r in funcs] == [f"pgpulse.capture_public_docs_{oid}"]
+        rows = await conn.fetch(
+            'select "row"::text as r from pgpulse.changes order by id'
+        )
+        assert [r["r"] for r in rows] == ['{"id": 1}', '{"id": 2}']
+        assert await capture.unwatch(conn, "docs")
+        assert (
+            await conn.fetchval(
+                "select count(*) from pg_proc where proname like 'capture_public_docs%'"
+            )
+            == 0
+        )
+    finally:
+        await conn.close()
+        admin = await asyncpg.connect(pg_server.dsn())
+        await admin.execute("drop database schema_rewatch with (force)")
+        await admin.close()

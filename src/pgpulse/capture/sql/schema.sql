@@ -1,4 +1,4 @@
--- pgpulse capture schema, current version (2). Upgrades: migrations/.
+-- pgpulse capture schema, current version (3). Upgrades: migrations/.
 --
 -- Statement-level triggers with transition tables append every changed row of a
 -- watched table to pgpulse.changes, then send ONE tiny wake-up (pg_notify with an
@@ -15,16 +15,16 @@ create table pgpulse.schema_version (
 
 create table pgpulse.changes (
     id bigint generated always as identity primary key,
-    xid xid8 not null default pg_current_xact_id(),
+    xid xid8 not null,
     tbl text not null,
     op text not null check (op in ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE')),
-    pk jsonb not null,
+    pk jsonb,
     "row" jsonb,
     old jsonb,
-    ts timestamptz not null default clock_timestamp()
+    ts timestamptz not null
 );
 create index changes_xid_idx on pgpulse.changes (xid);
-create index changes_ts_idx on pgpulse.changes (ts);
+create index changes_ts_brin on pgpulse.changes using brin (ts);
 
 -- One row: the newest transaction id whose changes were pruned from the log.  A
 -- resume cursor older than that gets an explicit reset instead of a silent gap.
@@ -49,52 +49,9 @@ create table pgpulse.watched (
     publish text not null default 'rows' check (publish in ('rows', 'keys')),
     columns text[],
     exclude text[],
-    watched_at timestamptz not null default now()
+    watched_at timestamptz not null default now(),
+    pk text[]
 );
-
--- The generic trigger function.  Arguments (prepared by pgpulse.watch):
---   0 table name  1 pk json of n  2 row json of n  3 pk json of o  4 row json of o
---   5 update join condition  6 "n is missing" test  7 "o is missing" test
-create function pgpulse.capture() returns trigger
-language plpgsql security definer set search_path = pg_catalog, pgpulse as $fn$
-declare
-    n_rows bigint;
-begin
-    if tg_op = 'INSERT' then
-        execute format(
-            'insert into pgpulse.changes (tbl, op, pk, "row") '
-            'select $1, ''INSERT'', %s, %s from pgpulse_new n',
-            tg_argv[1], tg_argv[2]) using tg_argv[0];
-    elsif tg_op = 'DELETE' then
-        execute format(
-            'insert into pgpulse.changes (tbl, op, pk, old) '
-            'select $1, ''DELETE'', %s, %s from pgpulse_old o',
-            tg_argv[3], tg_argv[4]) using tg_argv[0];
-    elsif tg_op = 'UPDATE' then
-        -- Rows are paired by primary key; an update that changes the key shows up
-        -- as a DELETE of the old key and an INSERT of the new one.
-        execute format(
-            'insert into pgpulse.changes (tbl, op, pk, "row", old) '
-            'select $1, case when %6$s then ''DELETE'' when %7$s then ''INSERT'' '
-            'else ''UPDATE'' end, case when %6$s then %3$s else %1$s end, '
-            'case when %6$s then null else %2$s end, '
-            'case when %7$s then null else %4$s end '
-            'from pgpulse_new n full join pgpulse_old o on (%5$s)',
-            tg_argv[1], tg_argv[2], tg_argv[3], tg_argv[4], tg_argv[5],
-            tg_argv[6], tg_argv[7]) using tg_argv[0];
-    else
-        insert into pgpulse.changes (tbl, op, pk) values (tg_argv[0], 'TRUNCATE', '{}');
-    end if;
-    get diagnostics n_rows = row_count;
-    if n_rows > 0 and (
-        current_setting('transaction_isolation') <> 'read committed'
-        or exists (select 1 from pgpulse.listeners where wants_notify)
-    ) then
-        perform pg_notify('pgpulse', '');
-    end if;
-    return null;
-end
-$fn$;
 
 -- JSON of the given columns of alias a, built without to_jsonb's column list so
 -- columns added later are NOT captured unless asked for (safe default for
@@ -110,6 +67,14 @@ language sql immutable as $fn$
     ) chunks
 $fn$;
 
+-- The name of the capture function of a table (one per watched table).
+create function pgpulse._function_name(target regclass) returns text
+language sql stable as $fn$
+    select left('capture_' || nsp.nspname || '_' || cls.relname, 50) || '_' || cls.oid
+    from pg_class cls join pg_namespace nsp on nsp.oid = cls.relnamespace
+    where cls.oid = target
+$fn$;
+
 create function pgpulse.watch(
     target regclass,
     publish text default 'rows',
@@ -119,16 +84,17 @@ create function pgpulse.watch(
 language plpgsql as $fn$
 declare
     qname text;
+    fname text;
     pk_cols text[];
     all_cols text[];
     bad text[];
-    trig text;
-    args text;
     pk_n text;
     pk_o text;
     row_n text;
     row_o text;
     join_cond text;
+    n_missing text;
+    o_missing text;
 begin
     select format('%s.%s', nsp.nspname, cls.relname) into qname
     from pg_class cls join pg_namespace nsp on nsp.oid = cls.relnamespace
@@ -168,63 +134,111 @@ begin
             using errcode = '22023';
     end if;
 
-    pk_n := pgpulse._columns_json('n', pk_cols);
-    pk_o := pgpulse._columns_json('o', pk_cols);
     if publish = 'keys' then
+        -- Only keys are published: log them; the rows stay in the table.
+        pk_n := pgpulse._columns_json('n', pk_cols);
+        pk_o := pgpulse._columns_json('o', pk_cols);
         row_n := 'null::jsonb';
         row_o := 'null::jsonb';
-    elsif columns is not null then
-        row_n := pgpulse._columns_json('n', columns);
-        row_o := pgpulse._columns_json('o', columns);
-    elsif exclude is not null and cardinality(exclude) > 0 then
-        row_n := format('(to_jsonb(n) - %L::text[])', exclude);
-        row_o := format('(to_jsonb(o) - %L::text[])', exclude);
     else
-        row_n := 'to_jsonb(n)';
-        row_o := 'to_jsonb(o)';
+        -- Rows carry the key columns; readers extract the key (watched.pk).
+        pk_n := 'null::jsonb';
+        pk_o := 'null::jsonb';
+        if columns is not null then
+            row_n := pgpulse._columns_json('n', columns);
+            row_o := pgpulse._columns_json('o', columns);
+        elsif exclude is not null and cardinality(exclude) > 0 then
+            row_n := format('(to_jsonb(n) - %L::text[])', exclude);
+            row_o := format('(to_jsonb(o) - %L::text[])', exclude);
+        else
+            row_n := 'to_jsonb(n)';
+            row_o := 'to_jsonb(o)';
+        end if;
     end if;
     select string_agg(format('n.%I = o.%I', p, p), ' and ') into join_cond
     from unnest(pk_cols) p;
-
-    args := format('%L, %L, %L, %L, %L, %L, %L, %L', qname, pk_n, row_n, pk_o, row_o,
-                   join_cond, format('n.%I is null', pk_cols[1]),
-                   format('o.%I is null', pk_cols[1]));
+    n_missing := format('n.%I is null', pk_cols[1]);
+    o_missing := format('o.%I is null', pk_cols[1]);
 
     perform pgpulse.unwatch(target);
+    fname := pgpulse._function_name(target);
+    execute format($gen$
+create function pgpulse.%1$I() returns trigger
+language plpgsql security definer set search_path = pg_catalog, pgpulse as $body$
+-- Generated by pgpulse.watch(%2$L); re-run watch to change it.
+declare
+    v_xid xid8 := pg_current_xact_id();
+    v_ts timestamptz := clock_timestamp();
+    n_rows bigint;
+begin
+    if tg_op = 'INSERT' then
+        insert into pgpulse.changes (xid, ts, tbl, op, pk, "row")
+        select v_xid, v_ts, %2$L, 'INSERT', %3$s, %4$s from pgpulse_new n;
+    elsif tg_op = 'DELETE' then
+        insert into pgpulse.changes (xid, ts, tbl, op, pk, old)
+        select v_xid, v_ts, %2$L, 'DELETE', %5$s, %6$s from pgpulse_old o;
+    elsif tg_op = 'UPDATE' then
+        -- Rows pair up by primary key; a key change is a DELETE and an INSERT.
+        insert into pgpulse.changes (xid, ts, tbl, op, pk, "row", old)
+        select v_xid, v_ts, %2$L,
+               case when %8$s then 'DELETE' when %9$s then 'INSERT' else 'UPDATE' end,
+               case when %8$s then %5$s else %3$s end,
+               case when %8$s then null else %4$s end,
+               case when %9$s then null else %6$s end
+        from pgpulse_new n full join pgpulse_old o on (%7$s);
+    else
+        insert into pgpulse.changes (xid, ts, tbl, op, pk)
+        values (v_xid, v_ts, %2$L, 'TRUNCATE', '{}');
+    end if;
+    get diagnostics n_rows = row_count;
+    -- Wake listeners only when one wants it (busy listeners poll); stricter
+    -- isolation levels would read that flag from an old snapshot: always wake.
+    if n_rows > 0 and (
+        current_setting('transaction_isolation') <> 'read committed'
+        or exists (select 1 from pgpulse.listeners where wants_notify)
+    ) then
+        perform pg_notify('pgpulse', '');
+    end if;
+    return null;
+end
+$body$
+$gen$, fname, qname, pk_n, row_n, pk_o, row_o, join_cond, n_missing, o_missing);
+
     execute format('create trigger pgpulse_capture_insert after insert on %s '
                    'referencing new table as pgpulse_new for each statement '
-                   'execute function pgpulse.capture(%s)', target, args);
+                   'execute function pgpulse.%I()', target, fname);
     execute format('create trigger pgpulse_capture_update after update on %s '
                    'referencing old table as pgpulse_old new table as pgpulse_new '
-                   'for each statement execute function pgpulse.capture(%s)',
-                   target, args);
+                   'for each statement execute function pgpulse.%I()', target, fname);
     execute format('create trigger pgpulse_capture_delete after delete on %s '
                    'referencing old table as pgpulse_old for each statement '
-                   'execute function pgpulse.capture(%s)', target, args);
+                   'execute function pgpulse.%I()', target, fname);
     execute format('create trigger pgpulse_capture_truncate after truncate on %s '
-                   'for each statement execute function pgpulse.capture(%s)',
-                   target, args);
-    insert into pgpulse.watched (tbl, name, publish, columns, exclude)
-    values (target, qname, publish, columns, exclude);
+                   'for each statement execute function pgpulse.%I()', target, fname);
+    insert into pgpulse.watched (tbl, name, publish, columns, exclude, pk)
+    values (target, qname, publish, columns, exclude, pk_cols);
 end
 $fn$;
 
 create function pgpulse.unwatch(target regclass) returns boolean
 language plpgsql as $fn$
 declare
-    trig text;
+    trig record;
     found_any boolean := false;
 begin
     for trig in
-        select tgname from pg_trigger
-        where tgrelid = target and tgname like 'pgpulse\_capture\_%' and not tgisinternal
+        select t.tgname, t.tgfoid::regprocedure as func from pg_trigger t
+        where t.tgrelid = target and t.tgname like 'pgpulse\_capture\_%'
+          and not t.tgisinternal
     loop
-        execute format('drop trigger %I on %s', trig, target);
+        execute format('drop trigger %I on %s', trig.tgname, target);
         found_any := true;
     end loop;
+    execute format('drop function if exists pgpulse.%I()',
+                   pgpulse._function_name(target));
     delete from pgpulse.watched where tbl = target;
     return found_any;
 end
 $fn$;
 
-insert into pgpulse.schema_version (version) values (2);
+insert into pgpulse.schema_version (version) values (3);
