@@ -53,7 +53,8 @@ class Change:
     _row: Any = field(default=None, repr=False)
     _old: Any = field(default=None, repr=False)
     _pk: Any = field(default=None, repr=False)
-    _encoded: dict[tuple[int, str], bytes] = field(default_factory=dict, repr=False)
+    _encoded: dict[tuple[Variant, str], bytes] = field(default_factory=dict, repr=False)
+    _sse_full: bytes | None = field(default=None, repr=False)
 
     def row_dict(self) -> dict[str, Any] | None:
         if self.row is None:
@@ -89,27 +90,37 @@ class Change:
 
     def encoded(self, variant: Variant, transport: str) -> bytes:
         """Wire bytes for *transport* (``sse`` or ``ws``), built once and shared."""
-        key = (int(variant), transport)
+        # The common case (full change over SSE) skips the dict: this runs once
+        # per delivery, i.e. changes x subscribers times.
+        if variant is Variant.FULL and transport == "sse":
+            full = self._sse_full
+            if full is None:
+                full = self._sse_full = self._build(variant, transport)
+            return full
+        key = (variant, transport)
         cached = self._encoded.get(key)
         if cached is None:
-            data = self.data(variant)
-            if transport == "sse":
-                cached = (
-                    b"id: "
-                    + self.event_id.encode()
-                    + b"\nevent: change\ndata: "
-                    + data
-                    + b"\n\n"
-                )
-            else:
-                cached = (
-                    b'{"type":"change","id":"'
-                    + self.event_id.encode()
-                    + b'","data":'
-                    + data
-                    + b"}"
-                )
-            self._encoded[key] = cached
+            cached = self._encoded[key] = self._build(variant, transport)
+        return cached
+
+    def _build(self, variant: Variant, transport: str) -> bytes:
+        data = self.data(variant)
+        if transport == "sse":
+            cached = (
+                b"id: "
+                + self.event_id.encode()
+                + b"\nevent: change\ndata: "
+                + data
+                + b"\n\n"
+            )
+        else:
+            cached = (
+                b'{"type":"change","id":"'
+                + self.event_id.encode()
+                + b'","data":'
+                + data
+                + b"}"
+            )
         return cached
 
 

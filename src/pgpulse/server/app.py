@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -31,16 +32,6 @@ __all__ = ["app_from_env", "create_app"]
 log = logging.getLogger("pgpulse.server")
 
 STATIC_DIR = Path(str(resources.files("pgpulse").joinpath("static")))
-
-
-class _Raw:
-    """Mark a raw ASGI callable as a Starlette route endpoint."""
-
-    def __init__(self, app: object) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.app(scope, receive, send)  # type: ignore[operator]
 
 
 async def healthz(request: Request) -> Response:
@@ -107,7 +98,31 @@ def _rest_routes() -> list[BaseRoute]:
     return [Route("/v1/rest/{table}", rest_read, methods=["GET"])]
 
 
-def create_app(settings: Settings) -> Starlette:
+class GatewayApp:
+    """Top-level ASGI app: SSE streams go straight to their endpoint.
+
+    Why: every event a client receives passes through ``send``; Starlette's
+    error and exception middleware each wrap ``send`` in another coroutine.  The
+    SSE endpoint handles its own errors and CORS, so it skips that stack; all
+    other routes (and the lifespan) are plain Starlette.
+    """
+
+    def __init__(self, starlette: Starlette) -> None:
+        self.starlette = starlette
+
+    @property
+    def state(self) -> Any:
+        return self.starlette.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/v1/events":
+            scope["app"] = self.starlette
+            await events_endpoint(scope, receive, send)
+            return
+        await self.starlette(scope, receive, send)
+
+
+def create_app(settings: Settings) -> GatewayApp:
     """The gateway application for *settings*."""
 
     @asynccontextmanager
@@ -129,7 +144,6 @@ def create_app(settings: Settings) -> Starlette:
         Route("/healthz", healthz),
         Route("/metrics", metrics),
         Route("/v1/client.js", client_js),
-        Route("/v1/events", _Raw(events_endpoint), methods=["GET"]),
         WebSocketRoute("/v1/ws", websocket_endpoint),
         *_rest_routes(),
         Mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False)),
@@ -145,9 +159,11 @@ def create_app(settings: Settings) -> Starlette:
                 expose_headers=["content-range"],
             )
         )
-    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    return GatewayApp(
+        Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    )
 
 
-def app_from_env() -> Starlette:
+def app_from_env() -> GatewayApp:
     """Factory for ``uvicorn --factory`` worker processes (settings from env)."""
     return create_app(Settings.from_env())

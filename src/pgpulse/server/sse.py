@@ -40,7 +40,12 @@ SSE_HEADERS = [
 ]
 
 
-async def json_error(send: Send, status: int, message: str) -> None:
+async def json_error(
+    send: Send,
+    status: int,
+    message: str,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> None:
     body = orjson.dumps({"error": message})
     await send(
         {
@@ -50,6 +55,7 @@ async def json_error(send: Send, status: int, message: str) -> None:
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
                 (b"cache-control", b"no-store"),
+                *(extra or []),
             ],
         }
     )
@@ -61,9 +67,28 @@ def client_label(scope: Scope, subs: list[str]) -> str:
     return f"{client[0]}:{client[1]} [{', '.join(subs)[:200]}]"
 
 
+def cors_headers(request: Request, allowed: list[str]) -> list[tuple[bytes, bytes]]:
+    """CORS for the stream (it bypasses Starlette's middleware, see app.py)."""
+    origin = request.headers.get("origin")
+    if origin is None or not allowed:
+        return []
+    if "*" in allowed:
+        return [(b"access-control-allow-origin", b"*")]
+    if origin in allowed:
+        return [
+            (b"access-control-allow-origin", origin.encode("latin-1")),
+            (b"vary", b"Origin"),
+        ]
+    return []
+
+
 async def events_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["method"] not in ("GET", "HEAD"):
+        await json_error(send, 405, "use GET /v1/events?sub=TABLE")
+        return
     gateway: Gateway = scope["app"].state.gateway
     request = Request(scope)
+    cors = cors_headers(request, gateway.settings.cors_origins)
     subs = request.query_params.getlist("sub")
     if not subs:
         await json_error(
@@ -71,6 +96,7 @@ async def events_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
             400,
             "subscribe to at least one table: /v1/events?sub=documents "
             "(optionally with filters: sub=documents:shipment_id=eq.42)",
+            cors,
         )
         return
     raw_cursor = request.query_params.get("last_event_id") or request.headers.get(
@@ -80,14 +106,14 @@ async def events_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
         resume = Cursor.decode(raw_cursor) if raw_cursor else None
         specs = await gateway.parse_subscriptions(subs)
     except UnknownTableError as exc:
-        await json_error(send, 404, str(exc))
+        await json_error(send, 404, str(exc), cors)
         return
     except (PgPulseError, ValueError) as exc:
         status = 400
         message = str(exc)
         if isinstance(exc, CursorError):
             message += "; reconnect without Last-Event-ID to start from now"
-        await json_error(send, status, message)
+        await json_error(send, status, message, cors)
         return
 
     label = client_label(scope, subs)
@@ -106,7 +132,8 @@ async def events_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
 
     outbox = Outbox(gateway.settings.outbox_limit, on_close)
     subscriber = Subscriber("sse", outbox, label)
-    await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+    headers = SSE_HEADERS + cors
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
     outbox.put(f"retry: {gateway.settings.retry_ms}\n\n".encode())
     watcher = asyncio.create_task(_watch_disconnect(receive, outbox))
     attach = asyncio.create_task(gateway.attach(subscriber, specs, resume))
