@@ -56,9 +56,10 @@ class Subscriber:
         self.skip: Snapshot | None = None
         """Drop live events already delivered by the catch-up (visible here)."""
 
-    def deliver(self, change: Change, variant: Variant) -> None:
+    def deliver(self, change: Change, variant: Variant) -> bool:
+        """Queue the change; True if the outbox now needs a flush."""
         if self.skip is not None and self.skip.visible(change.xid):
-            return
+            return False
         data = change.encoded(variant, self.transport)
         if self.pending is not None:
             # Held back during catch-up; bounded like the outbox itself.
@@ -69,10 +70,10 @@ class Subscriber:
                     f"client fell more than {self.outbox.limit} bytes behind while "
                     "catching up; reconnect with Last-Event-ID to continue"
                 )
-                return
+                return False
             self.pending.append((change.xid, data))
-        else:
-            self.outbox.put(data)
+            return False
+        return self.outbox.put_deferred(data)
 
     def match(self, change: Change) -> Variant | None:
         """How *change* is shown to this subscriber, or None (used by catch-up)."""
@@ -165,6 +166,8 @@ class Bus:
         """True between the chunks of a large batch (new clients must catch up)."""
         self.subscribers: set[Subscriber] = set()
         self._skipping: set[Subscriber] = set()
+        self._batching = False
+        self._dirty: list[Outbox] = []
         self.delivered = 0
         self.changes = 0
 
@@ -236,8 +239,13 @@ class Bus:
     def on_batch(self, batch: Batch, final: bool) -> None:
         """Listener callback: dispatch a batch (or a chunk of a large one)."""
         self.in_batch = not final
-        for change in batch.changes:
-            self.publish(change)
+        self._batching = True
+        try:
+            for change in batch.changes:
+                self.publish(change)
+        finally:
+            self._batching = False
+            self._flush()
         if final:
             self.position = batch.snap
             # Clients whose catch-up reached a snapshot we have now passed no
@@ -247,6 +255,13 @@ class Bus:
                     subscriber.skip = None
                     self._skipping.discard(subscriber)
 
+    def _flush(self) -> None:
+        """One write per dirty subscriber for everything dispatched since."""
+        dirty, self._dirty = self._dirty, []
+        for outbox in dirty:
+            if outbox.dirty:
+                outbox.flush()
+
     def publish(self, change: Change) -> int:
         """Deliver one change; returns the number of subscribers reached."""
         self.changes += 1
@@ -255,8 +270,10 @@ class Bus:
             return 0
         reached = 0
         unfiltered = routes.unfiltered
+        dirty = self._dirty
         for subscriber in unfiltered:
-            subscriber.deliver(change, Variant.FULL)
+            if subscriber.deliver(change, Variant.FULL):
+                dirty.append(subscriber.outbox)
         reached += len(unfiltered)
         if routes.indexed or routes.scanned:
             matched: dict[Subscriber, tuple[bool, bool]] = {}
@@ -271,9 +288,12 @@ class Bus:
             for subscriber, (n, o) in matched.items():
                 variant = _variant(change, n, o)
                 if variant is not None:
-                    subscriber.deliver(change, variant)
+                    if subscriber.deliver(change, variant):
+                        dirty.append(subscriber.outbox)
                     reached += 1
         self.delivered += reached
+        if not self._batching:
+            self._flush()
         return reached
 
     def _candidates(self, change: Change, routes: _Routes) -> Iterable[Subscription]:

@@ -6,6 +6,12 @@ client's own writer drains it.  When a client falls more than ``limit`` bytes
 behind, the outbox closes with a reason and the transport disconnects it; the
 client then reconnects with its last event id and catches up from the durable
 log, so being cut off loses nothing.
+
+Direct writes: a transport may set ``direct``, a function that writes queued
+bytes synchronously when the socket can take them.  The bus then queues a
+batch's events with ``put(..., defer=True)`` and calls :meth:`flush` once per
+batch, so a client costs one write per batch and no task switch; only when the
+socket pushes back does the client's own writer task take over.
 """
 
 from __future__ import annotations
@@ -21,9 +27,12 @@ DEFAULT_LIMIT = 16 * 1024 * 1024
 class Outbox:
     __slots__ = (
         "_chunks",
+        "_dirty",
         "_drain_waiter",
         "_waiter",
+        "_woken",
         "closed",
+        "direct",
         "limit",
         "on_close",
         "size",
@@ -42,9 +51,17 @@ class Outbox:
         self.closed: str | None = None
         """The reason the outbox was closed, or ``None`` while open."""
         self.on_close = on_close
+        self.direct: Callable[[list[bytes]], bool] | None = None
+        """Synchronous writer set by the transport (see the module docstring)."""
+        self._dirty = False
+        self._woken = False
 
-    def put(self, data: bytes) -> bool:
-        """Queue *data*; returns False (and closes) when over the limit."""
+    def put(self, data: bytes, defer: bool = False) -> bool:
+        """Queue *data*; returns False (and closes) when over the limit.
+
+        With ``defer`` (and a ``direct`` writer) the data waits for
+        :meth:`flush` instead of waking the writer task.
+        """
         if self.closed is not None:
             return False
         # A single event larger than the limit still goes through when the
@@ -57,10 +74,44 @@ class Outbox:
             return False
         self._chunks.append(data)
         self.size += len(data)
+        if defer and self.direct is not None:
+            self._dirty = True
+            return True
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
         return True
+
+    def put_deferred(self, data: bytes) -> bool:
+        """``put(data, defer=True)``; True if this made the outbox dirty."""
+        was = self._dirty
+        self.put(data, defer=True)
+        return self._dirty and not was
+
+    @property
+    def dirty(self) -> bool:
+        """Deferred data is waiting for :meth:`flush`."""
+        return self._dirty
+
+    def flush(self) -> None:
+        """Write deferred data now if the transport can, else wake the writer."""
+        self._dirty = False
+        if not self._chunks or self.closed is not None:
+            return
+        direct = self.direct
+        if direct is not None and direct(self._chunks):
+            self._chunks = []
+            self.size = 0
+            self._wake_drain()
+            return
+        self.wake()
+
+    def wake(self) -> None:
+        """Wake the writer task even without data (e.g. to finish a write)."""
+        self._woken = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def close(self, reason: str) -> None:
         if self.closed is not None:
@@ -76,13 +127,18 @@ class Outbox:
             self.on_close(reason)
 
     async def get(self) -> list[bytes]:
-        """Wait for data; returns everything queued (empty list once closed)."""
-        while not self._chunks and self.closed is None:
+        """Wait for data; returns everything queued (empty list once closed, or
+        when woken by :meth:`wake` with nothing queued)."""
+        while not self._chunks and self.closed is None and not self._woken:
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter
             finally:
                 self._waiter = None
+        self._woken = False
+        if self._dirty:
+            # The writer takes deferred data too; the coming flush finds none.
+            self._dirty = False
         chunks, self._chunks = self._chunks, []
         self.size = 0
         self._wake_drain()

@@ -117,20 +117,10 @@ async def events_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
         return
 
     label = client_label(scope, subs)
-    handler = asyncio.current_task()
-    state: dict[str, bool] = {"sending": False}
-
-    def on_close(reason: str) -> None:
-        if reason.startswith("client disconnected"):
-            log.debug("%s: %s", label, reason)
-        else:
-            log.warning("disconnecting %s: %s", label, reason)
-        # A writer stuck in send() (stalled client) can only be stopped by
-        # cancelling it; one waiting on the outbox wakes up by itself.
-        if state["sending"] and handler is not None:
-            handler.cancel()
-
-    outbox = Outbox(gateway.settings.outbox_limit, on_close)
+    stream = _Stream(send, label, asyncio.current_task())
+    outbox = Outbox(gateway.settings.outbox_limit, stream.on_close)
+    stream.outbox = outbox
+    outbox.direct = stream.write_now
     subscriber = Subscriber("sse", outbox, label)
     headers = SSE_HEADERS + cors
     await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -138,7 +128,7 @@ async def events_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
     watcher = asyncio.create_task(_watch_disconnect(receive, outbox))
     attach = asyncio.create_task(gateway.attach(subscriber, specs, resume))
     try:
-        await _write(send, outbox, attach, state)
+        await stream.run(attach)
     except asyncio.CancelledError:
         if outbox.closed is None:
             raise
@@ -146,39 +136,136 @@ async def events_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
         if task is not None:
             task.uncancel()
     finally:
+        stream.discard()
         gateway.detach(subscriber)
         for task in (watcher, attach):
             task.cancel()
         await asyncio.gather(watcher, attach, return_exceptions=True)
 
 
-async def _write(
-    send: Send, outbox: Outbox, attach: asyncio.Task[None], state: dict[str, bool]
-) -> None:
-    while True:
-        chunks = await outbox.get()
-        if attach.done() and not attach.cancelled() and attach.exception() is not None:
-            exc = attach.exception()
-            log.error("attaching failed: %s", exc)
-            outbox.close(f"server error while catching up: {exc}")
-        if outbox.closed is not None:
-            if not outbox.closed.startswith("client disconnected"):
-                state["sending"] = True
-                await send(
+class _Stream:
+    """Writes one client's events: synchronously from the bus when the socket
+    takes them (:meth:`write_now`), otherwise from this client's own task.
+
+    ``send`` is uvicorn's, which completes without suspending unless flow
+    control pauses writing.  ``write_now`` steps the ``send`` coroutine once; if
+    it suspends (the socket pushed back), the half-done write is handed to the
+    client's task, which finishes it exactly as an asyncio Task would (await the
+    future it yielded, resume) before writing anything else, so order holds.
+    """
+
+    def __init__(self, send: Send, label: str, handler: asyncio.Task[Any] | None):
+        self.send = send
+        self.label = label
+        self.handler = handler
+        self.outbox: Outbox | None = None
+        self.sending = False
+        """A write is in progress (in this task or handed over to it)."""
+        self.pending: tuple[Any, Any] | None = None
+        """A suspended ``send`` coroutine and the future it waits on."""
+
+    def on_close(self, reason: str) -> None:
+        if reason.startswith("client disconnected"):
+            log.debug("%s: %s", self.label, reason)
+        else:
+            log.warning("disconnecting %s: %s", self.label, reason)
+        # A writer stuck in send() (stalled client) can only be stopped by
+        # cancelling it; one waiting on the outbox wakes up by itself.
+        if self.sending and self.handler is not None:
+            self.handler.cancel()
+
+    def write_now(self, chunks: list[bytes]) -> bool:
+        """Called by the bus: write *chunks* now; False to leave them queued."""
+        if self.sending:
+            return False
+        message = {
+            "type": "http.response.body",
+            "body": b"".join(chunks),
+            "more_body": True,
+        }
+        coro: Any = self.send(message)
+        try:
+            waiting = coro.send(None)
+        except StopIteration:
+            return True
+        except Exception as exc:  # the connection broke under us
+            assert self.outbox is not None
+            self.outbox.close(f"write failed: {exc!r}")
+            return True
+        self.sending = True
+        self.pending = (coro, waiting)
+        assert self.outbox is not None
+        self.outbox.wake()
+        return True
+
+    async def _finish_pending(self) -> None:
+        assert self.pending is not None
+        coro, waiting = self.pending
+        try:
+            while True:
+                if waiting is None:
+                    await asyncio.sleep(0)
+                else:
+                    # Take over the future exactly as asyncio.Task does when a
+                    # coroutine it steps yields one.
+                    waiting._asyncio_future_blocking = False
+                    await waiting
+                waiting = coro.send(None)
+        except StopIteration:
+            pass
+        except BaseException:
+            coro.close()
+            raise
+        finally:
+            self.pending = None
+            self.sending = False
+
+    def discard(self) -> None:
+        if self.pending is not None:
+            self.pending[0].close()
+            self.pending = None
+
+    async def run(self, attach: asyncio.Task[None]) -> None:
+        outbox = self.outbox
+        assert outbox is not None
+        while True:
+            if self.pending is not None:
+                await self._finish_pending()
+                continue
+            chunks = await outbox.get()
+            if self.pending is not None:
+                # A direct write suspended while we waited: it goes first.
+                await self._finish_pending()
+            if attach.done() and not attach.cancelled() and attach.exception():
+                exc = attach.exception()
+                log.error("attaching %s failed: %s", self.label, exc)
+                outbox.close(f"server error while catching up: {exc}")
+            if outbox.closed is not None:
+                if not outbox.closed.startswith("client disconnected"):
+                    self.sending = True
+                    await self.send(
+                        {
+                            "type": "http.response.body",
+                            "body": control_event(
+                                "sse", "error", {"reason": outbox.closed}
+                            ),
+                            "more_body": False,
+                        }
+                    )
+                return
+            if not chunks:
+                continue
+            self.sending = True
+            try:
+                await self.send(
                     {
                         "type": "http.response.body",
-                        "body": control_event(
-                            "sse", "error", {"reason": outbox.closed}
-                        ),
-                        "more_body": False,
+                        "body": b"".join(chunks),
+                        "more_body": True,
                     }
                 )
-            return
-        state["sending"] = True
-        await send(
-            {"type": "http.response.body", "body": b"".join(chunks), "more_body": True}
-        )
-        state["sending"] = False
+            finally:
+                self.sending = False
 
 
 async def _watch_disconnect(receive: Receive, outbox: Outbox) -> None:
