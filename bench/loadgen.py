@@ -123,12 +123,19 @@ class _Client(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if not self.ready.done():
             self.head += data
-            at = self.head.find(READY_MARK)
+            head_end = self.head.find(b"\r\n\r\n")
+            if head_end < 0:
+                if len(self.head) > 65536:
+                    self._fail()
+                return
+            if not self.head.startswith((b"HTTP/1.1 200", b"HTTP/1.1 101")):
+                # An error response: wait for its body, which says why.
+                if len(self.head) > head_end + 4 or len(self.head) > 65536:
+                    self._fail()
+                return
+            at = self.head.find(READY_MARK, head_end)
             if at < 0:
-                if len(self.head) > 65536 or (
-                    b"\r\n\r\n" in self.head
-                    and not self.head.startswith((b"HTTP/1.1 200", b"HTTP/1.1 101"))
-                ):
+                if len(self.head) > 65536:
                     self._fail()
                 return
             self.ready.set_result(None)
@@ -160,7 +167,10 @@ class _Client(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.ready.done():
-            self.ready.set_result(f"closed before ready: {exc or 'EOF'}")
+            if self.head:
+                self._fail()
+            else:
+                self.ready.set_result(f"closed before ready: {exc or 'EOF'}")
         elif not self.closing:
             self.w.stats.lost += 1
         self.w.clients.discard(self)

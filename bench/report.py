@@ -53,7 +53,7 @@ def _lg(cpu: list[float] | None) -> str:
 
 def _cell(cells: list[dict[str, Any]], n: int, rate: int) -> dict[str, Any] | None:
     for c in cells:
-        if c.get("clients") == n and c.get("rate") == rate:
+        if c.get("requested", c.get("clients")) == n and c.get("rate") == rate:
             return c
     return None
 
@@ -84,7 +84,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, str]]:
 
     lat = results.get("latency", {}).get("systems", {}).get("pgpulse", [])
     n_big = max((c.get("clients", 0) for c in lat), default=0)
-    n = 1000 if any(c.get("clients") == 1000 for c in lat) else n_big
+    n = 1000 if _cell(lat, 1000, 100) is not None else n_big
     floor = _floor(results, 100)
     cell = _cell(lat, n, 100)
     if floor and cell and cell.get("status") == "ok":

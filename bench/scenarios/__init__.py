@@ -67,12 +67,13 @@ def connect(
     return result
 
 
-def quiesce(ctx: Ctx, limit: float = 60.0) -> None:
-    """Wait until nothing is arriving any more (a previous run's backlog)."""
+def quiesce(ctx: Ctx, limit: float = 60.0, silence: float = 1.0) -> None:
+    """Wait until nothing has arrived for *silence* seconds (a previous
+    window's backlog must not count in the next one)."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         ctx.loadgen.reset()
-        time.sleep(0.3)
+        time.sleep(silence)
         if ctx.loadgen.collect().received == 0:
             return
     ctx.log("    warning: deliveries still arriving after the quiet period")
@@ -178,6 +179,8 @@ def sustained(window: dict[str, Any]) -> tuple[bool, str]:
         return False, "writer could not reach the rate"
     if ratio < 0.98:
         return False, f"only {ratio:.1%} delivered by the end of the drain"
+    if ratio > 1.02:
+        return False, f"{ratio:.1%} delivered: an earlier backlog was still arriving"
     first = window.get("latency_first_quarter_ms", {}).get("p50")
     last = window.get("latency_last_quarter_ms", {}).get("p50")
     p99 = window.get("latency_last_quarter_ms", {}).get("p99")
