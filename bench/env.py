@@ -234,6 +234,14 @@ def _first(cmd: list[str]) -> str:
         return "n/a"
 
 
+def _revision() -> str:
+    """The pgpulse commit measured (``+changes`` when src/ had local edits)."""
+    root = Path(__file__).resolve().parents[1]
+    head = _first(["git", "-C", str(root), "rev-parse", "--short", "HEAD"])
+    dirty = _first(["git", "-C", str(root), "status", "--porcelain", "--", "src"])
+    return f"{head}+changes" if dirty else head
+
+
 def machine_info(pg_version: str = "") -> dict[str, Any]:
     model = cores = ""
     for line in _first(["lscpu"]).splitlines():
@@ -255,5 +263,6 @@ def machine_info(pg_version: str = "") -> dict[str, Any]:
         "python": platform.python_version(),
         "postgresql": pg_version,
         "node": _first(["node", "--version"]) if shutil.which("node") else "n/a",
+        "revision": _revision(),
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }

@@ -219,6 +219,7 @@ def render(results: dict[str, Any], meta: dict[str, Any]) -> str:
         f"Python {m.get('python', '?')}, PostgreSQL {m.get('postgresql', '?')}, "
         f"Node {m.get('node', '?')}; run {m.get('date', '?')}"
         + (" (--quick: scaled down)" if meta.get("quick") else "")
+        + (f"; pgpulse at commit {m['revision']}" if m.get("revision") else "")
         + ".",
         "",
         "PostgreSQL (embedded, started by the benchmark): "
