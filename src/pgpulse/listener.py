@@ -10,7 +10,9 @@ the server is gone).  On failure it reconnects with capped exponential backoff
 and resumes from its cursor, so a PostgreSQL restart loses nothing.
 
 Adaptive wake-ups: NOTIFY serializes committing writers, so when wake-ups come
-faster than ``busy_gap`` apart the listener switches to polling the log and
+faster than ``busy_gap`` apart, or one read finds several transactions' changes
+(commits arrive faster than we read them, however slow reads are), the listener
+switches to polling the log and
 tells writers (``pgpulse.listeners.wants_notify``) to stop notifying.  Below
 about 250 wake-ups a second NOTIFY costs little and is the fastest path, so
 the listener keeps sleeping on it.  After
@@ -76,6 +78,8 @@ class Listener:
         self._settle: Snapshot | None = None
         self._last_wake = 0.0
         self._idle_since: float | None = None
+        self.last_read_transactions = 0
+        """0, 1 or 2+ (as 2): transactions whose changes the last read found."""
         self.backoff_max = backoff_max
         self.application_name = application_name
         self.on_state = on_state
@@ -218,7 +222,8 @@ class Listener:
     async def _adapt(self, count: int, now: float) -> None:
         """Switch between wake-ups and polling (see the module docstring)."""
         if not self.polling:
-            if count and now - self._last_wake < self.busy_gap:
+            busy = now - self._last_wake < self.busy_gap
+            if count and (busy or self.last_read_transactions > 1):
                 self.polling = True
                 self._idle_since = None
                 await self._want_wakeups(False)
@@ -250,8 +255,13 @@ class Listener:
             self.on_batch(batch, True)
             self.position = batch.snap
             count = len(batch.changes)
+            changes = batch.changes
+            self.last_read_transactions = (
+                0 if not changes else 1 if changes[0].xid == changes[-1].xid else 2
+            )
         else:
             count = await self._read_large()
+            self.last_read_transactions = 2
         if count:
             log.debug(
                 "dispatched %d changes in %.1f ms",
