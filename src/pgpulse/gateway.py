@@ -252,7 +252,14 @@ class Gateway:
 
     async def _pruner(self) -> None:
         settings = self.settings
+        seen = -1
         while True:
+            # Without new changes the log does not grow: an idle gateway sends
+            # nothing but the listener's keepalive, pruning included.
+            if self.bus.changes == seen:
+                await asyncio.sleep(settings.prune_interval)
+                continue
+            seen = self.bus.changes
             try:
                 async with self.pool.acquire() as conn:
                     got = await conn.fetchval(

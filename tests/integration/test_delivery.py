@@ -240,7 +240,7 @@ async def test_idle_gateway_only_sends_listener_keepalives(
     await _docs(conn)
     await conn.execute("create role idle_gw login superuser")
     dsn = database.replace("postgres@", "idle_gw@")
-    gw = gateway_factory("--keepalive", "3", "--retention", "0", dsn=dsn)
+    gw = gateway_factory("--keepalive", "3", "--prune-every", "1", dsn=dsn)
     async with SSEStream(gw.url, ["docs"]) as stream:
         await stream.next_event()
         await asyncio.sleep(1)
