@@ -186,3 +186,24 @@ async def test_cors_origins_are_configurable(conn, gateway_factory):
             headers={"origin": "https://evil.example"},
         ) as r:
             assert "access-control-allow-origin" not in r.headers
+
+
+async def test_rest_reads_through_the_real_gateway_only_when_enabled(
+    conn, gateway_factory
+):
+    await _schema(conn)
+    await conn.execute("insert into docs (id, shipment_id, title) values (1, 4, 'a')")
+    await conn.execute("insert into docs (id, shipment_id, title) values (2, 5, 'b')")
+    closed = gateway_factory()
+    opened = gateway_factory("--rest")
+    async with httpx.AsyncClient() as client:
+        r = await client.get(closed.url + "/v1/rest/docs")
+        assert r.status_code == 403 and "--rest" in r.json()["error"]
+        r = await client.get(
+            opened.url + "/v1/rest/docs",
+            params={"select": "id,title", "shipment_id": "eq.5"},
+        )
+        assert r.status_code == 200
+        assert r.json() == [{"id": 2, "title": "b"}]
+        r = await client.get(opened.url + "/v1/rest/docs", params={"nope": "eq.1"})
+        assert r.status_code == 400 and "nope" in r.json()["error"]
