@@ -271,8 +271,21 @@ class Bus:
         reached = 0
         unfiltered = routes.unfiltered
         dirty = self._dirty
+        sse: bytes | None = None
         for subscriber in unfiltered:
-            if subscriber.deliver(change, Variant.FULL):
+            # Fast path for the common subscriber: SSE, live (not catching up,
+            # nothing to skip); the same bytes object goes to every one of them.
+            if (
+                subscriber.transport == "sse"
+                and subscriber.pending is None
+                and subscriber.skip is None
+            ):
+                if sse is None:
+                    sse = change.encoded(Variant.FULL, "sse")
+                outbox = subscriber.outbox
+                if outbox.put_deferred(sse):
+                    dirty.append(outbox)
+            elif subscriber.deliver(change, Variant.FULL):
                 dirty.append(subscriber.outbox)
         reached += len(unfiltered)
         if routes.indexed or routes.scanned:

@@ -83,10 +83,24 @@ class Outbox:
         return True
 
     def put_deferred(self, data: bytes) -> bool:
-        """``put(data, defer=True)``; True if this made the outbox dirty."""
-        was = self._dirty
-        self.put(data, defer=True)
-        return self._dirty and not was
+        """``put(data, defer=True)``; True if this made the outbox dirty.
+
+        The bus calls this once per delivery (changes x subscribers), hence
+        the inlined fast path.
+        """
+        if self.direct is None or self.closed is not None:
+            self.put(data)
+            return False
+        chunks = self._chunks
+        if chunks and self.size + len(data) > self.limit:
+            self.put(data)  # closes with the reason
+            return False
+        chunks.append(data)
+        self.size += len(data)
+        if self._dirty:
+            return False
+        self._dirty = True
+        return True
 
     @property
     def dirty(self) -> bool:
@@ -96,13 +110,15 @@ class Outbox:
     def flush(self) -> None:
         """Write deferred data now if the transport can, else wake the writer."""
         self._dirty = False
-        if not self._chunks or self.closed is not None:
+        chunks = self._chunks
+        if not chunks or self.closed is not None:
             return
         direct = self.direct
-        if direct is not None and direct(self._chunks):
+        if direct is not None and direct(chunks):
             self._chunks = []
             self.size = 0
-            self._wake_drain()
+            if self._drain_waiter is not None:
+                self._wake_drain()
             return
         self.wake()
 

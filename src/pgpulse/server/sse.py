@@ -180,7 +180,7 @@ class _Stream:
             return False
         message = {
             "type": "http.response.body",
-            "body": b"".join(chunks),
+            "body": chunks[0] if len(chunks) == 1 else b"".join(chunks),
             "more_body": True,
         }
         coro: Any = self.send(message)
