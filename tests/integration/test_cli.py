@@ -278,3 +278,12 @@ def test_demo_starts_on_embedded_postgres_and_stops_cleanly_on_ctrl_c(tmp_path):
     assert proc.returncode == 0, err
     assert "embedded PostgreSQL" in err
     assert "Traceback" not in err
+
+
+def test_serve_on_a_missing_database_is_one_clear_line(pg_server):
+    result = pgpulse(
+        "serve", "--port", str(free_port()), dsn=pg_server.dsn("no_such_database")
+    )
+    assert result.returncode != 0
+    assert 'database "no_such_database" does not exist' in result.stderr
+    assert "Traceback" not in result.stderr

@@ -180,8 +180,17 @@ async def preflight(
     The deploy pattern: the gateway never starts on a half-applied schema, and
     never starts when its connections would not fit the declared budget.
     """
-    from pgpulse.budget import check_budget, load_budget
+    import asyncpg
 
+    from pgpulse.budget import check_budget, load_budget
+    from pgpulse.capture import install_schema
+
+    # Fail here, with one clear line, rather than inside the server's startup.
+    conn = await asyncpg.connect(settings.database_url, timeout=10)
+    try:
+        await install_schema(conn)
+    finally:
+        await conn.close()
     if migrate:
         from pgpulse.migrate import MigrationError, apply_migrations
 
