@@ -196,6 +196,10 @@ class Catalog:
 
     def display_name(self, table: Table) -> str:
         """How a table is named in events and messages (``documents``)."""
-        if table.schema in self.search_path[:1]:
-            return table.name
-        return table.qualified
+        return self.short_name(table.qualified)
+
+    def short_name(self, qualified: str) -> str:
+        """``public.documents`` → ``documents`` when the schema is the first on
+        the search path; other schemas stay qualified."""
+        schema, _, name = qualified.partition(".")
+        return name if schema in self.search_path[:1] else qualified

@@ -140,19 +140,16 @@ async def read_since(
         if cursor.after_id is not None:
             # First the rest of the batch the cursor points into...
             phases.append((cursor.prev, cursor.snap, cursor.after_id))
-            # ...then everything that became visible after it.
-            phases.append((cursor.snap, now, None))
-        else:
-            phases.append((cursor.snap, now, None))
+        # ...then everything that became visible after it.
+        phases.append((cursor.snap, now, None))
         for prev, snap, after in phases:
             xmax, xip = prev.unseen_params()
             if after is None:
                 args: tuple[Any, ...] = (xmax, xip, None, [], 0, tables)
-                prefix = Cursor.batch_prefix(prev, snap)
             else:
                 sxmax, sxip = snap.unseen_params()
                 args = (xmax, xip, sxmax, sxip, after, tables)
-                prefix = Cursor.batch_prefix(prev, snap)
+            prefix = Cursor.batch_prefix(prev, snap)
             out: list[Change] = []
             async for record in conn.cursor(_SINCE_SQL, *args, prefetch=chunk):
                 out.append(_change(record, prefix, name_of))

@@ -51,7 +51,7 @@ class Gateway:
         self.listener = Listener(
             settings.database_url,
             self.bus.on_batch,
-            self._name_of,
+            self.catalog.short_name,
             keepalive=settings.keepalive,
             query_timeout=settings.query_timeout,
             application_name=f"{settings.application_name}-listener",
@@ -59,12 +59,6 @@ class Gateway:
         self._tasks: list[asyncio.Task[None]] = []
         self._catalog_refreshed_at = 0.0
         self._catalog_lock = asyncio.Lock()
-
-    def _name_of(self, qualified: str) -> str:
-        schema, _, name = qualified.partition(".")
-        return (
-            name if schema == (self.catalog.search_path or ["public"])[0] else qualified
-        )
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -214,7 +208,7 @@ class Gateway:
             reached = now
             count = 0
             async for snap, changes in changelog.read_since(
-                conn, start, self._name_of, tables
+                conn, start, self.catalog.short_name, tables
             ):
                 reached = snap
                 for change in changes:

@@ -9,7 +9,7 @@ log, so being cut off loses nothing.
 
 Direct writes: a transport may set ``direct``, a function that writes queued
 bytes synchronously when the socket can take them.  The bus then queues a
-batch's events with ``put(..., defer=True)`` and calls :meth:`flush` once per
+batch's events with :meth:`put_deferred` and calls :meth:`flush` once per
 batch, so a client costs one write per batch and no task switch; only when the
 socket pushes back does the client's own writer task take over.
 """
@@ -56,12 +56,9 @@ class Outbox:
         self._dirty = False
         self._woken = False
 
-    def put(self, data: bytes, defer: bool = False) -> bool:
-        """Queue *data*; returns False (and closes) when over the limit.
-
-        With ``defer`` (and a ``direct`` writer) the data waits for
-        :meth:`flush` instead of waking the writer task.
-        """
+    def put(self, data: bytes) -> bool:
+        """Queue *data* and wake the writer task; returns False (and closes)
+        when over the limit."""
         if self.closed is not None:
             return False
         # A single event larger than the limit still goes through when the
@@ -74,19 +71,17 @@ class Outbox:
             return False
         self._chunks.append(data)
         self.size += len(data)
-        if defer and self.direct is not None:
-            self._dirty = True
-            return True
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
         return True
 
     def put_deferred(self, data: bytes) -> bool:
-        """``put(data, defer=True)``; True if this made the outbox dirty.
+        """Queue *data* for the next :meth:`flush` (with a ``direct`` writer;
+        otherwise a plain :meth:`put`); True if this made the outbox dirty.
 
         The bus calls this once per delivery (changes x subscribers), hence
-        the inlined fast path.
+        the inlined checks.
         """
         if self.direct is None or self.closed is not None:
             self.put(data)

@@ -18,7 +18,6 @@ from pgpulse.catalog import Catalog, Table
 from pgpulse.exceptions import (
     DatabaseError,
     NoPrimaryKeyError,
-    UnknownTableError,
     ValidationError,
 )
 
@@ -167,16 +166,3 @@ async def watched(conn: Any) -> list[WatchedTable]:
         )
         for r in rows
     ]
-
-
-async def require_watched(conn: Any, catalog: Catalog, name: str) -> Table:
-    """Resolve *name* and check it is watched (for subscriptions)."""
-    table = catalog.table(name)
-    names = {w.name for w in await watched(conn)}
-    if table.qualified not in names:
-        raise UnknownTableError(
-            name,
-            sorted(names),
-            why="is not watched; run `pgpulse watch " + table.name + "` first",
-        )
-    return table
