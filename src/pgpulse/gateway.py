@@ -149,31 +149,23 @@ class Gateway:
         await self.wait_ready()
         for spec in specs:
             self.bus.subscribe(subscriber, spec)
-        transport = subscriber.transport
-        if resume is None and not self.bus.in_batch:
-            cursor = self.bus.cursor()
-            assert cursor is not None
-            subscriber.outbox.put(
-                control_event(
-                    transport,
-                    "ready",
-                    {"cursor": cursor.encode(), "resumed": False},
-                    cursor.encode(),
-                )
-            )
-            return
-        resumed = resume is not None
         start = resume if resume is not None else self.bus.cursor()
         assert start is not None
-        subscriber.begin_catch_up()
+        # A fresh client starts at the bus position, unless a large batch is
+        # being dispatched in chunks: then it reads that batch from the log too.
+        catch_up = resume is not None or self.bus.in_batch
+        if catch_up:
+            subscriber.begin_catch_up()
         subscriber.outbox.put(
             control_event(
-                transport,
+                subscriber.transport,
                 "ready",
-                {"cursor": start.encode(), "resumed": resumed},
+                {"cursor": start.encode(), "resumed": resume is not None},
                 start.encode(),
             )
         )
+        if not catch_up:
+            return
         try:
             reached = await self._catch_up(subscriber, specs, start)
         except BaseException:
