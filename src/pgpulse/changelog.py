@@ -8,6 +8,13 @@ second writer of a row waits for the first to commit before logging).  The
 condition ``xid >= xmax or xid = any(xip)`` is "not visible in snapshot" for
 committed transactions and, unlike ``pg_visible_in_snapshot``, uses the xid index;
 a long-open transaction therefore costs one extra index probe, never a rescan.
+
+Reads must never scan the whole log.  The planner has no statistics for a young
+or fast-growing log (autovacuum analyzes it at most about once a minute) and
+then guesses that a third of it is new: a parallel sequential scan of the whole
+log on every read, which cost a busy database half its write throughput.  Every
+read therefore runs with :data:`READ_SETTINGS` (the listener's connection
+settings; ``SET LOCAL`` in :func:`read_since`).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from pgpulse.events import Change
 
 __all__ = [
     "FAST_LIMIT",
+    "READ_SETTINGS",
     "Batch",
     "PruneResult",
     "current_position",
@@ -32,6 +40,10 @@ __all__ = [
 
 #: Rows fetched by the single-statement fast path; more switches to a cursor.
 FAST_LIMIT = 500
+
+#: Planner settings for log reads: index range scans only, no parallel workers.
+READ_SETTINGS = {"enable_seqscan": "off", "max_parallel_workers_per_gather": "0"}
+_SET_LOCAL = "; ".join(f"set local {k} = {v}" for k, v in READ_SETTINGS.items())
 
 # Tables that publish rows do not log their key (it is in the row): take it
 # from the row, or the old row for a DELETE, by the key columns of the table.
@@ -108,6 +120,7 @@ async def read_batch(
     """One statement: the new snapshot and up to *limit* new changes.
 
     Returns ``None`` when there are more than *limit* (use :func:`read_since`).
+    *conn* should carry :data:`READ_SETTINGS` (one statement: no ``SET LOCAL``).
     """
     xmax, xip = prev.unseen_params()
     records = await conn.fetch(_FAST_SQL, xmax, xip, limit + 1)
@@ -135,6 +148,7 @@ async def read_since(
     resume correctly if the reader stops half-way.
     """
     async with conn.transaction(isolation="repeatable_read", readonly=True):
+        await conn.execute(_SET_LOCAL)
         now = await current_position(conn)
         phases: list[tuple[Snapshot, Snapshot, int | None]] = []
         if cursor.after_id is not None:

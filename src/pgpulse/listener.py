@@ -33,7 +33,7 @@ from typing import Any
 
 import asyncpg
 
-from pgpulse.changelog import Batch, read_batch, read_since
+from pgpulse.changelog import READ_SETTINGS, Batch, read_batch, read_since
 from pgpulse.cursor import Cursor, Snapshot
 
 __all__ = ["Listener"]
@@ -134,7 +134,10 @@ class Listener:
         self._conn = await asyncpg.connect(
             self.dsn,
             timeout=self.query_timeout,
-            server_settings={"application_name": self.application_name},
+            server_settings={
+                "application_name": self.application_name,
+                **READ_SETTINGS,
+            },
         )
         self._conn.add_termination_listener(lambda _c: self._wake.set())
         await self._conn.add_listener(CHANNEL, self._on_notify)
