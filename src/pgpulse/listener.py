@@ -33,7 +33,13 @@ from typing import Any
 
 import asyncpg
 
-from pgpulse.changelog import READ_SETTINGS, Batch, read_batch, read_since
+from pgpulse.changelog import (
+    FAST_LIMIT,
+    READ_SETTINGS,
+    Batch,
+    read_batch,
+    read_since,
+)
 from pgpulse.cursor import Cursor, Snapshot
 
 __all__ = ["Listener"]
@@ -203,14 +209,18 @@ class Listener:
         empty = 0
         while True:
             if self.polling:
-                # Read again at once while changes flow, every poll_interval
-                # while busy; back off (to 64x) only while settling, e.g. when
-                # waiting out a long transaction before going back to sleep.
+                # Every poll_interval while busy (each read costs the database
+                # about the same whatever it finds, so back-to-back reads under
+                # heavy writes would spend a core on tiny batches); at once
+                # after a full batch (a backlog); back off (to 64x) only while
+                # settling, e.g. waiting out a long transaction before sleeping.
                 empty = 0 if count else min(empty + 1, 7)
-                if empty and self._settle is None:
-                    await asyncio.sleep(self.poll_interval)
-                elif empty:
+                if count >= FAST_LIMIT:
+                    pass
+                elif empty and self._settle is not None:
                     await asyncio.sleep(self.poll_interval * 2 ** (empty - 1))
+                else:
+                    await asyncio.sleep(self.poll_interval)
             else:
                 try:
                     await asyncio.wait_for(self._wake.wait(), self.keepalive)
