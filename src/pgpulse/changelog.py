@@ -197,37 +197,46 @@ async def prune(
 
     Records the newest pruned transaction id so a client resuming from before it
     gets an explicit ``reset`` rather than a silent gap.  Deletes in batches so
-    it never holds long locks.
+    it never holds long locks.  "Newest" is by transaction id, then log order
+    (the xid index finds the cut; there is no index on id).
     """
     if older_than is None and keep_rows is None:
         raise ValueError("prune needs older_than and/or keep_rows")
     if keep_rows is not None and keep_rows < 0:
         raise ValueError(f"keep_rows must be >= 0, got {keep_rows}")
     total = 0
-    cutoff_id: int | None = None
+    cutoff_xid: str | None = None
+    cutoff_id = 0
     if keep_rows is not None:
-        cutoff_id = await conn.fetchval(
-            "select id from pgpulse.changes order by id desc offset $1 limit 1",
+        # The newest change beyond keep_rows: it and everything older go.
+        cutoff = await conn.fetchrow(
+            "select xid::text as xid, id from pgpulse.changes "
+            "order by xid desc, id desc offset $1 limit 1",
             keep_rows,
         )
-        if cutoff_id is None and older_than is None:
+        if cutoff is not None:
+            cutoff_xid, cutoff_id = cutoff["xid"], cutoff["id"]
+        elif older_than is None:
             return PruneResult(0, await pruned_xid(conn))
     while True:
         async with conn.transaction():
             row = await conn.fetchrow(
                 """
-                with doomed as (
-                    select id from pgpulse.changes
-                    where ($1::timestamptz is not null and ts < $1)
-                       or ($2::bigint is not null and id <= $2)
-                    order by id limit $3
-                ), gone as (
-                    delete from pgpulse.changes c using doomed d where c.id = d.id
-                    returning c.xid
+                with gone as (
+                    delete from pgpulse.changes
+                    where ctid = any(array(
+                        select ctid from pgpulse.changes
+                        where ($1::timestamptz is not null and ts < $1)
+                           or ($2::text is not null and (xid < $2::text::xid8
+                               or (xid = $2::text::xid8 and id <= $3)))
+                        limit $4
+                    ))
+                    returning xid
                 )
                 select count(*) as n, max(xid)::text as max_xid from gone
                 """,
                 dt.datetime.now(dt.UTC) - older_than if older_than else None,
+                cutoff_xid,
                 cutoff_id,
                 batch_size,
             )

@@ -13,7 +13,8 @@ Adaptive wake-ups: NOTIFY serializes committing writers, so when wake-ups come
 faster than ``busy_gap`` apart, or one read finds several transactions' changes
 (commits arrive faster than we read them, however slow reads are), the listener
 switches to polling the log and
-tells writers (``pgpulse.listeners.wants_notify``) to stop notifying.  Below
+tells writers to stop notifying (``pgpulse.set_wakeups``: writers read the
+number of listeners wanting wake-ups from the ``pgpulse.wakeups`` sequence).  Below
 about 250 wake-ups a second NOTIFY costs little and is the fastest path, so
 the listener keeps sleeping on it.  After
 ``idle_after`` seconds without changes it asks for wake-ups again, and keeps
@@ -109,6 +110,7 @@ class Listener:
                 attempt = 0
                 await self._follow()
             except asyncio.CancelledError:
+                await self._leave()
                 await self._close()
                 raise
             except (
@@ -158,16 +160,8 @@ class Listener:
         self._wake.set()
 
     async def _register(self) -> None:
-        """Join ``pgpulse.listeners`` (wanting wake-ups) and drop dead entries."""
-        await self._conn.execute(
-            "delete from pgpulse.listeners where pid <> pg_backend_pid() and pid "
-            "not in (select pid from pg_stat_activity)"
-        )
-        await self._conn.execute(
-            "insert into pgpulse.listeners (pid, wants_notify) "
-            "values (pg_backend_pid(), true) "
-            "on conflict (pid) do update set wants_notify = true"
-        )
+        """Join ``pgpulse.listeners`` wanting wake-ups (drops dead entries)."""
+        await self._conn.execute("select pgpulse.set_wakeups(true)")
         # Writers that read an older flag may still be running: poll until they
         # are done, exactly as after a switch back from polling.
         self.polling = True
@@ -176,11 +170,7 @@ class Listener:
         )
 
     async def _want_wakeups(self, want: bool) -> None:
-        await self._conn.execute(
-            "update pgpulse.listeners set wants_notify = $1 "
-            "where pid = pg_backend_pid()",
-            want,
-        )
+        await self._conn.execute("select pgpulse.set_wakeups($1)", want)
         if want:
             self._settle = Snapshot.parse(
                 await self._conn.fetchval("select pg_current_snapshot()::text")
@@ -188,6 +178,16 @@ class Listener:
         else:
             self._settle = None
         log.debug("listener %s", "asks for wake-ups" if want else "polls")
+
+    async def _leave(self) -> None:
+        """Stop asking for wake-ups (writers notify while any listener asks)."""
+        conn = self._conn
+        if conn is None or conn.is_closed():
+            return
+        try:
+            await asyncio.wait_for(conn.execute("select pgpulse.leave_wakeups()"), 2.0)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+            log.debug("listener could not deregister; the next one cleans up")
 
     async def _close(self) -> None:
         conn, self._conn = self._conn, None

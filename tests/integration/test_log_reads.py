@@ -17,6 +17,7 @@ async def _scans(conn: asyncpg.Connection) -> tuple[int, int]:
         "select seq_scan, idx_scan from pg_stat_user_tables "
         "where relid = 'pgpulse.changes'::regclass"
     )
+    assert row is not None
     return int(row["seq_scan"]), int(row["idx_scan"] or 0)
 
 

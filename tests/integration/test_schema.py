@@ -102,12 +102,11 @@ async def test_busy_listener_polls_and_writers_stop_notifying(conn, database):
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def test_repeatable_read_writers_always_notify(conn, database):
+async def test_writers_at_any_isolation_level_read_the_current_wakeup_flag(
+    conn, database
+):
     await conn.execute("create table docs (id int primary key)")
     await capture.watch(conn, "docs")
-    await conn.execute(
-        "insert into pgpulse.listeners (pid, wants_notify) values (-1, false)"
-    )
     notified: list[str] = []
     await conn.add_listener("pgpulse", lambda *a: notified.append("x"))
     other = await asyncpg.connect(database)
@@ -115,12 +114,39 @@ async def test_repeatable_read_writers_always_notify(conn, database):
         await other.execute("insert into docs values (1)")
         await asyncio.sleep(0.2)
         assert notified == []  # nobody wants a wake-up
+        # The writer's snapshot predates the listener asking: it still wakes it.
         async with other.transaction(isolation="repeatable_read"):
+            await other.fetchval("select count(*) from docs")
+            await conn.execute("select pgpulse.set_wakeups(true)")
             await other.execute("insert into docs values (2)")
         await asyncio.sleep(0.2)
         assert notified == ["x"]
+        notified.clear()
+        await conn.execute("select pgpulse.set_wakeups(false)")
+        async with other.transaction(isolation="serializable"):
+            await other.execute("insert into docs values (3)")
+        await asyncio.sleep(0.2)
+        assert notified == []
     finally:
         await other.close()
+
+
+async def test_listeners_that_are_gone_do_not_keep_writers_notifying(conn, database):
+    gone = await asyncpg.connect(database)
+    pid = gone.get_server_pid()
+    await gone.execute("select pgpulse.set_wakeups(true)")
+    assert await conn.fetchval("select pg_sequence_last_value('pgpulse.wakeups')") == 1
+    await gone.close()
+    for _ in range(50):
+        if not await conn.fetchval(
+            "select count(*) from pg_stat_activity where pid = $1", pid
+        ):
+            break
+        await asyncio.sleep(0.05)
+    await conn.execute("select pgpulse.set_wakeups(false)")
+    assert await conn.fetchval("select pg_sequence_last_value('pgpulse.wakeups')") == 0
+    pids = await conn.fetch("select pid from pgpulse.listeners")
+    assert [r["pid"] for r in pids] == [conn.get_server_pid()]
 
 
 async def test_upgrade_moves_watched_tables_to_their_own_capture_function(pg_server):
@@ -159,3 +185,14 @@ async def test_upgrade_moves_watched_tables_to_their_own_capture_function(pg_ser
         admin = await asyncpg.connect(pg_server.dsn())
         await admin.execute("drop database schema_rewatch with (force)")
         await admin.close()
+
+
+async def test_a_stopped_listener_stops_writers_notifying(conn, database):
+    listener = Listener(database, lambda batch, final: None, lambda name: name)
+    task = asyncio.create_task(listener.run())
+    await listener.connected.wait()
+    assert await conn.fetchval("select pg_sequence_last_value('pgpulse.wakeups')") == 1
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert await conn.fetchval("select pg_sequence_last_value('pgpulse.wakeups')") == 0
+    assert await conn.fetchval("select count(*) from pgpulse.listeners") == 0

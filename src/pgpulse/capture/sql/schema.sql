@@ -1,4 +1,4 @@
--- pgpulse capture schema, current version (3). Upgrades: migrations/.
+-- pgpulse capture schema, current version (4). Upgrades: migrations/.
 --
 -- Statement-level triggers with transition tables append every changed row of a
 -- watched table to pgpulse.changes, then send ONE tiny wake-up (pg_notify with an
@@ -13,8 +13,10 @@ create table pgpulse.schema_version (
     applied_at timestamptz not null default now()
 );
 
+-- No index on id: reads go by xid, pruning by xid and ts (an id index would cost
+-- every captured row one more index insert).
 create table pgpulse.changes (
-    id bigint generated always as identity primary key,
+    id bigint generated always as identity,
     xid xid8 not null,
     tbl text not null,
     op text not null check (op in ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE')),
@@ -42,6 +44,40 @@ create table pgpulse.listeners (
     wants_notify boolean not null default true,
     registered_at timestamptz not null default now()
 );
+
+-- What writers read: how many listeners want wake-ups.  A sequence because its
+-- value is not transactional: one cheap function call per captured statement,
+-- and writers at any isolation level see the current value.
+create sequence pgpulse.wakeups minvalue 0;
+select setval('pgpulse.wakeups', 0, true);
+
+-- A listener joins, or says whether it wants wake-ups; also forgets listeners
+-- whose backend is gone.  Serialized so the count is never computed from a
+-- half-seen state.
+create function pgpulse.set_wakeups(want boolean) returns void
+language plpgsql as $fn$
+begin
+    lock table pgpulse.listeners in share row exclusive mode;
+    delete from pgpulse.listeners
+    where pid <> pg_backend_pid() and pid not in (select pid from pg_stat_activity);
+    insert into pgpulse.listeners (pid, wants_notify)
+    values (pg_backend_pid(), want)
+    on conflict (pid) do update set wants_notify = excluded.wants_notify;
+    perform setval('pgpulse.wakeups',
+                   (select count(*) from pgpulse.listeners where wants_notify), true);
+end
+$fn$;
+
+-- A listener that stops leaves, so writers stop notifying when none is left.
+create function pgpulse.leave_wakeups() returns void
+language plpgsql as $fn$
+begin
+    lock table pgpulse.listeners in share row exclusive mode;
+    delete from pgpulse.listeners where pid = pg_backend_pid();
+    perform setval('pgpulse.wakeups',
+                   (select count(*) from pgpulse.listeners where wants_notify), true);
+end
+$fn$;
 
 create table pgpulse.watched (
     tbl regclass primary key,
@@ -191,12 +227,8 @@ begin
         values (v_xid, v_ts, %2$L, 'TRUNCATE', '{}');
     end if;
     get diagnostics n_rows = row_count;
-    -- Wake listeners only when one wants it (busy listeners poll); stricter
-    -- isolation levels would read that flag from an old snapshot: always wake.
-    if n_rows > 0 and (
-        current_setting('transaction_isolation') <> 'read committed'
-        or exists (select 1 from pgpulse.listeners where wants_notify)
-    ) then
+    -- Wake listeners only when one wants it (busy listeners poll).
+    if n_rows > 0 and pg_sequence_last_value('pgpulse.wakeups') > 0 then
         perform pg_notify('pgpulse', '');
     end if;
     return null;
@@ -241,4 +273,4 @@ begin
 end
 $fn$;
 
-insert into pgpulse.schema_version (version) values (3);
+insert into pgpulse.schema_version (version) values (4);
