@@ -241,8 +241,17 @@ class Bus:
         self.in_batch = not final
         self._batching = True
         try:
-            for change in batch.changes:
-                self.publish(change)
+            changes = batch.changes
+            i, n = 0, len(changes)
+            while i < n:
+                # A run of changes to one table reaches the same unfiltered
+                # subscribers: one joined write each instead of one per change.
+                table = changes[i].table
+                j = i + 1
+                while j < n and changes[j].table == table:
+                    j += 1
+                self._publish_run(changes[i:j])
+                i = j
         finally:
             self._batching = False
             self._flush()
@@ -264,14 +273,18 @@ class Bus:
 
     def publish(self, change: Change) -> int:
         """Deliver one change; returns the number of subscribers reached."""
-        self.changes += 1
-        routes = self._routes.get(change.table)
+        return self._publish_run([change])
+
+    def _publish_run(self, run: list[Change]) -> int:
+        """Deliver changes to one table, in order; returns the deliveries."""
+        self.changes += len(run)
+        routes = self._routes.get(run[0].table)
         if routes is None:
             return 0
-        reached = 0
         unfiltered = routes.unfiltered
         dirty = self._dirty
-        sse: bytes | None = None
+        joined: bytes | None = None
+        others: list[Subscriber] = []
         for subscriber in unfiltered:
             # Fast path for the common subscriber: SSE, live (not catching up,
             # nothing to skip); the same bytes object goes to every one of them.
@@ -280,33 +293,46 @@ class Bus:
                 and subscriber.pending is None
                 and subscriber.skip is None
             ):
-                if sse is None:
-                    sse = change.encoded(Variant.FULL, "sse")
+                if joined is None:
+                    joined = b"".join([c.encoded(Variant.FULL, "sse") for c in run])
                 outbox = subscriber.outbox
-                if outbox.put_deferred(sse):
+                if outbox.put_deferred(joined):
                     dirty.append(outbox)
-            elif subscriber.deliver(change, Variant.FULL):
-                dirty.append(subscriber.outbox)
-        reached += len(unfiltered)
-        if routes.indexed or routes.scanned:
-            matched: dict[Subscriber, tuple[bool, bool]] = {}
-            for sub in self._candidates(change, routes):
-                subscriber = sub.subscriber
-                if subscriber in unfiltered:
-                    continue
-                n, o = sub.matches(change)
-                if n or o:
-                    pn, po = matched.get(subscriber, (False, False))
-                    matched[subscriber] = (pn or n, po or o)
-            for subscriber, (n, o) in matched.items():
-                variant = _variant(change, n, o)
-                if variant is not None:
-                    if subscriber.deliver(change, variant):
-                        dirty.append(subscriber.outbox)
-                    reached += 1
+            else:
+                others.append(subscriber)
+        reached = len(unfiltered) * len(run)
+        filtered = bool(routes.indexed or routes.scanned)
+        for change in run:
+            for subscriber in others:
+                if subscriber.deliver(change, Variant.FULL):
+                    dirty.append(subscriber.outbox)
+            if filtered:
+                reached += self._publish_filtered(change, routes)
         self.delivered += reached
         if not self._batching:
             self._flush()
+        return reached
+
+    def _publish_filtered(self, change: Change, routes: _Routes) -> int:
+        """Deliver *change* to the filtered subscribers it matches."""
+        unfiltered = routes.unfiltered
+        dirty = self._dirty
+        reached = 0
+        matched: dict[Subscriber, tuple[bool, bool]] = {}
+        for sub in self._candidates(change, routes):
+            subscriber = sub.subscriber
+            if subscriber in unfiltered:
+                continue
+            n, o = sub.matches(change)
+            if n or o:
+                pn, po = matched.get(subscriber, (False, False))
+                matched[subscriber] = (pn or n, po or o)
+        for subscriber, (n, o) in matched.items():
+            variant = _variant(change, n, o)
+            if variant is not None:
+                if subscriber.deliver(change, variant):
+                    dirty.append(subscriber.outbox)
+                reached += 1
         return reached
 
     def _candidates(self, change: Change, routes: _Routes) -> Iterable[Subscription]:

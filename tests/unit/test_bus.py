@@ -10,6 +10,8 @@ import pytest
 from pgpulse.bus import Bus, Subscriber
 from pgpulse.capture import WatchedTable
 from pgpulse.catalog import Catalog, Column, Table
+from pgpulse.changelog import Batch
+from pgpulse.cursor import Snapshot
 from pgpulse.events import Change
 from pgpulse.exceptions import FilterError, UnknownColumnError, UnknownTableError
 from pgpulse.outbox import Outbox
@@ -174,3 +176,47 @@ def test_live_events_held_during_catch_up_are_bounded():
     for i in range(10):
         bus.publish(change("INSERT", {"id": i, "status": "x" * 50}, None))
     assert s.outbox.closed is not None and "catching up" in s.outbox.closed
+
+
+def _events(s: Subscriber) -> list[tuple[str, int]]:
+    """(table, id) of every event queued for *s*, across joined writes."""
+    out = []
+    for chunk in s.outbox._chunks:
+        for frame in chunk.split(b"\n\n"):
+            if b"data: " in frame:
+                data = orjson.loads(frame.split(b"data: ", 1)[1])
+                out.append((data["table"], data["row"]["id"]))
+    return out
+
+
+def test_a_batch_keeps_order_per_client_with_one_write_per_run_of_a_table():
+    cat = _catalog()
+    cols = {"id": Column("id", "integer", "N", "int4", False)}
+    cat.tables["public.notes"] = Table("public", "notes", cols, ("id",))
+    watched = {
+        **WATCHED,
+        "public.notes": WatchedTable("public.notes", "rows", None, ()),
+    }
+    bus = Bus()
+
+    def sub(*texts: str) -> Subscriber:
+        s = Subscriber("sse", Outbox(10**9))
+        for text in texts:
+            bus.subscribe(s, parse_subscription(text, cat, watched))
+        return s
+
+    both, docs_only, filtered = sub("docs", "notes"), sub("docs"), sub("docs:id=eq.3")
+    batch = []
+    for i, table in enumerate(["docs", "docs", "notes", "docs", "docs", "notes"]):
+        c = change("INSERT", {"id": i, "shipment_id": 1}, None)
+        c.table, c.name = f"public.{table}", table
+        batch.append(c)
+    snap = Snapshot.parse("10:10:")
+    bus.on_batch(Batch(snap, snap, batch), True)
+
+    expected = [(c.name, i) for i, c in enumerate(batch)]
+    assert _events(both) == expected
+    assert len(both.outbox._chunks) == 4  # docs x2, notes, docs x2, notes
+    assert _events(docs_only) == [e for e in expected if e[0] == "docs"]
+    assert _events(filtered) == [("docs", 3)]
+    assert bus.delivered == 6 + 4 + 1
