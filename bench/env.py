@@ -70,6 +70,42 @@ create trigger {table}_notify after insert or update on {table}
     for each row execute function notify_row('{channel}');
 """
 
+# Reference floors for the cost scenario: what any trigger-based durable log
+# must pay at least, so the pgpulse numbers can be read against physics rather
+# than against the targets alone.  Both are statement-level AFTER INSERT
+# triggers with a transition table, the same shape as pgpulse's capture.
+FLOOR_TRIGGER_DDL = """
+create or replace function floor_nothing() returns trigger language plpgsql as $$
+begin
+    return null;
+end
+$$;
+create trigger {table}_floor after insert on {table}
+    referencing new table as n for each statement
+    execute function floor_nothing();
+"""
+
+# The sink has the source's columns but no index, no constraint and no JSON:
+# writing each row again verbatim is the least a trigger-based log can cost.
+FLOOR_COPY_DDL = """
+create table {sink} (
+    id bigint,
+    seq bigint,
+    shipment_id int,
+    t_ns bigint,
+    body text
+);
+create or replace function {table}_copy() returns trigger language plpgsql as $$
+begin
+    insert into {sink} select * from n;
+    return null;
+end
+$$;
+create trigger {table}_floor after insert on {table}
+    referencing new table as n for each statement
+    execute function {table}_copy();
+"""
+
 #: Databases: one per kind of system, so triggers never overlap.
 DB_PGPULSE = "bench_pgpulse"
 DB_NOTIFY = "bench_notify"
@@ -140,11 +176,23 @@ class BenchCluster:
             await conn.close()
         conn = await asyncpg.connect(self.dsn(DB_COST))
         try:
-            for table in ("cost_plain", "cost_pgpulse", "cost_notify"):
+            for table in (
+                "cost_plain",
+                "cost_pgpulse",
+                "cost_notify",
+                "cost_floor_trigger",
+                "cost_floor_copy",
+            ):
                 await conn.execute(DOCS_DDL.format(table=table))
             await capture.watch(conn, "cost_pgpulse")
             await conn.execute(
                 NOTIFY_DDL.format(table="cost_notify", channel="cost_notify")
+            )
+            await conn.execute(FLOOR_TRIGGER_DDL.format(table="cost_floor_trigger"))
+            await conn.execute(
+                FLOOR_COPY_DDL.format(
+                    table="cost_floor_copy", sink="cost_floor_copy_sink"
+                )
             )
         finally:
             await conn.close()

@@ -3,7 +3,11 @@
 * ``pgpulse``: ``python -m pgpulse serve`` (what users run), 1 or N workers;
 * ``tutorial``: peer (a), FastAPI + asyncpg, a LISTEN connection per client;
 * ``node``: peer (b), Node.js ``pg`` + ``ws``, one LISTEN broadcast to all;
-* ``broadcaster``: peer (c), ``broadcaster`` (postgres backend) + sse-starlette.
+* ``broadcaster``: peer (c), ``broadcaster`` (postgres backend) + sse-starlette;
+* ``raw``: not a peer but a floor, the cheapest one-process broadcast (one
+  LISTEN, one SSE frame per change written to every transport; uvloop, no
+  framework), so pgpulse's fan-out latency can be read against what any
+  single Python process pays here.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ SYSTEMS = {
     "tutorial": "(a) FastAPI + asyncpg, LISTEN per client",
     "node": "(b) Node.js pg + ws bridge",
     "broadcaster": "(c) broadcaster + sse-starlette",
+    "raw": "floor: raw uvloop broadcast, no framework",
 }
 
 
@@ -80,6 +85,9 @@ class Server:
             except (urllib.error.URLError, OSError):
                 pass
             time.sleep(0.1)
+        # Stop it: the caller never got a Server to stop, and an orphan would
+        # keep its port and CPU through the rest of the run.
+        self.stop()
         raise RuntimeError(f"{self.name} did not become healthy:\n{self.log()}")
 
     def health(self) -> dict[str, Any]:
@@ -165,6 +173,8 @@ def make_server(
         module = "bench.peers.tutorial_fastapi"
     elif system == "broadcaster":
         module = "bench.peers.broadcaster_sse"
+    elif system == "raw":
+        module = "bench.peers.raw_broadcast"
     elif system == "node":
         return Server(
             system,

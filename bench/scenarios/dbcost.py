@@ -1,11 +1,14 @@
 """Scenario 4: what capture costs the database.
 
 * TPS of single-row INSERT transactions from 16 concurrent pgbench clients
-  (``-M prepared``) into three identical tables: no trigger, pgpulse capture
+  (``-M prepared``) into five identical tables: no trigger, pgpulse capture
   (statement-level trigger into ``pgpulse.changes`` + one empty NOTIFY) with a
-  gateway following the log, and the tutorial per-row ``pg_notify`` trigger with
-  one LISTEN connection consuming.  The configurations alternate over several
-  rounds so drift (checkpoints, other load) hits all of them alike.
+  gateway following the log, the tutorial per-row ``pg_notify`` trigger with
+  one LISTEN connection consuming, and two reference floors (an empty
+  transition-table trigger; the same trigger copying every row verbatim into an
+  unindexed table: the least any trigger-based durable log can cost).  The
+  configurations alternate over several rounds so drift (checkpoints, other
+  load) hits all of them alike.
 * A 50,000-row ``INSERT ... SELECT`` into each table, median of three.
 
 Also recorded: WAL bytes per transaction (``pg_current_wal_lsn()`` difference).
@@ -28,13 +31,19 @@ from bench.env import DB_COST, pgbench_path
 from bench.scenarios import Ctx, start_server
 from bench.writer import Listen
 
-__all__ = ["run_dbcost"]
+__all__ = ["FLOORS", "MODES", "run_dbcost"]
 
 MODES = {
     "plain": "cost_plain",
     "pgpulse": "cost_pgpulse",
     "notify": "cost_notify",
+    "floor_trigger": "cost_floor_trigger",
+    "floor_copy": "cost_floor_copy",
 }
+"""Mode -> table (``bench/env.py`` creates them); measured in this order."""
+
+#: The reference floors among :data:`MODES` (not systems: what physics allows).
+FLOORS = ("floor_trigger", "floor_copy")
 
 SCRIPT = """\\set ship random(1, 1000)
 insert into {table} (seq, shipment_id, t_ns, body)

@@ -22,7 +22,7 @@ import tests.pg
 TINY: dict[str, dict[str, Any]] = {
     "floor": {"rates": [50], "duration": 0.5},
     "latency": {
-        "systems": ["pgpulse", "node"],
+        "systems": ["pgpulse", "raw", "node"],
         "counts": [2],
         "rates": [50],
         "duration": 0.5,
@@ -75,6 +75,11 @@ def test_benchmark_scenarios_produce_well_formed_results(
     assert ours[0]["latency_ms"]["n"] > 0 and _finite(ours[0]["latency_ms"]["p99"])
     assert ours[0]["server_cpu_s"] >= 0
 
+    raw = results["latency"]["systems"]["raw"]
+    assert [c["status"] for c in raw] == ["ok"]
+    assert raw[0]["delivered"] == raw[0]["written"] * 2
+    assert raw[0]["latency_ms"]["n"] > 0
+
     node = results["latency"]["systems"]["node"]
     if shutil.which("node") is None:
         assert node[0]["status"] == "cannot"
@@ -92,7 +97,13 @@ def test_benchmark_scenarios_produce_well_formed_results(
     assert fan["tutorial"][0]["status"] == "cannot"
 
     cost = results["dbcost"]
-    assert set(cost["tps"]) == {"plain", "pgpulse", "notify"}
+    assert set(cost["tps"]) == {
+        "plain",
+        "pgpulse",
+        "notify",
+        "floor_trigger",
+        "floor_copy",
+    }
     assert all(v > 0 for v in cost["tps"].values())
     assert all(v > 0 for v in cost["bulk_s"].values())
 
@@ -100,6 +111,8 @@ def test_benchmark_scenarios_produce_well_formed_results(
     verdicts = {t["verdict"] for t in targets(results)}
     assert verdicts <= {"met", "NOT met", "not measured"}
     page = render(results, {**meta, "command": "pytest"})
+    assert "| raw | 2 | 50 |" in page
+    assert "floor: every row written again, verbatim, no index" in page
     for heading in (
         "## Targets",
         "## 1. Latency",
