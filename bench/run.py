@@ -54,7 +54,7 @@ PLANS: dict[str, dict[str, dict[str, Any]]] = {
             "seconds": 10.0,
             "rounds": 2,
             "bulk_rows": 50000,
-            "bulk_reps": 3,
+            "bulk_reps": 5,
         },
         "routing": {"counts": [1000, 5000, 10000], "rate": 200.0, "duration": 8.0},
     },
