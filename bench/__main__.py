@@ -97,6 +97,14 @@ def _save(
         except ValueError:
             pass
     merged["results"].update(results)
+    # Which commit and date each scenario's numbers come from (partial reruns).
+    origin = {
+        "revision": meta["machine"].get("revision"),
+        "date": meta["machine"].get("date"),
+    }
+    sources = dict(merged.get("meta", {}).get("sources", {}))
+    sources.update({name: origin for name in results})
+    meta = {**meta, "sources": sources}
     if len(results) < len(run.SCENARIOS) and merged.get("meta"):
         # A partial rerun: keep the machine line, note the command of each part.
         meta = {**meta, "command": _commands(merged["meta"], meta)}

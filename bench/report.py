@@ -269,7 +269,8 @@ def render(results: dict[str, Any], meta: dict[str, Any]) -> str:
         f"Node {m.get('node', '?')}; run {m.get('date', '?')}"
         + (" (--quick: scaled down)" if meta.get("quick") else "")
         + (f"; pgpulse at commit {m['revision']}" if m.get("revision") else "")
-        + ".",
+        + "."
+        + _sources_note(meta),
         "",
         "PostgreSQL (embedded, started by the benchmark): "
         + ", ".join(f"`{k}={v}`" for k, v in PG_SETTINGS.items())
@@ -311,6 +312,26 @@ def render(results: dict[str, Any], meta: dict[str, Any]) -> str:
     lines += [f"| {a} | {b} | {c} |" for a, b, c in PUBLISHED]
     lines += _method(results)
     return "\n".join(lines) + "\n"
+
+
+def _sources_note(meta: dict[str, Any]) -> str:
+    """Scenarios measured in an earlier run than the latest (partial reruns)."""
+    m = meta.get("machine", {})
+    older = {
+        name: src
+        for name, src in (meta.get("sources") or {}).items()
+        if src.get("revision") != m.get("revision") or src.get("date") != m.get("date")
+    }
+    if not older:
+        return ""
+    return (
+        " Measured in earlier runs: "
+        + "; ".join(
+            f"{name} at commit {src.get('revision', '?')} ({src.get('date', '?')})"
+            for name, src in sorted(older.items())
+        )
+        + "."
+    )
 
 
 def _machine_load_note(meta: dict[str, Any]) -> list[str]:

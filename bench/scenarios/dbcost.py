@@ -9,7 +9,8 @@
   unindexed table: the least any trigger-based durable log can cost).  The
   configurations alternate over several rounds so drift (checkpoints, other
   load) hits all of them alike.
-* A 50,000-row ``INSERT ... SELECT`` into each table, median of the repetitions (five in the full plan).
+* A 50,000-row ``INSERT ... SELECT`` into each table, median of the
+  repetitions (five in the full plan).
 
 Also recorded: WAL bytes per transaction (``pg_current_wal_lsn()`` difference).
 """
