@@ -18,6 +18,7 @@ __all__ = ["render", "targets"]
 LATENCY_GOAL_MS = 1.0
 TPS_GOAL = 0.6
 BULK_GOAL = 1.8
+P99_GOAL_MS = 10.0
 
 PUBLISHED = [
     (
@@ -102,9 +103,8 @@ def _raw_note(results: dict[str, Any], n: int, rate: int, key: str) -> str:
     value = f"{_num(raw['latency_ms'][key], 2)} ms"
     ratio = raw.get("delivered_ratio")
     if ratio is not None and ratio < 0.999:
-        # One write per change and client, unbatched: past what the machine
-        # can write it falls behind, so it is no floor at that rate.
-        value += f" ({_pct(ratio)} delivered: one write per change, unbatched)"
+        # Past what the machine can write it falls behind: no floor there.
+        value += f" ({_pct(ratio)} delivered)"
     return f"; raw broadcast floor at {n} clients: {value}"
 
 
@@ -151,10 +151,10 @@ def targets(results: dict[str, Any]) -> list[dict[str, str]]:
         p99 = cell["latency_ms"]["p99"]
         add(
             f"Latency p99, {n} clients x 1,000 changes/s",
-            "< 10 ms",
+            f"< {P99_GOAL_MS:g} ms",
             f"{p99:.1f} ms" + _raw_note(results, n, 1000, "p99"),
-            f"{p99 / 10:.2f}x the limit",
-            p99 < 10,
+            f"{p99 / P99_GOAL_MS:.2f}x the limit",
+            p99 < P99_GOAL_MS,
         )
     else:
         add("Latency p99 at 1,000 changes/s", "< 10 ms", "n/a", "n/a", None)
@@ -385,7 +385,9 @@ def _latency(results: dict[str, Any]) -> list[str]:
             "tutorial channel, and per notification one SSE frame built from the "
             "payload as it came (no JSON re-encoding) and handed to "
             "`transport.write` of every client (uvloop `asyncio.Protocol`, no HTTP "
-            "library, no per-client task, no flow control). Its rows are what "
+            "library, no per-client task, no flow control); notifications that "
+            "arrive together (one event-loop iteration) go out as one joined write "
+            "per client, so it keeps up as long as the machine can. Its rows are what "
             "writing each change to N sockets from one Python process costs here, "
             "before any framework, routing or buffering.",
             "",
@@ -615,6 +617,18 @@ def _high_rate(results: dict[str, Any]) -> str:
     node = _ok_cell(results, "node", n, 1000)
     if node is not None:
         text += f"; the Node bridge delivered {_pct(node.get('delivered_ratio'))}"
+    raw = _ok_cell(results, "raw", n, 1000)
+    if raw is not None and _finite(raw["latency_ms"]["p99"]):
+        text += (
+            f"; the raw broadcast floor (nothing but joined `transport.write` "
+            f"calls) delivered {_pct(raw.get('delivered_ratio'))} with p99 "
+            f"{_num(raw['latency_ms']['p99'], 1)} ms"
+        )
+        if raw["latency_ms"]["p99"] >= P99_GOAL_MS:
+            text += (
+                f", so {P99_GOAL_MS:g} ms at 1M deliveries/s is beyond one Python "
+                "process on this machine, however little it does per write"
+            )
     return text + "."
 
 
@@ -631,7 +645,7 @@ def _raw_gap(results: dict[str, Any]) -> str:
         return ""
     text = (
         f" Measured beside it, the raw broadcast floor (one uvloop process "
-        f"writing one prebuilt frame to every socket) has p50 {rw:.2f} ms at "
+        f"writing each prebuilt frame to every socket) has p50 {rw:.2f} ms at "
         f"{n:,} clients x 100 changes/s, so pgpulse's own share of its "
         f"{pg:.2f} ms is {pg - rw:+.2f} ms"
     )
