@@ -50,6 +50,15 @@ log = logging.getLogger("pgpulse.listener")
 CHANNEL = "pgpulse"
 
 
+_CONNECTION_ERRORS = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    TimeoutError,
+    ConnectionError,
+)
+
+
 def _stretch(count: int) -> int:
     """Poll-interval multiplier after a read that found *count* changes."""
     return 1 if count < 8 else 2 if count < 16 else 4
@@ -118,25 +127,30 @@ class Listener:
                 await self._leave()
                 await self._close()
                 raise
-            except (
-                OSError,
-                asyncpg.PostgresError,
-                asyncpg.InterfaceError,
-                TimeoutError,
-                ConnectionError,
-            ) as exc:
+            except Exception as exc:  # the one listener must outlive anything
                 self.connected.clear()
                 self._state("reconnecting")
                 await self._close()
                 delay = min(self.backoff_max, 0.1 * 2**attempt)
                 delay *= 0.5 + random.random() / 2
                 attempt += 1
-                log.warning(
-                    "listener lost the database (%s: %s); reconnecting in %.2fs",
-                    type(exc).__name__,
-                    exc,
-                    delay,
-                )
+                if isinstance(exc, _CONNECTION_ERRORS):
+                    log.warning(
+                        "listener lost the database (%s: %s); reconnecting in %.2fs",
+                        type(exc).__name__,
+                        exc,
+                        delay,
+                    )
+                else:
+                    # asyncpg can also fail a connection that the server cut
+                    # mid-query with an InternalClientError; a bug downstream
+                    # surfaces here too: log it whole, reconnect, re-read.
+                    log.exception(
+                        "listener failed (%s: %s); reconnecting in %.2fs",
+                        type(exc).__name__,
+                        exc,
+                        delay,
+                    )
                 await asyncio.sleep(delay)
 
     def _state(self, state: str) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import asyncpg
+import orjson
 
 from pgpulse import capture
 from pgpulse.capture.schema import SCHEMA_VERSION, install_schema, migrations
@@ -196,3 +198,34 @@ async def test_a_stopped_listener_stops_writers_notifying(conn, database):
     await asyncio.gather(task, return_exceptions=True)
     assert await conn.fetchval("select pg_sequence_last_value('pgpulse.wakeups')") == 0
     assert await conn.fetchval("select count(*) from pgpulse.listeners") == 0
+
+
+async def test_the_listener_outlives_an_unexpected_error_and_re_reads(conn, database):
+    await conn.execute("create table docs (id int primary key)")
+    await capture.watch(conn, "docs")
+    calls: list[list[int]] = []
+    raised: list[bool] = []
+
+    def on_batch(batch: Any, final: bool) -> None:
+        ids = [orjson.loads(c.row)["id"] for c in batch.changes]
+        if ids:
+            calls.append(ids)
+        if ids and not raised:
+            raised.append(True)
+            raise RuntimeError("a bug downstream")
+
+    listener = Listener(database, on_batch, lambda name: name, backoff_max=0.2)
+    task = asyncio.create_task(listener.run())
+    try:
+        await listener.connected.wait()
+        calls.clear()
+        await conn.execute("insert into docs values (1)")
+        for _ in range(100):
+            if len(calls) >= 2 and calls[-1] == [1]:
+                break
+            await asyncio.sleep(0.05)
+        assert not task.done()
+        assert calls[0] == [1] and calls[-1] == [1]  # the same batch, read again
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
