@@ -98,7 +98,12 @@ class Gateway:
         for subscriber in list(self.bus.subscribers):
             subscriber.outbox.close("server shutting down; reconnect to resume")
         if self.pool is not None:
-            await self.pool.close()
+            try:
+                # Graceful close waits for every connection to be released.
+                await asyncio.wait_for(self.pool.close(), 5.0)
+            except TimeoutError:
+                log.warning("database pool did not close within 5 s; terminating")
+                self.pool.terminate()
 
     def _spawn(self, coro: Any, name: str) -> None:
         task = asyncio.create_task(coro, name=f"pgpulse-{name}")

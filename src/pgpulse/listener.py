@@ -204,7 +204,7 @@ class Listener:
         if conn is None or conn.is_closed():
             return
         try:
-            await asyncio.wait_for(conn.execute("select pgpulse.leave_wakeups()"), 2.0)
+            await asyncio.wait_for(conn.execute("select pgpulse.leave_wakeups()"), 1.0)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
             log.debug("listener could not deregister; the next one cleans up")
 
