@@ -110,6 +110,8 @@ create trigger {table}_floor after insert on {table}
 DB_PGPULSE = "bench_pgpulse"
 DB_NOTIFY = "bench_notify"
 DB_COST = "bench_cost"
+#: The capture-cost table again, in a database no gateway reads.
+DB_COST_SOLO = "bench_cost_solo"
 
 
 class BenchCluster:
@@ -145,7 +147,7 @@ class BenchCluster:
     async def _drop(self) -> None:
         admin = await asyncpg.connect(self.dsn())
         try:
-            for db in (DB_PGPULSE, DB_NOTIFY, DB_COST):
+            for db in (DB_PGPULSE, DB_NOTIFY, DB_COST, DB_COST_SOLO):
                 await admin.execute(f"drop database if exists {db} with (force)")
         finally:
             await admin.close()
@@ -157,7 +159,7 @@ class BenchCluster:
         admin = await asyncpg.connect(self.dsn())
         try:
             self.version = await admin.fetchval("show server_version")
-            for db in (DB_PGPULSE, DB_NOTIFY, DB_COST):
+            for db in (DB_PGPULSE, DB_NOTIFY, DB_COST, DB_COST_SOLO):
                 await admin.execute(f"drop database if exists {db} with (force)")
                 await admin.execute(f"create database {db}")
         finally:
@@ -172,6 +174,12 @@ class BenchCluster:
         try:
             await conn.execute(DOCS_DDL.format(table="docs"))
             await conn.execute(NOTIFY_DDL.format(table="docs", channel="docs"))
+        finally:
+            await conn.close()
+        conn = await asyncpg.connect(self.dsn(DB_COST_SOLO))
+        try:
+            await conn.execute(DOCS_DDL.format(table="cost_pgpulse"))
+            await capture.watch(conn, "cost_pgpulse")
         finally:
             await conn.close()
         conn = await asyncpg.connect(self.dsn(DB_COST))

@@ -502,6 +502,7 @@ def _dbcost(results: dict[str, Any]) -> list[str]:
     label = {
         "plain": "no capture",
         "pgpulse": "pgpulse capture (gateway following)",
+        "pgpulse_solo": "pgpulse capture alone (no gateway reading)",
         "notify": "tutorial per-row NOTIFY trigger (1 listener)",
         "floor_trigger": "*floor: empty transition-table trigger*",
         "floor_copy": "*floor: every row written again, verbatim, no index*",
@@ -695,6 +696,12 @@ def _unmet_cost(cost: dict[str, Any]) -> list[str]:
         tps_text += (
             f" An empty transition-table trigger alone keeps "
             f"{tps['floor_trigger']:.2f}x;"
+        )
+    if "pgpulse_solo" in tps and "pgpulse" in tps:
+        tps_text += (
+            f" Capture alone, with no gateway reading the log on the same cores, "
+            f"keeps {tps['pgpulse_solo']:.2f}x: the gateway following costs "
+            f"{tps['pgpulse_solo'] - tps['pgpulse']:.2f}x here."
         )
     tps_text += " NOTIFY is already off the commit path under load (adaptive "
     tps_text += "wake-ups)."

@@ -28,20 +28,25 @@ from typing import Any
 
 import asyncpg
 
-from bench.env import DB_COST, pgbench_path
+from bench.env import DB_COST, DB_COST_SOLO, pgbench_path
 from bench.scenarios import Ctx, start_server
 from bench.writer import Listen
 
-__all__ = ["FLOORS", "MODES", "run_dbcost"]
+__all__ = ["DATABASES", "FLOORS", "MODES", "run_dbcost"]
 
 MODES = {
     "plain": "cost_plain",
     "pgpulse": "cost_pgpulse",
+    "pgpulse_solo": "cost_pgpulse",
     "notify": "cost_notify",
     "floor_trigger": "cost_floor_trigger",
     "floor_copy": "cost_floor_copy",
 }
 """Mode -> table (``bench/env.py`` creates them); measured in this order."""
+
+#: Modes measured in another database than DB_COST (the gateway reads DB_COST):
+#: capture alone, without a gateway reading the log on the same cores.
+DATABASES = {"pgpulse_solo": DB_COST_SOLO}
 
 #: The reference floors among :data:`MODES` (not systems: what physics allows).
 FLOORS = ("floor_trigger", "floor_copy")
@@ -135,13 +140,15 @@ def run_dbcost(
             for r in range(rounds):
                 for mode, table in MODES.items():
                     ctx.log(f"  pgbench round {r + 1}: {mode}")
-                    run = _pgbench(dsn, table, clients, seconds)
+                    db = ctx.cluster.dsn(DATABASES.get(mode, DB_COST))
+                    run = _pgbench(db, table, clients, seconds)
                     runs[mode].append(run)
                     ctx.log(f"    {run['tps']:.0f} TPS")
                     time.sleep(1.0)
             for _ in range(bulk_reps):
                 for mode, table in MODES.items():
-                    took = asyncio.run(_bulk(dsn, table, bulk_rows))
+                    db = ctx.cluster.dsn(DATABASES.get(mode, DB_COST))
+                    took = asyncio.run(_bulk(db, table, bulk_rows))
                     bulk[mode].append(took)
                     ctx.log(f"  bulk {bulk_rows} rows: {mode} {took * 1000:.0f} ms")
                     # Let the gateway read the batch before the next insert.

@@ -100,6 +100,7 @@ def test_benchmark_scenarios_produce_well_formed_results(
     assert set(cost["tps"]) == {
         "plain",
         "pgpulse",
+        "pgpulse_solo",
         "notify",
         "floor_trigger",
         "floor_copy",
