@@ -132,6 +132,7 @@ def run_dbcost(
     bulk_reps: int,
 ) -> dict[str, Any]:
     dsn = ctx.cluster.dsn(DB_COST)
+    dsns = {m: ctx.cluster.dsn(DATABASES.get(m, DB_COST)) for m in MODES}
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
     bulk: dict[str, list[float]] = {m: [] for m in MODES}
     gateway = start_server(ctx, "pgpulse", database=DB_COST)
@@ -140,15 +141,13 @@ def run_dbcost(
             for r in range(rounds):
                 for mode, table in MODES.items():
                     ctx.log(f"  pgbench round {r + 1}: {mode}")
-                    db = ctx.cluster.dsn(DATABASES.get(mode, DB_COST))
-                    run = _pgbench(db, table, clients, seconds)
+                    run = _pgbench(dsns[mode], table, clients, seconds)
                     runs[mode].append(run)
                     ctx.log(f"    {run['tps']:.0f} TPS")
                     time.sleep(1.0)
             for _ in range(bulk_reps):
                 for mode, table in MODES.items():
-                    db = ctx.cluster.dsn(DATABASES.get(mode, DB_COST))
-                    took = asyncio.run(_bulk(db, table, bulk_rows))
+                    took = asyncio.run(_bulk(dsns[mode], table, bulk_rows))
                     bulk[mode].append(took)
                     ctx.log(f"  bulk {bulk_rows} rows: {mode} {took * 1000:.0f} ms")
                     # Let the gateway read the batch before the next insert.

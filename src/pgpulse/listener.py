@@ -205,7 +205,7 @@ class Listener:
             return
         try:
             await asyncio.wait_for(conn.execute("select pgpulse.leave_wakeups()"), 1.0)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+        except _CONNECTION_ERRORS:
             log.debug("listener could not deregister; the next one cleans up")
 
     async def _close(self) -> None:

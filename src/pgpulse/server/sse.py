@@ -183,17 +183,13 @@ class _Stream:
         if self.sending:
             return False
         cycle = self.cycle
+        if cycle is not None and (cycle.flow.write_paused or cycle.disconnected):
+            return False  # the client's task waits for the drain
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         if cycle is not None:
-            if cycle.flow.write_paused or cycle.disconnected:
-                return False  # the client's task waits for the drain
-            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
             cycle.transport.write(b"%x\r\n%b\r\n" % (len(body), body))
             return True
-        message = {
-            "type": "http.response.body",
-            "body": chunks[0] if len(chunks) == 1 else b"".join(chunks),
-            "more_body": True,
-        }
+        message = {"type": "http.response.body", "body": body, "more_body": True}
         coro: Any = self.send(message)
         try:
             waiting = coro.send(None)
