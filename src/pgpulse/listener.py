@@ -205,8 +205,8 @@ class Listener:
             return
         try:
             await asyncio.wait_for(conn.execute("select pgpulse.leave_wakeups()"), 1.0)
-        except _CONNECTION_ERRORS:
-            log.debug("listener could not deregister; the next one cleans up")
+        except Exception as exc:  # best effort: it must not replace the cancel
+            log.debug("listener could not deregister (%r); the next one cleans up", exc)
 
     async def _close(self) -> None:
         conn, self._conn = self._conn, None
