@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -34,6 +35,31 @@ async def template_db(pg_server: TestServer) -> str:
     return TEMPLATE
 
 
+async def drop_slots(admin: asyncpg.Connection, database: str) -> None:
+    """Replication slots (wal capture source) keep a database from being dropped."""
+    for _ in range(100):
+        slots = await admin.fetch(
+            "select slot_name, active_pid from pg_replication_slots "
+            "where database = $1",
+            database,
+        )
+        if not slots:
+            return
+        for slot in slots:
+            if slot["active_pid"] is not None:
+                await admin.execute(
+                    "select pg_terminate_backend($1)", slot["active_pid"]
+                )
+            else:
+                try:
+                    await admin.execute(
+                        "select pg_drop_replication_slot($1)", slot["slot_name"]
+                    )
+                except asyncpg.PostgresError:
+                    pass  # became active again, or dropped meanwhile
+        await asyncio.sleep(0.05)
+
+
 @pytest.fixture
 async def database(pg_server: TestServer, template_db: str) -> AsyncIterator[str]:
     """A fresh database for one test; yields its DSN."""
@@ -46,6 +72,7 @@ async def database(pg_server: TestServer, template_db: str) -> AsyncIterator[str
     yield pg_server.dsn(name)
     admin = await asyncpg.connect(pg_server.dsn())
     try:
+        await drop_slots(admin, name)
         await admin.execute(f"drop database if exists {name} with (force)")
     finally:
         await admin.close()

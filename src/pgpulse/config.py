@@ -46,6 +46,8 @@ class Settings:
     """Keep at most this many changes (None: no row limit)."""
     prune_interval: float = 60.0
     """Seconds between automatic prunes (one process at a time prunes)."""
+    decode_wal: bool = True
+    """Decode tables watched with source 'wal' (one process at a time does)."""
     demo: bool = False
     application_name: str = "pgpulse"
 

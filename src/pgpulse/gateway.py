@@ -27,6 +27,7 @@ from pgpulse.capture import WatchedTable
 from pgpulse.catalog import Catalog
 from pgpulse.config import Settings
 from pgpulse.cursor import Cursor, Snapshot
+from pgpulse.decoder import Decoder
 from pgpulse.events import control_event
 from pgpulse.exceptions import UnknownTableError
 from pgpulse.listener import Listener
@@ -56,6 +57,7 @@ class Gateway:
             query_timeout=settings.query_timeout,
             application_name=f"{settings.application_name}-listener",
         )
+        self.decoder: Decoder | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._catalog_refreshed_at = 0.0
         self._catalog_lock = asyncio.Lock()
@@ -73,6 +75,13 @@ class Gateway:
             await capture.install_schema(conn)
             await self._load_catalog(conn)
         self._spawn(self.listener.run(), "listener")
+        if self.settings.decode_wal:
+            self.decoder = Decoder(
+                self.settings.database_url,
+                pool=self.pool,
+                application_name=f"{self.settings.application_name}-decoder",
+            )
+            self._spawn(self.decoder.run(), "decoder")
         self._spawn(self._heartbeat(), "heartbeat")
         if self.settings.retention_seconds or self.settings.retention_rows:
             self._spawn(self._pruner(), "pruner")

@@ -1,7 +1,9 @@
 """Capture: which tables are watched, and how their changes reach the log.
 
 ``watch`` installs (idempotently) the statement-level triggers defined by the
-capture schema's ``pgpulse.watch()`` function; identifiers are resolved through
+capture schema's ``pgpulse.watch()`` function, or with ``source="wal"`` adds the
+table to the publication a gateway decodes from the WAL (``capture/wal.py``,
+``pgpulse/decoder.py``); identifiers are resolved through
 the catalog first so a typo gets a clear error with suggestions, and every value is
 a bound parameter.
 """
@@ -14,6 +16,7 @@ from typing import Any
 import asyncpg
 
 from pgpulse.capture.schema import SCHEMA_VERSION, install_schema
+from pgpulse.capture.wal import disable_wal_if_unused, enable_wal
 from pgpulse.catalog import Catalog, Table
 from pgpulse.exceptions import (
     DatabaseError,
@@ -43,6 +46,11 @@ class WatchedTable:
     """Captured columns, or ``None`` for all columns."""
     exclude: tuple[str, ...]
     """Columns left out of events (e.g. ``password_hash``)."""
+    source: str = "trigger"
+    """``trigger`` (triggers write the log) or ``wal`` (decoded from the WAL)."""
+
+
+SOURCES = ("trigger", "wal")
 
 
 def table_name_of(target: Any) -> str:
@@ -64,9 +72,12 @@ def _check_options(
     publish: str,
     columns: list[str] | None,
     exclude: list[str] | None,
+    source: str = "trigger",
 ) -> None:
     if publish not in ("rows", "keys"):
         raise ValidationError(f"publish must be 'rows' or 'keys', got {publish!r}")
+    if source not in SOURCES:
+        raise ValidationError(f"source must be 'trigger' or 'wal', got {source!r}")
     if table.kind not in ("r", "p"):
         raise ValidationError(
             f"{table.qualified!r} is not a table (views cannot be watched); "
@@ -85,9 +96,16 @@ def _check_options(
 
 
 def watch_sql(
-    table: Table, publish: str, columns: list[str] | None, exclude: list[str] | None
+    table: Table,
+    publish: str,
+    columns: list[str] | None,
+    exclude: list[str] | None,
+    source: str = "trigger",
 ) -> str:
-    """The SQL that watches *table*, for a migration file (literals quoted)."""
+    """The SQL that watches *table*, for a migration file (literals quoted).
+
+    With source ``wal`` the database must have been set up once by pgpulse
+    (publication and slot, :func:`enable_wal`); the SQL says so if not."""
 
     def lit(value: str) -> str:
         return "'" + value.replace("'", "''") + "'"
@@ -97,9 +115,10 @@ def watch_sql(
             return "null"
         return "array[" + ", ".join(lit(v) for v in values) + "]::text[]"
 
+    tail = "" if source == "trigger" else f", {lit(source)}"
     return (
         f"select pgpulse.watch({lit(table.sql)}::regclass, {lit(publish)}, "
-        f"{arr(columns)}, {arr(exclude)});\n"
+        f"{arr(columns)}, {arr(exclude)}{tail});\n"
     )
 
 
@@ -110,9 +129,13 @@ async def watch(
     publish: str = "rows",
     columns: list[str] | None = None,
     exclude: list[str] | None = None,
+    source: str = "trigger",
     catalog: Catalog | None = None,
 ) -> WatchedTable:
     """Start capturing changes of *target* (idempotent; re-watching updates options).
+
+    ``source="wal"`` captures from the WAL instead of triggers: writers pay no
+    second write (needs ``wal_level = logical``; a running gateway decodes).
 
     Raises :class:`UnknownTableError`, :class:`UnknownColumnError`,
     :class:`NoPrimaryKeyError` or :class:`ValidationError` before touching the
@@ -121,15 +144,20 @@ async def watch(
     await install_schema(conn)
     catalog = catalog or await Catalog.load(conn)
     table = catalog.table(table_name_of(target))
-    _check_options(table, publish, columns, exclude)
+    _check_options(table, publish, columns, exclude, source)
+    if source == "wal":
+        await enable_wal(conn)
     try:
         await conn.execute(
-            "select pgpulse.watch($1::regclass, $2, $3::text[], $4::text[])",
+            "select pgpulse.watch($1::regclass, $2, $3::text[], $4::text[], $5)",
             table.sql,
             publish,
             columns,
             exclude,
+            source,
         )
+        if source == "trigger":
+            await disable_wal_if_unused(conn)
     except asyncpg.PostgresError as exc:
         raise DatabaseError.from_asyncpg(exc) from exc
     return WatchedTable(
@@ -137,6 +165,7 @@ async def watch(
         publish,
         tuple(columns) if columns is not None else None,
         tuple(exclude or ()),
+        source,
     )
 
 
@@ -145,7 +174,9 @@ async def unwatch(conn: Any, target: Any, *, catalog: Catalog | None = None) -> 
     await install_schema(conn)
     catalog = catalog or await Catalog.load(conn)
     table = catalog.table(table_name_of(target))
-    return bool(await conn.fetchval("select pgpulse.unwatch($1::regclass)", table.sql))
+    was = bool(await conn.fetchval("select pgpulse.unwatch($1::regclass)", table.sql))
+    await disable_wal_if_unused(conn)
+    return was
 
 
 async def watched(conn: Any) -> list[WatchedTable]:
@@ -154,7 +185,7 @@ async def watched(conn: Any) -> list[WatchedTable]:
     if exists is None:
         return []
     rows = await conn.fetch(
-        "select tbl::regclass::text as reg, name, publish, columns, exclude "
+        "select tbl::regclass::text as reg, name, publish, columns, exclude, source "
         "from pgpulse.watched order by name"
     )
     return [
@@ -163,6 +194,7 @@ async def watched(conn: Any) -> list[WatchedTable]:
             r["publish"],
             tuple(r["columns"]) if r["columns"] is not None else None,
             tuple(r["exclude"] or ()),
+            r["source"],
         )
         for r in rows
     ]

@@ -1,10 +1,17 @@
--- pgpulse capture schema, current version (4). Upgrades: migrations/.
+-- pgpulse capture schema, current version (5). Upgrades: migrations/.
 --
 -- Statement-level triggers with transition tables append every changed row of a
 -- watched table to pgpulse.changes, then send ONE tiny wake-up (pg_notify with an
 -- empty payload, deduplicated per transaction) so rows of any size work.  Readers
 -- take new rows by snapshot visibility (see pgpulse/changelog.py), never by id
 -- alone, because ids are taken before commit.
+--
+-- Tables watched with source 'wal' have no trigger: they join the publication
+-- pgpulse_capture, and a gateway decodes their changes from the WAL through the
+-- replication slot pgpulse.slot_name() into the same log (pgpulse/decoder.py).
+-- pgpulse creates the publication, then the slot, when a table is first watched
+-- that way (pgpulse/capture/wal.py): not here, because a publication on a
+-- database without wal_level = logical only earns a warning.
 
 create schema if not exists pgpulse;
 
@@ -33,7 +40,10 @@ create index changes_ts_brin on pgpulse.changes using brin (ts);
 create table pgpulse.state (
     singleton boolean primary key default true check (singleton),
     pruned_xid xid8 not null default '0'::xid8,
-    pruned_at timestamptz
+    pruned_at timestamptz,
+    -- End of the last WAL transaction decoded into the log (source 'wal'):
+    -- a decoder that restarts skips what it already logged.
+    decoded_lsn pg_lsn not null default '0/0'
 );
 insert into pgpulse.state default values;
 
@@ -86,7 +96,11 @@ create table pgpulse.watched (
     columns text[],
     exclude text[],
     watched_at timestamptz not null default now(),
-    pk text[]
+    pk text[],
+    source text not null default 'trigger' check (source in ('trigger', 'wal')),
+    -- source 'wal': the table's replica identity before watch set it to full
+    -- (restored by unwatch); null when there is nothing to restore.
+    replica_identity text
 );
 
 -- JSON of the given columns of alias a, built without to_jsonb's column list so
@@ -111,11 +125,25 @@ language sql stable as $fn$
     where cls.oid = target
 $fn$;
 
+-- The replication slot of this database's wal capture source (slot names are
+-- cluster-wide: one per database).
+create function pgpulse.slot_name() returns text
+language sql stable as $fn$
+    select 'pgpulse_' || oid from pg_database where datname = current_database()
+$fn$;
+
+-- The name of the decode function of a table watched through the WAL.
+create function pgpulse._decode_name(target regclass) returns text
+language sql stable as $fn$
+    select 'decode' || substr(pgpulse._function_name(target), 8)
+$fn$;
+
 create function pgpulse.watch(
     target regclass,
     publish text default 'rows',
     columns text[] default null,
-    exclude text[] default null
+    exclude text[] default null,
+    source text default 'trigger'
 ) returns void
 language plpgsql as $fn$
 declare
@@ -131,6 +159,7 @@ declare
     join_cond text;
     n_missing text;
     o_missing text;
+    identity text;
 begin
     select format('%s.%s', nsp.nspname, cls.relname) into qname
     from pg_class cls join pg_namespace nsp on nsp.oid = cls.relnamespace
@@ -155,6 +184,28 @@ begin
         raise exception 'publish must be ''rows'' or ''keys'', got %', publish
             using errcode = '22023';
     end if;
+    if source not in ('trigger', 'wal') then
+        raise exception 'source must be ''trigger'' or ''wal'', got %', source
+            using errcode = '22023';
+    end if;
+    if source = 'wal' then
+        if current_setting('wal_level') <> 'logical' then
+            raise exception 'the wal capture source needs wal_level = logical (it is %)',
+                current_setting('wal_level')
+                using errcode = '55000',
+                      hint = 'Set wal_level = logical and restart PostgreSQL, '
+                             'or watch with source ''trigger''.';
+        end if;
+        if not exists (select from pg_publication where pubname = 'pgpulse_capture')
+           or not exists (select from pg_replication_slots
+                          where slot_name = pgpulse.slot_name()) then
+            raise exception 'the wal capture source is not set up in this database'
+                using errcode = '55000',
+                      hint = 'Watch through pgpulse (`pgpulse watch --source wal`, '
+                             'or pgpulse.watch(..., source="wal") in Python): it '
+                             'creates the publication and the replication slot first.';
+        end if;
+    end if;
     select array_agg(c) into bad
     from unnest(coalesce(columns, '{}') || coalesce(exclude, '{}')) c
     where c <> all(all_cols);
@@ -178,17 +229,18 @@ begin
         row_o := 'null::jsonb';
     else
         -- Rows carry the key columns; readers extract the key (watched.pk).
+        -- n.* / o.*: a whole-row reference even when a column is named n or o.
         pk_n := 'null::jsonb';
         pk_o := 'null::jsonb';
         if columns is not null then
             row_n := pgpulse._columns_json('n', columns);
             row_o := pgpulse._columns_json('o', columns);
         elsif exclude is not null and cardinality(exclude) > 0 then
-            row_n := format('(to_jsonb(n) - %L::text[])', exclude);
-            row_o := format('(to_jsonb(o) - %L::text[])', exclude);
+            row_n := format('(to_jsonb(n.*) - %L::text[])', exclude);
+            row_o := format('(to_jsonb(o.*) - %L::text[])', exclude);
         else
-            row_n := 'to_jsonb(n)';
-            row_o := 'to_jsonb(o)';
+            row_n := 'to_jsonb(n.*)';
+            row_o := 'to_jsonb(o.*)';
         end if;
     end if;
     select string_agg(format('n.%I = o.%I', p, p), ' and ') into join_cond
@@ -197,6 +249,52 @@ begin
     o_missing := format('o.%I is null', pk_cols[1]);
 
     perform pgpulse.unwatch(target);
+
+    if source = 'wal' then
+        -- Changes come from the WAL (pgpulse/decoder.py): the table joins the
+        -- publication, and its decode function turns decoded rows (column text
+        -- values as JSON objects) into log rows with the same expressions as
+        -- the trigger would use, so both sources publish identical JSON.
+        execute format($gen$
+create or replace function pgpulse.%1$I(ops text[], news json[], olds json[], tss timestamptz[])
+returns table (op text, pk jsonb, "row" jsonb, old jsonb, ts timestamptz)
+language sql stable set search_path = pg_catalog, pgpulse as $body$
+-- Generated by pgpulse.watch(%2$L, source => 'wal'); re-run watch to change it.
+select u.op,
+       case when u.op = 'TRUNCATE' then '{}'::jsonb
+            when u.op = 'DELETE' then %5$s else %3$s end,
+       case when u.op in ('INSERT', 'UPDATE') then %4$s end,
+       case when u.op in ('UPDATE', 'DELETE') and u.oj is not null then %6$s end,
+       u.ts
+from unnest(ops, news, olds, tss) with ordinality as u(op, nj, oj, ts, i)
+left join lateral json_populate_record(null::%2$s, u.nj) n on true
+left join lateral json_populate_record(null::%2$s, u.oj) o on true
+order by u.i
+$body$
+$gen$, pgpulse._decode_name(target), qname, pk_n, row_n, pk_o, row_o);
+
+        execute format('alter publication pgpulse_capture add table %s', target);
+        -- Full old rows in the WAL: UPDATE and DELETE events carry the old row,
+        -- as with triggers.  The previous setting is restored by unwatch.
+        select case c.relreplident
+                   when 'd' then 'default' when 'n' then 'nothing'
+                   when 'i' then (select format('using index %I', i.relname)
+                                  from pg_index x join pg_class i on i.oid = x.indexrelid
+                                  where x.indrelid = target and x.indisreplident)
+               end
+        into identity
+        from pg_class c where c.oid = target;
+        if publish = 'rows' and identity is not null then
+            execute format('alter table %s replica identity full', target);
+        else
+            identity := null;
+        end if;
+        insert into pgpulse.watched (tbl, name, publish, columns, exclude, pk, source,
+                                     replica_identity)
+        values (target, qname, publish, columns, exclude, pk_cols, 'wal', identity);
+        return;
+    end if;
+
     fname := pgpulse._function_name(target);
     execute format($gen$
 create function pgpulse.%1$I() returns trigger
@@ -257,6 +355,7 @@ language plpgsql as $fn$
 declare
     trig record;
     found_any boolean := false;
+    w record;
 begin
     for trig in
         select t.tgname, t.tgfoid::regprocedure as func from pg_trigger t
@@ -268,9 +367,24 @@ begin
     end loop;
     execute format('drop function if exists pgpulse.%I()',
                    pgpulse._function_name(target));
+    select * into w from pgpulse.watched where tbl = target;
+    if found and w.source = 'wal' then
+        found_any := true;
+        if exists (select from pg_publication_rel pr
+                   join pg_publication p on p.oid = pr.prpubid
+                   where p.pubname = 'pgpulse_capture' and pr.prrelid = target) then
+            execute format('alter publication pgpulse_capture drop table %s', target);
+        end if;
+        if w.replica_identity is not null then
+            execute format('alter table %s replica identity %s', target,
+                           w.replica_identity);
+        end if;
+    end if;
+    -- The decode function stays: changes committed before this unwatch may
+    -- still be on their way from the WAL.  watch() replaces it.
     delete from pgpulse.watched where tbl = target;
     return found_any;
 end
 $fn$;
 
-insert into pgpulse.schema_version (version) values (4);
+insert into pgpulse.schema_version (version) values (5);

@@ -1,0 +1,293 @@
+-- pgpulse capture schema, version 5: the wal capture source.
+--
+-- A table can be watched with source 'wal' instead of triggers: it joins the
+-- publication pgpulse_capture, and a gateway decodes its committed changes from
+-- the WAL (replication slot pgpulse.slot_name(), plugin pgoutput) into the same
+-- log.  Writers then pay no trigger and no second write on their commit path.
+-- Needs wal_level = logical.  Tables watched with triggers keep them; their
+-- capture functions are regenerated (a fix, at the end of this file).
+
+alter table pgpulse.state add column decoded_lsn pg_lsn not null default '0/0';
+alter table pgpulse.watched
+    add column source text not null default 'trigger'
+        check (source in ('trigger', 'wal')),
+    add column replica_identity text;
+
+drop function pgpulse.watch(regclass, text, text[], text[]);
+
+-- The replication slot of this database's wal capture source (slot names are
+-- cluster-wide: one per database).
+create function pgpulse.slot_name() returns text
+language sql stable as $fn$
+    select 'pgpulse_' || oid from pg_database where datname = current_database()
+$fn$;
+
+-- The name of the decode function of a table watched through the WAL.
+create function pgpulse._decode_name(target regclass) returns text
+language sql stable as $fn$
+    select 'decode' || substr(pgpulse._function_name(target), 8)
+$fn$;
+
+create function pgpulse.watch(
+    target regclass,
+    publish text default 'rows',
+    columns text[] default null,
+    exclude text[] default null,
+    source text default 'trigger'
+) returns void
+language plpgsql as $fn$
+declare
+    qname text;
+    fname text;
+    pk_cols text[];
+    all_cols text[];
+    bad text[];
+    pk_n text;
+    pk_o text;
+    row_n text;
+    row_o text;
+    join_cond text;
+    n_missing text;
+    o_missing text;
+    identity text;
+begin
+    select format('%s.%s', nsp.nspname, cls.relname) into qname
+    from pg_class cls join pg_namespace nsp on nsp.oid = cls.relnamespace
+    where cls.oid = target;
+
+    select array_agg(a.attname::text order by a.attnum) into all_cols
+    from pg_attribute a
+    where a.attrelid = target and a.attnum > 0 and not a.attisdropped;
+
+    select array_agg(a.attname::text order by array_position(con.conkey, a.attnum))
+    into pk_cols
+    from pg_constraint con
+    join pg_attribute a on a.attrelid = con.conrelid and a.attnum = any(con.conkey)
+    where con.conrelid = target and con.contype = 'p';
+
+    if pk_cols is null then
+        raise exception 'table % has no primary key', qname
+            using errcode = '55000',
+                  hint = 'pgpulse identifies changed rows by primary key; add one.';
+    end if;
+    if publish not in ('rows', 'keys') then
+        raise exception 'publish must be ''rows'' or ''keys'', got %', publish
+            using errcode = '22023';
+    end if;
+    if source not in ('trigger', 'wal') then
+        raise exception 'source must be ''trigger'' or ''wal'', got %', source
+            using errcode = '22023';
+    end if;
+    if source = 'wal' then
+        if current_setting('wal_level') <> 'logical' then
+            raise exception 'the wal capture source needs wal_level = logical (it is %)',
+                current_setting('wal_level')
+                using errcode = '55000',
+                      hint = 'Set wal_level = logical and restart PostgreSQL, '
+                             'or watch with source ''trigger''.';
+        end if;
+        if not exists (select from pg_publication where pubname = 'pgpulse_capture')
+           or not exists (select from pg_replication_slots
+                          where slot_name = pgpulse.slot_name()) then
+            raise exception 'the wal capture source is not set up in this database'
+                using errcode = '55000',
+                      hint = 'Watch through pgpulse (`pgpulse watch --source wal`, '
+                             'or pgpulse.watch(..., source="wal") in Python): it '
+                             'creates the publication and the replication slot first.';
+        end if;
+    end if;
+    select array_agg(c) into bad
+    from unnest(coalesce(columns, '{}') || coalesce(exclude, '{}')) c
+    where c <> all(all_cols);
+    if bad is not null then
+        raise exception 'column(s) % do not exist in table %', bad, qname
+            using errcode = '42703';
+    end if;
+    if columns is not null and exists (select 1 from unnest(pk_cols) p where p <> all(columns)) then
+        columns := pk_cols || array(select c from unnest(columns) c where c <> all(pk_cols));
+    end if;
+    if exists (select 1 from unnest(pk_cols) p where p = any(coalesce(exclude, '{}'))) then
+        raise exception 'primary key columns of % cannot be excluded', qname
+            using errcode = '22023';
+    end if;
+
+    if publish = 'keys' then
+        -- Only keys are published: log them; the rows stay in the table.
+        pk_n := pgpulse._columns_json('n', pk_cols);
+        pk_o := pgpulse._columns_json('o', pk_cols);
+        row_n := 'null::jsonb';
+        row_o := 'null::jsonb';
+    else
+        -- Rows carry the key columns; readers extract the key (watched.pk).
+        -- n.* / o.*: a whole-row reference even when a column is named n or o.
+        pk_n := 'null::jsonb';
+        pk_o := 'null::jsonb';
+        if columns is not null then
+            row_n := pgpulse._columns_json('n', columns);
+            row_o := pgpulse._columns_json('o', columns);
+        elsif exclude is not null and cardinality(exclude) > 0 then
+            row_n := format('(to_jsonb(n.*) - %L::text[])', exclude);
+            row_o := format('(to_jsonb(o.*) - %L::text[])', exclude);
+        else
+            row_n := 'to_jsonb(n.*)';
+            row_o := 'to_jsonb(o.*)';
+        end if;
+    end if;
+    select string_agg(format('n.%I = o.%I', p, p), ' and ') into join_cond
+    from unnest(pk_cols) p;
+    n_missing := format('n.%I is null', pk_cols[1]);
+    o_missing := format('o.%I is null', pk_cols[1]);
+
+    perform pgpulse.unwatch(target);
+
+    if source = 'wal' then
+        -- Changes come from the WAL (pgpulse/decoder.py): the table joins the
+        -- publication, and its decode function turns decoded rows (column text
+        -- values as JSON objects) into log rows with the same expressions as
+        -- the trigger would use, so both sources publish identical JSON.
+        execute format($gen$
+create or replace function pgpulse.%1$I(ops text[], news json[], olds json[], tss timestamptz[])
+returns table (op text, pk jsonb, "row" jsonb, old jsonb, ts timestamptz)
+language sql stable set search_path = pg_catalog, pgpulse as $body$
+-- Generated by pgpulse.watch(%2$L, source => 'wal'); re-run watch to change it.
+select u.op,
+       case when u.op = 'TRUNCATE' then '{}'::jsonb
+            when u.op = 'DELETE' then %5$s else %3$s end,
+       case when u.op in ('INSERT', 'UPDATE') then %4$s end,
+       case when u.op in ('UPDATE', 'DELETE') and u.oj is not null then %6$s end,
+       u.ts
+from unnest(ops, news, olds, tss) with ordinality as u(op, nj, oj, ts, i)
+left join lateral json_populate_record(null::%2$s, u.nj) n on true
+left join lateral json_populate_record(null::%2$s, u.oj) o on true
+order by u.i
+$body$
+$gen$, pgpulse._decode_name(target), qname, pk_n, row_n, pk_o, row_o);
+
+        execute format('alter publication pgpulse_capture add table %s', target);
+        -- Full old rows in the WAL: UPDATE and DELETE events carry the old row,
+        -- as with triggers.  The previous setting is restored by unwatch.
+        select case c.relreplident
+                   when 'd' then 'default' when 'n' then 'nothing'
+                   when 'i' then (select format('using index %I', i.relname)
+                                  from pg_index x join pg_class i on i.oid = x.indexrelid
+                                  where x.indrelid = target and x.indisreplident)
+               end
+        into identity
+        from pg_class c where c.oid = target;
+        if publish = 'rows' and identity is not null then
+            execute format('alter table %s replica identity full', target);
+        else
+            identity := null;
+        end if;
+        insert into pgpulse.watched (tbl, name, publish, columns, exclude, pk, source,
+                                     replica_identity)
+        values (target, qname, publish, columns, exclude, pk_cols, 'wal', identity);
+        return;
+    end if;
+
+    fname := pgpulse._function_name(target);
+    execute format($gen$
+create function pgpulse.%1$I() returns trigger
+language plpgsql security definer set search_path = pg_catalog, pgpulse as $body$
+-- Generated by pgpulse.watch(%2$L); re-run watch to change it.
+declare
+    v_xid xid8 := pg_current_xact_id();
+    v_ts timestamptz := clock_timestamp();
+    n_rows bigint;
+begin
+    if tg_op = 'INSERT' then
+        insert into pgpulse.changes (xid, ts, tbl, op, pk, "row")
+        select v_xid, v_ts, %2$L, 'INSERT', %3$s, %4$s from pgpulse_new n;
+    elsif tg_op = 'DELETE' then
+        insert into pgpulse.changes (xid, ts, tbl, op, pk, old)
+        select v_xid, v_ts, %2$L, 'DELETE', %5$s, %6$s from pgpulse_old o;
+    elsif tg_op = 'UPDATE' then
+        -- Rows pair up by primary key; a key change is a DELETE and an INSERT.
+        insert into pgpulse.changes (xid, ts, tbl, op, pk, "row", old)
+        select v_xid, v_ts, %2$L,
+               case when %8$s then 'DELETE' when %9$s then 'INSERT' else 'UPDATE' end,
+               case when %8$s then %5$s else %3$s end,
+               case when %8$s then null else %4$s end,
+               case when %9$s then null else %6$s end
+        from pgpulse_new n full join pgpulse_old o on (%7$s);
+    else
+        insert into pgpulse.changes (xid, ts, tbl, op, pk)
+        values (v_xid, v_ts, %2$L, 'TRUNCATE', '{}');
+    end if;
+    get diagnostics n_rows = row_count;
+    -- Wake listeners only when one wants it (busy listeners poll).
+    if n_rows > 0 and pg_sequence_last_value('pgpulse.wakeups') > 0 then
+        perform pg_notify('pgpulse', '');
+    end if;
+    return null;
+end
+$body$
+$gen$, fname, qname, pk_n, row_n, pk_o, row_o, join_cond, n_missing, o_missing);
+
+    execute format('create trigger pgpulse_capture_insert after insert on %s '
+                   'referencing new table as pgpulse_new for each statement '
+                   'execute function pgpulse.%I()', target, fname);
+    execute format('create trigger pgpulse_capture_update after update on %s '
+                   'referencing old table as pgpulse_old new table as pgpulse_new '
+                   'for each statement execute function pgpulse.%I()', target, fname);
+    execute format('create trigger pgpulse_capture_delete after delete on %s '
+                   'referencing old table as pgpulse_old for each statement '
+                   'execute function pgpulse.%I()', target, fname);
+    execute format('create trigger pgpulse_capture_truncate after truncate on %s '
+                   'for each statement execute function pgpulse.%I()', target, fname);
+    insert into pgpulse.watched (tbl, name, publish, columns, exclude, pk)
+    values (target, qname, publish, columns, exclude, pk_cols);
+end
+$fn$;
+
+create or replace function pgpulse.unwatch(target regclass) returns boolean
+language plpgsql as $fn$
+declare
+    trig record;
+    found_any boolean := false;
+    w record;
+begin
+    for trig in
+        select t.tgname, t.tgfoid::regprocedure as func from pg_trigger t
+        where t.tgrelid = target and t.tgname like 'pgpulse\_capture\_%'
+          and not t.tgisinternal
+    loop
+        execute format('drop trigger %I on %s', trig.tgname, target);
+        found_any := true;
+    end loop;
+    execute format('drop function if exists pgpulse.%I()',
+                   pgpulse._function_name(target));
+    select * into w from pgpulse.watched where tbl = target;
+    if found and w.source = 'wal' then
+        found_any := true;
+        if exists (select from pg_publication_rel pr
+                   join pg_publication p on p.oid = pr.prpubid
+                   where p.pubname = 'pgpulse_capture' and pr.prrelid = target) then
+            execute format('alter publication pgpulse_capture drop table %s', target);
+        end if;
+        if w.replica_identity is not null then
+            execute format('alter table %s replica identity %s', target,
+                           w.replica_identity);
+        end if;
+    end if;
+    -- The decode function stays: changes committed before this unwatch may
+    -- still be on their way from the WAL.  watch() replaces it.
+    delete from pgpulse.watched where tbl = target;
+    return found_any;
+end
+$fn$;
+
+-- Regenerate every capture function: before version 5 a table with a column
+-- named n or o logged that column instead of the row, and its UPDATEs failed
+-- ("column reference is ambiguous").
+do $do$
+declare
+    w record;
+begin
+    for w in select * from pgpulse.watched loop
+        perform pgpulse.watch(w.tbl, w.publish, w.columns, w.exclude);
+    end loop;
+end
+$do$;
+
+insert into pgpulse.schema_version (version) values (5);
