@@ -37,6 +37,8 @@ __all__ = [
 
 PG_SETTINGS = {
     "max_connections": "300",
+    # The wal capture source decodes the WAL (scenario 4 measures it).
+    "wal_level": "logical",
     "fsync": "on",
     "synchronous_commit": "on",
     "shared_buffers": "256MB",
@@ -112,6 +114,30 @@ DB_NOTIFY = "bench_notify"
 DB_COST = "bench_cost"
 #: The capture-cost table again, in a database no gateway reads.
 DB_COST_SOLO = "bench_cost_solo"
+#: The wal capture source, with its own gateway, running only while measured:
+#: a decoding walsender reads ALL the cluster's WAL, so it must not run while
+#: the other configurations are measured.
+DB_COST_WAL = "bench_cost_wal"
+
+
+async def _drop_database(admin: Any, db: str) -> None:
+    """Drop *db* and its replication slots (the wal source's keep it alive)."""
+    await admin.execute(
+        "select pg_terminate_backend(active_pid) from pg_replication_slots "
+        "where database = $1 and active_pid is not null",
+        db,
+    )
+    for _ in range(50):
+        try:
+            await admin.execute(
+                "select pg_drop_replication_slot(slot_name) from pg_replication_slots "
+                "where database = $1",
+                db,
+            )
+            break
+        except asyncpg.ObjectInUseError:
+            await asyncio.sleep(0.1)  # the walsender is still exiting
+    await admin.execute(f"drop database if exists {db} with (force)")
 
 
 class BenchCluster:
@@ -147,8 +173,8 @@ class BenchCluster:
     async def _drop(self) -> None:
         admin = await asyncpg.connect(self.dsn())
         try:
-            for db in (DB_PGPULSE, DB_NOTIFY, DB_COST, DB_COST_SOLO):
-                await admin.execute(f"drop database if exists {db} with (force)")
+            for db in (DB_PGPULSE, DB_NOTIFY, DB_COST, DB_COST_SOLO, DB_COST_WAL):
+                await _drop_database(admin, db)
         finally:
             await admin.close()
 
@@ -159,8 +185,8 @@ class BenchCluster:
         admin = await asyncpg.connect(self.dsn())
         try:
             self.version = await admin.fetchval("show server_version")
-            for db in (DB_PGPULSE, DB_NOTIFY, DB_COST, DB_COST_SOLO):
-                await admin.execute(f"drop database if exists {db} with (force)")
+            for db in (DB_PGPULSE, DB_NOTIFY, DB_COST, DB_COST_SOLO, DB_COST_WAL):
+                await _drop_database(admin, db)
                 await admin.execute(f"create database {db}")
         finally:
             await admin.close()
@@ -180,6 +206,12 @@ class BenchCluster:
         try:
             await conn.execute(DOCS_DDL.format(table="cost_pgpulse"))
             await capture.watch(conn, "cost_pgpulse")
+        finally:
+            await conn.close()
+        conn = await asyncpg.connect(self.dsn(DB_COST_WAL))
+        try:
+            await conn.execute(DOCS_DDL.format(table="cost_pgpulse_wal"))
+            await capture.watch(conn, "cost_pgpulse_wal", source="wal")
         finally:
             await conn.close()
         conn = await asyncpg.connect(self.dsn(DB_COST))

@@ -6,11 +6,14 @@
   gateway following the log, the tutorial per-row ``pg_notify`` trigger with
   one LISTEN connection consuming, and two reference floors (an empty
   transition-table trigger; the same trigger copying every row verbatim into an
-  unindexed table: the least any trigger-based durable log can cost).  The
+  unindexed table: the least any trigger-based durable log can cost), and the
+  wal capture source (no trigger; the gateway decodes the WAL into the log on
+  the same cores while the writers run).  The
   configurations alternate over several rounds so drift (checkpoints, other
   load) hits all of them alike.
 * A 50,000-row ``INSERT ... SELECT`` into each table, median of the
-  repetitions (five in the full plan).
+  repetitions (five in the full plan).  For the wal source also the time until
+  the gateway has logged all its rows (the writer does not wait for that).
 
 Also recorded: WAL bytes per transaction (``pg_current_wal_lsn()`` difference).
 """
@@ -18,17 +21,19 @@ Also recorded: WAL bytes per transaction (``pg_current_wal_lsn()`` difference).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
-from bench.env import DB_COST, DB_COST_SOLO, pgbench_path
+from bench.env import DB_COST, DB_COST_SOLO, DB_COST_WAL, pgbench_path
 from bench.scenarios import Ctx, start_server
 from bench.writer import Listen
 
@@ -41,12 +46,13 @@ MODES = {
     "notify": "cost_notify",
     "floor_trigger": "cost_floor_trigger",
     "floor_copy": "cost_floor_copy",
+    "pgpulse_wal": "cost_pgpulse_wal",
 }
 """Mode -> table (``bench/env.py`` creates them); measured in this order."""
 
 #: Modes measured in another database than DB_COST (the gateway reads DB_COST):
 #: capture alone, without a gateway reading the log on the same cores.
-DATABASES = {"pgpulse_solo": DB_COST_SOLO}
+DATABASES = {"pgpulse_solo": DB_COST_SOLO, "pgpulse_wal": DB_COST_WAL}
 
 #: The reference floors among :data:`MODES` (not systems: what physics allows).
 FLOORS = ("floor_trigger", "floor_copy")
@@ -113,14 +119,71 @@ def _pgbench(dsn: str, table: str, clients: int, seconds: float) -> dict[str, An
     }
 
 
-async def _bulk(dsn: str, table: str, rows: int) -> float:
+async def _bulk(dsn: str, table: str, rows: int, decoded: bool) -> tuple[float, float]:
+    """Seconds the writer took, and until the rows were in the log.
+
+    With triggers the rows are logged when the writer commits; with the wal
+    source the gateway logs them afterwards (waited for, up to 60 s)."""
     conn = await asyncpg.connect(dsn)
     try:
+        xid = await conn.fetchval(
+            "select pg_snapshot_xmax(pg_current_snapshot())::text"
+        )
         started = time.perf_counter()
         await conn.execute(BULK_SQL.format(table=table), rows)
+        took = time.perf_counter() - started
+        if not decoded:
+            return took, took
+        deadline = started + 60
+        while time.perf_counter() < deadline:
+            logged = await conn.fetchval(
+                "select count(*) from pgpulse.changes "
+                "where xid >= $1::text::xid8 and tbl = $2",
+                xid,
+                f"public.{table}",
+            )
+            if logged >= rows:
+                break
+            await asyncio.sleep(0.01)
+        return took, time.perf_counter() - started
+    finally:
+        await conn.close()
+
+
+async def _caught_up(dsn: str, limit: float = 60.0) -> float:
+    """Wait until the wal database's decoder has read up to the WAL's end (it
+    reads through the other configurations' WAL first); returns seconds."""
+    conn = await asyncpg.connect(dsn)
+    started = time.perf_counter()
+    try:
+        target = await conn.fetchval("select pg_current_wal_lsn()::text")
+        while time.perf_counter() - started < limit:
+            done = await conn.fetchval(
+                "select confirmed_flush_lsn >= $1::text::pg_lsn "
+                "from pg_replication_slots where slot_name = pgpulse.slot_name()",
+                target,
+            )
+            if done:
+                break
+            await asyncio.sleep(0.1)
         return time.perf_counter() - started
     finally:
         await conn.close()
+
+
+@contextlib.contextmanager
+def _decoding(ctx: Ctx, mode: str) -> Iterator[None]:
+    """For the wal source: its gateway (the decoder) runs only while measured."""
+    if mode != "pgpulse_wal":
+        yield
+        return
+    gateway = start_server(ctx, "pgpulse", database=DB_COST_WAL)
+    try:
+        took = asyncio.run(_caught_up(ctx.cluster.dsn(DB_COST_WAL)))
+        ctx.log(f"    decoder caught up in {took:.1f} s")
+        yield
+    finally:
+        gateway.stop()
 
 
 def run_dbcost(
@@ -135,23 +198,33 @@ def run_dbcost(
     dsns = {m: ctx.cluster.dsn(DATABASES.get(m, DB_COST)) for m in MODES}
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
     bulk: dict[str, list[float]] = {m: [] for m in MODES}
+    logged: list[float] = []
     gateway = start_server(ctx, "pgpulse", database=DB_COST)
     try:
         with Listen(dsn, channel="cost_notify"):
             for r in range(rounds):
                 for mode, table in MODES.items():
                     ctx.log(f"  pgbench round {r + 1}: {mode}")
-                    run = _pgbench(dsns[mode], table, clients, seconds)
+                    with _decoding(ctx, mode):
+                        run = _pgbench(dsns[mode], table, clients, seconds)
                     runs[mode].append(run)
                     ctx.log(f"    {run['tps']:.0f} TPS")
                     time.sleep(1.0)
             for _ in range(bulk_reps):
                 for mode, table in MODES.items():
-                    took = asyncio.run(_bulk(dsns[mode], table, bulk_rows))
+                    with _decoding(ctx, mode):
+                        took, done = asyncio.run(
+                            _bulk(dsns[mode], table, bulk_rows, mode == "pgpulse_wal")
+                        )
                     bulk[mode].append(took)
-                    ctx.log(f"  bulk {bulk_rows} rows: {mode} {took * 1000:.0f} ms")
+                    if mode == "pgpulse_wal":
+                        logged.append(done)
+                    ctx.log(
+                        f"  bulk {bulk_rows} rows: {mode} {took * 1000:.0f} ms"
+                        f" (logged after {done * 1000:.0f} ms)"
+                    )
                     # Let the gateway read the batch before the next insert.
-                    time.sleep(2.0 if mode == "pgpulse" else 0.5)
+                    time.sleep(2.0 if mode.startswith("pgpulse") else 0.5)
     finally:
         gateway.stop()
     tps = {m: statistics.mean(r["tps"] for r in runs[m]) for m in MODES}
@@ -173,4 +246,6 @@ def run_dbcost(
         "bulk_s": {m: round(v, 4) for m, v in bulk_s.items()},
         "bulk_all_s": bulk,
         "bulk_ratio": {m: round(bulk_s[m] / bulk_s["plain"], 3) for m in MODES},
+        # wal source: writer start -> every row in the log (median).
+        "bulk_logged_s": round(statistics.median(logged), 4) if logged else None,
     }

@@ -139,6 +139,7 @@ class Decoder:
         """Set while this process holds the slot (tests and status)."""
         self.decoded_lsn = 0
         self._confirmed = 0
+        self._idle_confirmed_at = 0.0
         self._tables: dict[int, _Table] = {}
         self._writer: Any = None
         self._log_tx: Any = None
@@ -262,8 +263,12 @@ class Decoder:
                     await self._commit(state, cur)
                     if drained and self._log_tx is None:
                         # Everything sent so far is logged: the slot may move on
-                        # past transactions of tables nobody watches.
-                        self._confirm(cur, max(cur.wal_end, self.decoded_lsn))
+                        # past the WAL of tables nobody watches (at most once a
+                        # second: the server reports its position often).
+                        now = loop.time()
+                        if now - self._idle_confirmed_at >= 1.0:
+                            self._idle_confirmed_at = now
+                            self._confirm(cur, max(cur.wal_end, self.decoded_lsn))
                 if drained:
                     # read_message() sends the confirmed position every
                     # status_interval and answers the server's keepalives.

@@ -329,3 +329,31 @@ async def test_bad_source_and_sql_without_setup_get_clear_errors(conn):
     with pytest.raises(asyncpg.PostgresError, match="not set up") as info:
         await conn.execute("select pgpulse.watch('docs', source => 'wal')")
     assert "pgpulse watch --source wal" in (info.value.hint or "")
+
+
+async def test_gateway_decodes_and_delivers_over_sse_and_resumes(conn, gateway_factory):
+    from tests.gateway import SSEStream
+
+    await conn.execute("create table docs (id int primary key, title text)")
+    await capture.watch(conn, "docs", source="wal")
+    gw = gateway_factory()
+    async with SSEStream(gw.url, ["docs"]) as stream:
+        assert (await stream.next_event()).event == "ready"
+        await conn.execute("insert into docs values (1, 'a')")
+        await conn.execute("update docs set title = 'b' where id = 1")
+        first = await stream.changes(2, timeout=15)
+    assert [(e.data["op"], e.data["row"]["title"]) for e in first] == [
+        ("INSERT", "a"),
+        ("UPDATE", "b"),
+    ]
+    assert first[1].data["old"] == {"id": 1, "title": "a"}
+    assert first[1].data["pk"] == {"id": 1}
+    # Missed while disconnected: delivered on resume, nothing twice.
+    await conn.execute("delete from docs where id = 1")
+    await conn.execute("insert into docs values (2, 'c')")
+    async with SSEStream(gw.url, ["docs"], last_event_id=first[-1].id) as stream:
+        missed = await stream.changes(2, timeout=15)
+    assert [(e.data["op"], e.data["pk"]["id"]) for e in missed] == [
+        ("DELETE", 1),
+        ("INSERT", 2),
+    ]

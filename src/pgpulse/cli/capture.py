@@ -40,6 +40,14 @@ def _split(value: str | None) -> list[str] | None:
     "--exclude", metavar="A,B", help="Never capture these columns (e.g. password_hash)."
 )
 @click.option(
+    "--source",
+    type=click.Choice(["trigger", "wal"]),
+    default="trigger",
+    show_default=True,
+    help="Capture with triggers, or decode the WAL (needs wal_level=logical; "
+    "writers pay no trigger).",
+)
+@click.option(
     "--emit-migration",
     is_flag=True,
     help="Write the triggers as a migration file instead of applying them.",
@@ -59,11 +67,18 @@ async def watch(
     publish: str,
     columns: str | None,
     exclude: str | None,
+    source: str,
     emit_migration: bool,
     directory: str,
     database_url: str | None,
 ) -> None:
     """Capture changes of TABLES (idempotent; re-run to change options)."""
+    if emit_migration and source == "wal":
+        raise click.UsageError(
+            "--source wal cannot be written as a migration: its replication slot "
+            "cannot be created inside a migration's transaction. Run `pgpulse watch "
+            "--source wal TABLE` against each database instead."
+        )
     conn = await asyncpg.connect(resolve_database(database_url))
     try:
         if emit_migration:
@@ -95,8 +110,11 @@ async def watch(
                 publish=publish,
                 columns=_split(columns),
                 exclude=_split(exclude),
+                source=source,
             )
-            console.print(f"watching [bold]{info.name}[/] ({info.publish})")
+            console.print(
+                f"watching [bold]{info.name}[/] ({info.publish}, {info.source})"
+            )
     finally:
         await conn.close()
 
@@ -128,11 +146,12 @@ async def watched(database_url: str | None) -> None:
         rows = await capture.watched(conn)
     finally:
         await conn.close()
-    table = RichTable("table", "publish", "columns", "excluded")
+    table = RichTable("table", "publish", "source", "columns", "excluded")
     for w in rows:
         table.add_row(
             w.name,
             w.publish,
+            w.source,
             ", ".join(w.columns) if w.columns else "all",
             ", ".join(w.exclude) or "-",
         )
