@@ -150,7 +150,9 @@ async def changes(
 ) -> AsyncGenerator[Event, None]:
     """Yield changes straight from the database (no gateway), same semantics.
 
-    Uses one listener connection and a one-connection pool for catch-up.
+    Uses one listener connection and a one-connection pool for catch-up (and,
+    while no gateway decodes tables watched with ``source="wal"``, a replication
+    connection and a log writer to do it).
     """
     from pgpulse.bus import Subscriber
     from pgpulse.config import Settings

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,7 +52,7 @@ _JSON_TYPES = frozenset({114, 3802})  # json, jsonb: values are JSON already
 _INSERT_SQL = """
 insert into pgpulse.changes (xid, ts, tbl, op, pk, "row", old)
 select pg_current_xact_id(), d.ts, $1, d.op, d.pk, d."row", d.old
-from pgpulse.{fn}($2::text[], $3::json[], $4::json[], $5::timestamptz[]) d
+from pgpulse.{fn}($2::text[], $3::json[], $4::json[], $5::bigint[]) d
 """
 
 _COMMIT_SQL = "update pgpulse.state set decoded_lsn = $1::text::pg_lsn"
@@ -93,13 +92,14 @@ class _Table:
     fn: str | None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry:
     relid: int
     op: str
     new: str | None
     old: str | None
-    ts: dt.datetime
+    ts: int
+    """Commit time, microseconds since 2000-01-01 UTC (as in the WAL)."""
 
 
 @dataclass
@@ -109,7 +109,7 @@ class _Session:
     relations: dict[int, Relation] = field(default_factory=dict)
     in_txn: bool = False
     skip_txn: bool = False
-    txn_ts: dt.datetime = dt.datetime.min
+    txn_ts: int = 0
     pending: list[_Entry] = field(default_factory=list)
     last_end: int = 0
     """End of the last fully decoded transaction (not yet committed to the log)."""
@@ -298,7 +298,7 @@ class Decoder:
                 await self._row(message, state)
         elif isinstance(message, Begin):
             state.in_txn = True
-            state.txn_ts = message.commit_ts
+            state.txn_ts = message.commit_us
             # Logged before a restart: its commit precedes the recorded end.
             state.skip_txn = message.final_lsn < self.decoded_lsn
         elif isinstance(message, Commit):
@@ -446,18 +446,20 @@ def _json(relation: Relation, values: tuple[Value, ...], table: _Table) -> str:
     """A row's text values as one JSON object; json/jsonb values stay JSON."""
     obj: dict[str, Any] = {}
     for column, value in zip(relation.columns, values, strict=True):
-        if value is UNCHANGED:
+        if value.__class__ is str:
+            if column.type_oid in _JSON_TYPES:
+                obj[column.name] = orjson.Fragment(value)
+            else:
+                obj[column.name] = value
+        elif value is None:
+            obj[column.name] = None
+        else:
             log.warning(
                 "wal decoder: %s.%s unchanged and not in the WAL (replica identity is "
                 "not full): the event omits it",
                 table.name,
                 column.name,
             )
-            continue
-        if isinstance(value, str) and column.type_oid in _JSON_TYPES:
-            obj[column.name] = orjson.Fragment(value)
-        else:
-            obj[column.name] = value
     return orjson.dumps(obj).decode()
 
 

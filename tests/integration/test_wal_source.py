@@ -124,6 +124,11 @@ async def test_wal_source_logs_what_the_trigger_source_logs(conn, database, opti
         expected = await logged(conn, "public.by_trigger", 10)
         got = await logged(conn, "public.by_wal", len(expected))
     assert len(expected) == 10
+    # Decoded changes carry their commit time.
+    assert await conn.fetchval(
+        "select bool_and(ts between now() - interval '1 minute' and clock_timestamp()) "
+        "from pgpulse.changes where tbl = 'public.by_wal'"
+    )
     # A key change is one DELETE and one INSERT; the trigger's full join may
     # list them either way round (plan-dependent), the decoder deletes first.
     if expected[3][0] == "INSERT":

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Final
 
 __all__ = [
+    "EPOCH",
     "UNCHANGED",
     "Begin",
     "Column",
@@ -29,7 +30,8 @@ __all__ = [
     "parse",
 ]
 
-_EPOCH: Final = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+#: PostgreSQL timestamps count microseconds from here.
+EPOCH: Final = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 
 
 class Unchanged:
@@ -56,14 +58,14 @@ class ProtocolError(ValueError):
     """A message that is not valid pgoutput protocol 1."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Column:
     name: str
     type_oid: int
     is_key: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Relation:
     relid: int
     schema: str
@@ -72,23 +74,24 @@ class Relation:
     columns: tuple[Column, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Begin:
     final_lsn: int
     """LSN of the transaction's commit record."""
-    commit_ts: dt.datetime
+    commit_us: int
+    """Commit time, microseconds since :data:`EPOCH` (converted where needed)."""
     xid: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Commit:
     commit_lsn: int
     end_lsn: int
     """The position after the commit record: what the slot may confirm."""
-    commit_ts: dt.datetime
+    commit_us: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RowChange:
     op: str
     """``INSERT``, ``UPDATE`` or ``DELETE``."""
@@ -99,7 +102,7 @@ class RowChange:
     """``old`` holds only the replica identity key columns (others ``None``)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Truncate:
     relids: tuple[int, ...]
 
@@ -107,19 +110,31 @@ class Truncate:
 Message = Begin | Commit | Relation | RowChange | Truncate
 
 
+_I8 = struct.Struct("!b")
+_I16 = struct.Struct("!h")
+_I32 = struct.Struct("!i")
+_U32 = struct.Struct("!I")
+_U64 = struct.Struct("!Q")
+_I64 = struct.Struct("!q")
+
+
 class _Reader:
+    """A cursor over one message (precompiled structs: this is the hot path)."""
+
     __slots__ = ("data", "pos")
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, pos: int = 0) -> None:
         self.data = data
-        self.pos = 0
+        self.pos = pos
 
-    def take(self, fmt: str) -> int:
-        size = struct.calcsize(fmt)
-        if self.pos + size > len(self.data):
-            raise ProtocolError(f"message ends inside a field at byte {self.pos}")
-        (value,) = struct.unpack_from(fmt, self.data, self.pos)
-        self.pos += size
+    def take(self, fmt: struct.Struct) -> int:
+        try:
+            (value,) = fmt.unpack_from(self.data, self.pos)
+        except struct.error:
+            raise ProtocolError(
+                f"message ends inside a field at byte {self.pos}"
+            ) from None
+        self.pos += fmt.size
         return int(value)
 
     def byte(self) -> str:
@@ -137,30 +152,38 @@ class _Reader:
         self.pos = end + 1
         return value
 
-    def timestamp(self) -> dt.datetime:
-        return _EPOCH + dt.timedelta(microseconds=self.take("!q"))
-
     def tuple_data(self) -> tuple[Value, ...]:
-        values: list[Value] = []
-        for _ in range(self.take("!h")):
-            kind = self.byte()
-            if kind == "n":
-                values.append(None)
-            elif kind == "u":
-                values.append(UNCHANGED)
-            elif kind == "t":
-                size = self.take("!i")
-                end = self.pos + size
-                if end > len(self.data):
+        data = self.data
+        pos = self.pos
+        try:
+            (count,) = _I16.unpack_from(data, pos)
+            pos += 2
+            values: list[Value] = []
+            for _ in range(count):
+                kind = data[pos]
+                pos += 1
+                if kind == 116:  # 't': text
+                    (size,) = _I32.unpack_from(data, pos)
+                    pos += 4
+                    end = pos + size
+                    if end > len(data):
+                        raise ProtocolError(
+                            f"column value runs past the message end ({size} bytes)"
+                        )
+                    values.append(data[pos:end].decode("utf-8"))
+                    pos = end
+                elif kind == 110:  # 'n': NULL
+                    values.append(None)
+                elif kind == 117:  # 'u': unchanged TOAST
+                    values.append(UNCHANGED)
+                else:
                     raise ProtocolError(
-                        f"column value runs past the message end ({size} bytes)"
+                        f"unknown column kind {chr(kind)!r} (binary values are not "
+                        "requested)"
                     )
-                values.append(self.data[self.pos : end].decode("utf-8"))
-                self.pos = end
-            else:
-                raise ProtocolError(
-                    f"unknown column kind {kind!r} (binary values are not requested)"
-                )
+        except (struct.error, IndexError):
+            raise ProtocolError(f"message ends inside a tuple at byte {pos}") from None
+        self.pos = pos
         return tuple(values)
 
 
@@ -169,34 +192,34 @@ def parse(data: bytes) -> Message | None:
     reader = _Reader(data)
     kind = reader.byte()
     if kind == "B":
-        final_lsn = reader.take("!Q")
-        commit_ts = reader.timestamp()
-        return Begin(final_lsn, commit_ts, reader.take("!I"))
+        final_lsn = reader.take(_U64)
+        commit_us = reader.take(_I64)
+        return Begin(final_lsn, commit_us, reader.take(_U32))
     if kind == "C":
-        reader.take("!b")  # flags, unused
-        commit_lsn = reader.take("!Q")
-        end_lsn = reader.take("!Q")
-        return Commit(commit_lsn, end_lsn, reader.timestamp())
+        reader.take(_I8)  # flags, unused
+        commit_lsn = reader.take(_U64)
+        end_lsn = reader.take(_U64)
+        return Commit(commit_lsn, end_lsn, reader.take(_I64))
     if kind == "R":
-        relid = reader.take("!I")
+        relid = reader.take(_U32)
         schema = reader.string() or "pg_catalog"
         name = reader.string()
         identity = reader.byte()
         columns = []
-        for _ in range(reader.take("!h")):
-            flags = reader.take("!b")
+        for _ in range(reader.take(_I16)):
+            flags = reader.take(_I8)
             col_name = reader.string()
-            type_oid = reader.take("!I")
-            reader.take("!i")  # typmod
+            type_oid = reader.take(_U32)
+            reader.take(_I32)  # typmod
             columns.append(Column(col_name, type_oid, bool(flags & 1)))
         return Relation(relid, schema, name, identity, tuple(columns))
     if kind == "I":
-        relid = reader.take("!I")
+        relid = reader.take(_U32)
         if reader.byte() != "N":
             raise ProtocolError("INSERT without a new tuple")
         return RowChange("INSERT", relid, reader.tuple_data(), None)
     if kind == "U":
-        relid = reader.take("!I")
+        relid = reader.take(_U32)
         marker = reader.byte()
         old: tuple[Value, ...] | None = None
         if marker in ("K", "O"):
@@ -209,15 +232,15 @@ def parse(data: bytes) -> Message | None:
             raise ProtocolError(f"UPDATE: expected a new tuple, got {marker!r}")
         return RowChange("UPDATE", relid, reader.tuple_data(), old, old_is_key)
     if kind == "D":
-        relid = reader.take("!I")
+        relid = reader.take(_U32)
         marker = reader.byte()
         if marker not in ("K", "O"):
             raise ProtocolError(f"DELETE: expected an old tuple, got {marker!r}")
         return RowChange("DELETE", relid, None, reader.tuple_data(), marker == "K")
     if kind == "T":
-        count = reader.take("!i")
-        reader.take("!b")  # options: CASCADE / RESTART IDENTITY
-        return Truncate(tuple(reader.take("!I") for _ in range(count)))
+        count = reader.take(_I32)
+        reader.take(_I8)  # options: CASCADE / RESTART IDENTITY
+        return Truncate(tuple(reader.take(_U32) for _ in range(count)))
     if kind in ("Y", "O", "M"):
         return None  # types, origins, logical messages: not needed
     raise ProtocolError(f"unknown pgoutput message kind {kind!r}")
