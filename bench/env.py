@@ -118,6 +118,8 @@ DB_COST_SOLO = "bench_cost_solo"
 #: a decoding walsender reads ALL the cluster's WAL, so it must not run while
 #: the other configurations are measured.
 DB_COST_WAL = "bench_cost_wal"
+#: The latency table again, watched with the wal source (system pgpulse-wal).
+DB_PGPULSE_WAL = "bench_pgpulse_wal"
 
 
 async def _drop_database(admin: Any, db: str) -> None:
@@ -138,6 +140,16 @@ async def _drop_database(admin: Any, db: str) -> None:
         except asyncpg.ObjectInUseError:
             await asyncio.sleep(0.1)  # the walsender is still exiting
     await admin.execute(f"drop database if exists {db} with (force)")
+
+
+ALL_DATABASES = (
+    DB_PGPULSE,
+    DB_NOTIFY,
+    DB_COST,
+    DB_COST_SOLO,
+    DB_COST_WAL,
+    DB_PGPULSE_WAL,
+)
 
 
 class BenchCluster:
@@ -173,7 +185,7 @@ class BenchCluster:
     async def _drop(self) -> None:
         admin = await asyncpg.connect(self.dsn())
         try:
-            for db in (DB_PGPULSE, DB_NOTIFY, DB_COST, DB_COST_SOLO, DB_COST_WAL):
+            for db in ALL_DATABASES:
                 await _drop_database(admin, db)
         finally:
             await admin.close()
@@ -185,7 +197,7 @@ class BenchCluster:
         admin = await asyncpg.connect(self.dsn())
         try:
             self.version = await admin.fetchval("show server_version")
-            for db in (DB_PGPULSE, DB_NOTIFY, DB_COST, DB_COST_SOLO, DB_COST_WAL):
+            for db in ALL_DATABASES:
                 await _drop_database(admin, db)
                 await admin.execute(f"create database {db}")
         finally:
@@ -194,6 +206,12 @@ class BenchCluster:
         try:
             await conn.execute(DOCS_DDL.format(table="docs"))
             await capture.watch(conn, "docs")
+        finally:
+            await conn.close()
+        conn = await asyncpg.connect(self.dsn(DB_PGPULSE_WAL))
+        try:
+            await conn.execute(DOCS_DDL.format(table="docs"))
+            await capture.watch(conn, "docs", source="wal")
         finally:
             await conn.close()
         conn = await asyncpg.connect(self.dsn(DB_NOTIFY))

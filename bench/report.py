@@ -405,6 +405,14 @@ def _latency(results: dict[str, Any]) -> list[str]:
             "before any framework, routing or buffering.",
             "",
         ]
+    if "pgpulse-wal" in lat["systems"]:
+        lines += [
+            "**`pgpulse-wal`**: the same gateway with the table watched with the "
+            "wal source (no trigger): commit -> WAL -> walsender -> the gateway's "
+            "decoder -> the log -> its listener -> clients. The latency targets "
+            "are read on `pgpulse` (triggers).",
+            "",
+        ]
     lines += [
         "| System | Clients | Changes/s | p50 | p95 | p99 | Delivered | "
         "Server CPU % | Load gen CPU % | Machine busy % |",

@@ -33,7 +33,7 @@ PLANS: dict[str, dict[str, dict[str, Any]]] = {
     "full": {
         "floor": {"rates": [100, 1000], "duration": 5.0},
         "latency": {
-            "systems": ["pgpulse", "raw", *PEERS],
+            "systems": ["pgpulse", "pgpulse-wal", "raw", *PEERS],
             "counts": [1, 100, 1000, 5000],
             "rates": [100, 1000],
             "duration": 4.0,
@@ -61,7 +61,7 @@ PLANS: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {
         "floor": {"rates": [100], "duration": 1.0},
         "latency": {
-            "systems": ["pgpulse", "raw", *PEERS],
+            "systems": ["pgpulse", "pgpulse-wal", "raw", *PEERS],
             "counts": [1, 20],
             "rates": [100],
             "duration": 1.5,

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._proc import cpu_seconds, rss_bytes, tree
-from bench.env import DB_NOTIFY, DB_PGPULSE, NODE_DIR
+from bench.env import DB_NOTIFY, DB_PGPULSE, DB_PGPULSE_WAL, NODE_DIR
 from bench.loadgen import Target
 from pgpulse.embedded import free_port
 
@@ -148,8 +148,10 @@ def make_server(
     """A server for *system*; ``dsn_of(database)`` gives connection strings."""
     port = free_port()
     py = [sys.executable, "-m"]
-    if system in ("pgpulse", "pgpulse-2w"):
+    if system in ("pgpulse", "pgpulse-2w", "pgpulse-wal"):
         workers = "2" if system == "pgpulse-2w" else "1"
+        if system == "pgpulse-wal":
+            database = database or DB_PGPULSE_WAL
         return Server(
             system,
             [

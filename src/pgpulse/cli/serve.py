@@ -95,6 +95,13 @@ def gateway_options(func: click.decorators.FC) -> click.decorators.FC:
             type=float,
             help="Seconds between automatic prunes of the change log.",
         ),
+        click.option(
+            "--decode-wal/--no-decode-wal",
+            default=True,
+            show_default=True,
+            help="Decode tables watched with --source wal here (one process of all "
+            "gateways does at a time).",
+        ),
         click.option("-v", "--verbose", is_flag=True, help="Debug logging."),
     ]
     for option in reversed(options):
@@ -115,6 +122,7 @@ def build_settings(
     outbox_limit: int = 16 * 1024 * 1024,
     query_timeout: float = 10.0,
     prune_every: float = 60.0,
+    decode_wal: bool = True,
 ) -> Settings:
     if rest is None:
         rest = os.environ.get("PGPULSE_REST", "") in ("1", "true", "yes")
@@ -134,6 +142,7 @@ def build_settings(
         outbox_limit=outbox_limit,
         query_timeout=query_timeout,
         prune_interval=prune_every,
+        decode_wal=decode_wal,
     )
 
 
