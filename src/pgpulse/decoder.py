@@ -80,6 +80,22 @@ select slot_name::text from pg_replication_slots
 where to_regproc('pgpulse.slot_name') is not null and slot_name = pgpulse.slot_name()
 """
 
+# A table not (or no longer) watched with source 'wal' whose decode function exists.
+_FORMER_SQL = """
+select format('%s.%s', n.nspname, c.relname) as name,
+       array(select a.attname::text
+             from pg_constraint k
+             join pg_attribute a on a.attrelid = k.conrelid and a.attnum = any(k.conkey)
+             where k.conrelid = c.oid and k.contype = 'p'
+             order by array_position(k.conkey, a.attnum)) as pk,
+       quote_ident(pgpulse._decode_name(c.oid)) as fn
+from pg_class c join pg_namespace n on n.oid = c.relnamespace
+where c.oid = $1::oid
+  and to_regproc('pgpulse.' || quote_ident(pgpulse._decode_name(c.oid))) is not null
+"""
+
+_WAL_TABLES_SQL = "select count(*) from pgpulse.watched where source = 'wal'"
+
 _WATCHED_SQL = """
 select tbl::oid as relid, name, pk, quote_ident(pgpulse._decode_name(tbl)) as fn
 from pgpulse.watched where source = 'wal'
@@ -130,7 +146,11 @@ class _Session:
 
 
 class Decoder:
-    """Streams this database's slot into the log while any table uses ``wal``."""
+    """Streams this database's slot into the log while any table uses ``wal``.
+
+    One session: :meth:`_stream` reads messages as they come (never blocking the
+    event loop), :meth:`_handle` turns them into pending entries, and between
+    decoded transactions :meth:`_commit` logs what is pending and confirms it."""
 
     def __init__(
         self,
@@ -154,6 +174,8 @@ class Decoder:
         self.decoded_lsn = 0
         self._confirmed = 0
         self._idle_confirmed_at = 0.0
+        self._retire_checked_at = 0.0
+        self._retire_lsn: int | None = None
         self._tables: dict[int, _Table] = {}
         self._writer: Any = None
         self._log_tx: Any = None
@@ -246,48 +268,30 @@ class Decoder:
                 raise
             return conn, cur
 
-        self._writer = await asyncpg.connect(
-            self.dsn, server_settings={"application_name": self.application_name}
-        )
-        await self._load_tables()
-        self.decoded_lsn = parse_lsn(
-            await self._writer.fetchval("select decoded_lsn::text from pgpulse.state")
-        )
+        # The slot first: a standby (slot busy) opens nothing else.
         conn, cur = await asyncio.to_thread(connect)
         loop = asyncio.get_running_loop()
         readable = asyncio.Event()
         loop.add_reader(conn.fileno(), readable.set)
-        log.info(
-            "wal decoder: streaming slot %s from %s", slot, lsn_text(self.decoded_lsn)
-        )
-        self.decoding.set()
-        self._confirmed = 0
-        state = _Session()
         try:
-            while True:
-                readable.clear()
-                drained = False
-                for _ in range(self.chunk):
-                    message = cur.read_message()
-                    if message is None:
-                        drained = True
-                        break
-                    await self._handle(parse(message.payload), state)
-                if not state.in_txn:
-                    await self._commit(state, cur)
-                    if drained and self._log_tx is None:
-                        # Everything sent so far is logged: the slot may move on
-                        # past the WAL of tables nobody watches (at most once a
-                        # second: the server reports its position often).
-                        now = loop.time()
-                        if now - self._idle_confirmed_at >= 1.0:
-                            self._idle_confirmed_at = now
-                            self._confirm(cur, max(cur.wal_end, self.decoded_lsn))
-                if drained:
-                    # read_message() sends the confirmed position every
-                    # status_interval and answers the server's keepalives.
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(readable.wait(), self.status_interval)
+            self._writer = await asyncpg.connect(
+                self.dsn, server_settings={"application_name": self.application_name}
+            )
+            await self._load_tables()
+            self.decoded_lsn = parse_lsn(
+                await self._writer.fetchval(
+                    "select decoded_lsn::text from pgpulse.state"
+                )
+            )
+            log.info(
+                "wal decoder: streaming slot %s from %s",
+                slot,
+                lsn_text(self.decoded_lsn),
+            )
+            self.decoding.set()
+            self._confirmed = 0
+            self._retire_lsn = None
+            retired = await self._stream(cur, readable, loop)
         finally:
             loop.remove_reader(conn.fileno())
             if self._log_tx is not None:
@@ -297,12 +301,91 @@ class Decoder:
                     pass
                 self._log_tx = None
             conn.close()
+        if retired:
+            await self._drop_slot(slot)
+
+    async def _stream(
+        self, cur: Any, readable: asyncio.Event, loop: asyncio.AbstractEventLoop
+    ) -> bool:
+        """Decode until cancelled; ``True`` when the slot is to be retired."""
+        state = _Session()
+        while True:
+            readable.clear()
+            drained = False
+            for _ in range(self.chunk):
+                message = cur.read_message()
+                if message is None:
+                    drained = True
+                    break
+                await self._handle(parse(message.payload), state)
+            if not state.in_txn:
+                await self._commit(state, cur)
+                if drained and self._log_tx is None:
+                    # Everything sent so far is logged: the slot may move on
+                    # past the WAL of tables nobody watches (at most once a
+                    # second: the server reports its position often).
+                    now = loop.time()
+                    if now - self._idle_confirmed_at >= 1.0:
+                        self._idle_confirmed_at = now
+                        self._confirm(cur, max(cur.wal_end, self.decoded_lsn))
+                    if await self._retiring(cur, now):
+                        return True
+            if drained:
+                # read_message() sends the confirmed position every
+                # status_interval and answers the server's keepalives.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(readable.wait(), self.status_interval)
+
+    async def _retiring(self, cur: Any, now: float) -> bool:
+        """Whether no table uses the WAL any more and everything written until
+        the last one left has been decoded (then the slot may go: see
+        :func:`pgpulse.capture.wal.disable_wal_if_unused`)."""
+        if now - self._retire_checked_at < min(self.check_interval, 1.0):
+            return False
+        self._retire_checked_at = now
+        if await self._writer.fetchval(_WAL_TABLES_SQL):
+            self._retire_lsn = None
+            return False
+        if self._retire_lsn is None:
+            self._retire_lsn = parse_lsn(
+                await self._writer.fetchval("select pg_current_wal_lsn()::text")
+            )
+        if cur.wal_end >= self._retire_lsn:
+            return True
+        cur.send_feedback(reply=True)  # the server answers with its position
+        return False
+
+    async def _drop_slot(self, slot: str) -> None:
+        for _ in range(50):
+            try:
+                await self._writer.execute("select pg_drop_replication_slot($1)", slot)
+                log.info(
+                    "wal decoder: no table uses the WAL any more: dropped %s", slot
+                )
+                return
+            except asyncpg.ObjectInUseError:
+                await asyncio.sleep(0.1)  # our walsender is still exiting
+            except asyncpg.UndefinedObjectError:
+                return
 
     async def _load_tables(self) -> None:
         rows = await self._writer.fetch(_WATCHED_SQL)
         self._tables = {
             r["relid"]: _Table(r["name"], tuple(r["pk"]), r["fn"]) for r in rows
         }
+
+    async def _table(self, relid: int) -> _Table | None:
+        """A table watched through the WAL, or one that was when its changes
+        were written (unwatched or switched to triggers since: its decode
+        function stays, so those changes are still logged)."""
+        table = self._tables.get(relid)
+        if table is None:
+            row = await self._writer.fetchrow(_FORMER_SQL, relid)
+            if row is None:
+                return None
+            table = _Table(row["name"], tuple(row["pk"]), row["fn"])
+            self._tables[relid] = table  # until the next reload
+        return table
 
     # -- messages --------------------------------------------------------------
 
@@ -326,7 +409,7 @@ class Decoder:
             await self._load_tables()
         elif isinstance(message, Truncate) and not state.skip_txn:
             for relid in message.relids:
-                if relid in self._tables:
+                if await self._table(relid) is not None:
                     state.pending.append(
                         _Entry(relid, "TRUNCATE", None, None, state.txn_ts)
                     )
@@ -339,9 +422,9 @@ class Decoder:
             raise ValueError(
                 f"change to relation {change.relid} before its description"
             )
-        # Not watched any more (unwatched while its changes were in flight): the
-        # entry is dropped with an error naming the table when written.
-        table = self._tables.get(change.relid) or _Table(
+        # None: dropped, or never watched; the entry is dropped with an error
+        # naming the table when written.
+        table = await self._table(change.relid) or _Table(
             f"{relation.schema}.{relation.name}", (), None
         )
         new = change.new
@@ -405,7 +488,7 @@ class Decoder:
         block): every pending change is to one table.  ``False`` when that
         does not apply (the general path handles it, errors included)."""
         relid = state.pending[0].relid
-        table = self._tables.get(relid)
+        table = await self._table(relid)
         if table is None or table.fn is None:
             return False
         if any(e.relid != relid for e in state.pending):
@@ -427,7 +510,7 @@ class Decoder:
         return True
 
     async def _write_run(self, run: list[_Entry]) -> None:
-        table = self._tables.get(run[0].relid)
+        table = await self._table(run[0].relid)
         if table is None or table.fn is None:
             log.error(
                 "wal decoder: %d change(s) to relation %s not logged: the table is not "

@@ -9,7 +9,7 @@ the slot (pgoutput looks the publication up as of each decoded change).  So
 
 from __future__ import annotations
 
-import asyncio
+import logging
 from typing import Any
 
 import asyncpg
@@ -23,6 +23,8 @@ __all__ = [
     "slot_name",
     "wal_tables",
 ]
+
+log = logging.getLogger("pgpulse.capture")
 
 #: The publication of every table watched with source ``wal``.
 PUBLICATION = "pgpulse_capture"
@@ -84,33 +86,46 @@ async def enable_wal(conn: Any) -> str:
     return slot
 
 
-async def disable_wal_if_unused(conn: Any) -> bool:
-    """Drop the slot when no table is watched through the WAL any more.
+async def disable_wal_if_unused(conn: Any) -> str:
+    """Retire the slot once no table is watched through the WAL any more.
 
     A slot nobody reads keeps every WAL segment from then on, so an unused slot
-    must not outlive its last table.  A gateway still attached to it is
-    disconnected first (it finds no slot and stops decoding).  Returns whether a
-    slot was dropped.
+    must not outlive its last table, but it must not take undecoded changes with
+    it either (changes committed while a table was still watched through the
+    WAL).  So: a slot a gateway is reading is left to that gateway, which drops
+    it once it has logged everything up to now; an idle slot is dropped here
+    only if it holds no such change, else kept until a gateway has decoded them.
+    Returns what happened: ``"in use"``, ``"none"``, ``"dropped"``, ``"kept"``.
     """
     if await wal_tables(conn):
-        return False
+        return "in use"
     slot = await slot_name(conn)
     row = await conn.fetchrow(
         "select active_pid from pg_replication_slots where slot_name = $1", slot
     )
     if row is None:
-        return False
+        return "none"
     if row["active_pid"] is not None:
-        await conn.execute("select pg_terminate_backend($1)", row["active_pid"])
-    for _ in range(50):
-        try:
-            await conn.execute("select pg_drop_replication_slot($1)", slot)
-            return True
-        except asyncpg.ObjectInUseError:
-            await asyncio.sleep(0.1)  # the walsender is still exiting
-        except asyncpg.UndefinedObjectError:
-            return False
-    raise ConfigurationError(
-        f"the replication slot {slot!r} is still in use; drop it with "
-        f"select pg_drop_replication_slot('{slot}') once no gateway reads it."
-    )
+        return "kept"  # the decoder drops it once caught up (pgpulse/decoder.py)
+    try:
+        pending = await conn.fetchval(
+            "select count(*) from pg_logical_slot_peek_binary_changes($1, null, 1, "
+            "'proto_version', '1', 'publication_names', $2)",
+            slot,
+            PUBLICATION,
+        )
+        if pending:
+            log.warning(
+                "replication slot %s still holds changes no gateway has logged yet: "
+                "kept until a gateway decodes them (then it is dropped); drop it "
+                "yourself with select pg_drop_replication_slot('%s') to discard them",
+                slot,
+                slot,
+            )
+            return "kept"
+        await conn.execute("select pg_drop_replication_slot($1)", slot)
+    except asyncpg.ObjectInUseError:
+        return "kept"  # a gateway started reading it meanwhile
+    except asyncpg.UndefinedObjectError:
+        return "none"
+    return "dropped"
