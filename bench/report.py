@@ -528,6 +528,7 @@ def _dbcost(results: dict[str, Any]) -> list[str]:
         "floor_trigger": "*floor: empty transition-table trigger*",
         "floor_copy": "*floor: every row written again, verbatim, no index*",
         "pgpulse_wal": "pgpulse wal source (no trigger; gateway decoding the WAL)",
+        "pgpulse_wal_paused": "pgpulse wal source, nothing decoding meanwhile",
     }
     lines = [
         "",
@@ -553,8 +554,10 @@ def _dbcost(results: dict[str, Any]) -> list[str]:
             " The *wal source* row: the table has no trigger; the gateway streams "
             "its changes from a logical replication slot and appends them to the "
             "log in batches, on the same 2 cores while pgbench runs (its WAL "
-            "bytes include those log writes). Every scenario runs with "
-            "`wal_level=logical`."
+            "bytes include those log writes); *nothing decoding meanwhile* is the "
+            "same table with no gateway running: what the writers themselves pay "
+            "(the slot keeps the WAL; it is decoded before the next wal run). Every "
+            "scenario runs with `wal_level=logical`."
             if "pgpulse_wal" in cost["tps"]
             else ""
         ),

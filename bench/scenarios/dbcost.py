@@ -8,7 +8,8 @@
   transition-table trigger; the same trigger copying every row verbatim into an
   unindexed table: the least any trigger-based durable log can cost), and the
   wal capture source (no trigger; the gateway decodes the WAL into the log on
-  the same cores while the writers run).  The
+  the same cores while the writers run; and once more with no gateway
+  decoding meanwhile, the writers' own price).  The
   configurations alternate over several rounds so drift (checkpoints, other
   load) hits all of them alike.
 * A 50,000-row ``INSERT ... SELECT`` into each table, median of the
@@ -47,12 +48,19 @@ MODES = {
     "floor_trigger": "cost_floor_trigger",
     "floor_copy": "cost_floor_copy",
     "pgpulse_wal": "cost_pgpulse_wal",
+    "pgpulse_wal_paused": "cost_pgpulse_wal",
 }
 """Mode -> table (``bench/env.py`` creates them); measured in this order."""
 
 #: Modes measured in another database than DB_COST (the gateway reads DB_COST):
 #: capture alone, without a gateway reading the log on the same cores.
-DATABASES = {"pgpulse_solo": DB_COST_SOLO, "pgpulse_wal": DB_COST_WAL}
+DATABASES = {
+    "pgpulse_solo": DB_COST_SOLO,
+    "pgpulse_wal": DB_COST_WAL,
+    # The wal source with no gateway decoding meanwhile: what the writers
+    # themselves pay (the backlog is decoded before the next pgpulse_wal run).
+    "pgpulse_wal_paused": DB_COST_WAL,
+}
 
 #: The reference floors among :data:`MODES` (not systems: what physics allows).
 FLOORS = ("floor_trigger", "floor_copy")

@@ -159,6 +159,7 @@ class Decoder:
         pool: Any = None,
         application_name: str = "pgpulse-decoder",
         check_interval: float = 5.0,
+        recheck_interval: float = 60.0,
         chunk: int = 5000,
         status_interval: float = 10.0,
     ) -> None:
@@ -167,6 +168,11 @@ class Decoder:
         """Where to look for the slot while not decoding (else a short connection)."""
         self.application_name = application_name
         self.check_interval = check_interval
+        """Seconds between attempts while another process holds the slot."""
+        self.recheck_interval = recheck_interval
+        """Seconds between looks for a slot while there is none (besides
+        :meth:`wake`, which ``capture.watch(..., source="wal")`` triggers)."""
+        self._look = asyncio.Event()
         self.chunk = chunk
         self.status_interval = status_interval
         self.decoding = asyncio.Event()
@@ -188,9 +194,12 @@ class Decoder:
         backoff = 0.2
         while True:
             try:
+                self._look.clear()
                 slot = await self._slot()
                 if slot is None:
-                    await asyncio.sleep(self.check_interval)
+                    # An idle gateway stays quiet: look again when told to.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._look.wait(), self.recheck_interval)
                     continue
                 await self._session(slot)
                 backoff = 0.2
@@ -207,6 +216,11 @@ class Decoder:
             finally:
                 self.decoding.clear()
                 await self._close_writer()
+
+    def wake(self, message: str = "wal") -> None:
+        """Look for the slot now (a table was just watched through the WAL)."""
+        if message == "wal":
+            self._look.set()
 
     async def _slot(self) -> str | None:
         """The slot to decode, once pgpulse has created it; ``None`` until then."""
@@ -333,8 +347,11 @@ class Decoder:
             if drained:
                 # read_message() sends the confirmed position every
                 # status_interval and answers the server's keepalives.
+                # Retiring: look again soon (the server's answer may come
+                # before the next look is due).
+                wait = self.status_interval if self._retire_lsn is None else 0.5
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(readable.wait(), self.status_interval)
+                    await asyncio.wait_for(readable.wait(), wait)
 
     async def _retiring(self, cur: Any, now: float) -> bool:
         """Whether no table uses the WAL any more and everything written until

@@ -81,6 +81,7 @@ class Gateway:
                 pool=self.pool,
                 application_name=f"{self.settings.application_name}-decoder",
             )
+            self.listener.on_message = self.decoder.wake
             self._spawn(self.decoder.run(), "decoder")
         self._spawn(self._heartbeat(), "heartbeat")
         if self.settings.retention_seconds or self.settings.retention_rows:

@@ -104,6 +104,8 @@ class Listener:
         self.backoff_max = backoff_max
         self.application_name = application_name
         self.on_state = on_state
+        self.on_message: Callable[[str], None] | None = None
+        """Called with the payload of notifications that are not wake-ups."""
         self.position: Snapshot | None = None
         """Everything visible in this snapshot has been handed to the bus."""
         self.pruned_xid = 0
@@ -213,7 +215,13 @@ class Listener:
         if conn is not None and not conn.is_closed():
             conn.terminate()
 
-    def _on_notify(self, *_args: Any) -> None:
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        if payload:
+            # Not a writer's wake-up: a message for this process (e.g. "wal":
+            # a table is now watched through the WAL; the decoder looks).
+            if self.on_message is not None:
+                self.on_message(payload)
+            return
         self._wake.set()
 
     def wake(self) -> None:

@@ -22,7 +22,7 @@ import tests.pg
 TINY: dict[str, dict[str, Any]] = {
     "floor": {"rates": [50], "duration": 0.5},
     "latency": {
-        "systems": ["pgpulse", "raw", "node"],
+        "systems": ["pgpulse", "pgpulse-wal", "raw", "node"],
         "counts": [2],
         "rates": [50],
         "duration": 0.5,
@@ -75,6 +75,10 @@ def test_benchmark_scenarios_produce_well_formed_results(
     assert ours[0]["latency_ms"]["n"] > 0 and _finite(ours[0]["latency_ms"]["p99"])
     assert ours[0]["server_cpu_s"] >= 0
 
+    wal = results["latency"]["systems"]["pgpulse-wal"]
+    assert [c["status"] for c in wal] == ["ok"]
+    assert wal[0]["delivered"] == wal[0]["written"] * 2  # decoded, then delivered
+
     raw = results["latency"]["systems"]["raw"]
     assert [c["status"] for c in raw] == ["ok"]
     assert raw[0]["delivered"] == raw[0]["written"] * 2
@@ -104,9 +108,13 @@ def test_benchmark_scenarios_produce_well_formed_results(
         "notify",
         "floor_trigger",
         "floor_copy",
+        "pgpulse_wal",
+        "pgpulse_wal_paused",
     }
     assert all(v > 0 for v in cost["tps"].values())
     assert all(v > 0 for v in cost["bulk_s"].values())
+    # The wal source's bulk rows all reached the log (within the 60 s allowed).
+    assert 0 < cost["bulk_logged_s"] < 60
 
     json.dumps(results)  # the raw results are JSON-serialisable
     verdicts = {t["verdict"] for t in targets(results)}
@@ -114,6 +122,8 @@ def test_benchmark_scenarios_produce_well_formed_results(
     page = render(results, {**meta, "command": "pytest"})
     assert "| raw | 2 | 50 |" in page
     assert "floor: every row written again, verbatim, no index" in page
+    assert "| pgpulse-wal | 2 | 50 |" in page
+    assert "(wal source)" in page
     for heading in (
         "## Targets",
         "## 1. Latency",

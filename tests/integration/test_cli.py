@@ -142,10 +142,25 @@ async def test_prune_deletes_old_changes(conn, database):
     assert await conn.fetchval("select count(*) from pgpulse.changes") == 10
 
 
+async def _exits(proc: asyncio.subprocess.Process, timeout: float) -> None:
+    """Wait for *proc* to exit; if it does not, fail with where it is stuck
+    (PYTHONFAULTHANDLER dumps every thread's stack on SIGABRT)."""
+    try:
+        await asyncio.wait_for(proc.wait(), timeout)
+    except TimeoutError:
+        proc.send_signal(signal.SIGABRT)
+        await proc.wait()
+        stderr = await proc.stderr.read() if proc.stderr else b""
+        raise AssertionError(
+            f"did not exit within {timeout} s of SIGINT; stacks:\n"
+            + stderr.decode(errors="replace")[-6000:]
+        ) from None
+
+
 async def test_tail_prints_live_changes_matching_its_filter(conn, database):
     await conn.execute("create table docs (id int primary key, shipment_id int)")
     pgpulse("watch", "docs", dsn=database)
-    env = {**os.environ, "DATABASE_URL": database}
+    env = {**os.environ, "DATABASE_URL": database, "PYTHONFAULTHANDLER": "1"}
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -170,7 +185,7 @@ async def test_tail_prints_live_changes_matching_its_filter(conn, database):
         assert b'"shipment_id":7' not in line
     finally:
         proc.send_signal(signal.SIGINT)
-        await asyncio.wait_for(proc.wait(), 15)
+        await _exits(proc, 15)
 
 
 async def test_serve_with_several_workers_has_one_listener_per_process(conn, database):

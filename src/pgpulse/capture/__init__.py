@@ -158,6 +158,10 @@ async def watch(
         )
         if source == "trigger":
             await disable_wal_if_unused(conn)
+        else:
+            # Running gateways look for the slot now rather than at their
+            # next periodic look.
+            await conn.execute("select pg_notify('pgpulse', 'wal')")
     except asyncpg.PostgresError as exc:
         raise DatabaseError.from_asyncpg(exc) from exc
     return WatchedTable(
