@@ -22,6 +22,7 @@ __all__ = [
     "pipe_reader",
     "raise_nofile",
     "rss_bytes",
+    "server_cpu_seconds",
     "tree",
 ]
 
@@ -78,6 +79,18 @@ def cpu_seconds(pids: list[int]) -> float:
             # utime and stime are fields 14 and 15 of stat (index 11, 12 here).
             total += int(fields[11]) + int(fields[12])
     return total / _TICK
+
+
+def server_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a forking server (PostgreSQL's postmaster *pid*) and every
+    child it ever had: live children now, plus the exited ones the postmaster
+    has reaped (its cutime/cstime), so backends that come and go count."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return 0.0
+    # utime, stime, cutime, cstime: stat fields 14-17 (index 11-14 here).
+    own = sum(int(x) for x in fields[11:15]) / _TICK
+    return own + cpu_seconds(children(pid))
 
 
 def rss_bytes(pids: list[int]) -> int:

@@ -34,6 +34,7 @@ from typing import Any
 
 import asyncpg
 
+from bench._proc import server_cpu_seconds
 from bench.env import DB_COST, DB_COST_SOLO, DB_COST_WAL, pgbench_path
 from bench.scenarios import Ctx, start_server
 from bench.writer import Listen
@@ -84,12 +85,20 @@ async def _wal_lsn(dsn: str) -> int:
         await conn.close()
 
 
-def _pgbench(dsn: str, table: str, clients: int, seconds: float) -> dict[str, Any]:
+def _postmaster(ctx: Ctx) -> int:
+    data_dir = ctx.cluster.cluster.data_dir
+    return int((Path(data_dir) / "postmaster.pid").read_text().split()[0])
+
+
+def _pgbench(
+    dsn: str, table: str, clients: int, seconds: float, postmaster: int
+) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
         f.write(SCRIPT.format(table=table))
         script = f.name
     try:
         wal0 = asyncio.run(_wal_lsn(dsn))
+        cpu0 = server_cpu_seconds(postmaster)
         done = subprocess.run(
             [
                 str(pgbench_path()),
@@ -110,6 +119,7 @@ def _pgbench(dsn: str, table: str, clients: int, seconds: float) -> dict[str, An
             text=True,
             timeout=seconds * 4 + 60,
         )
+        cpu1 = server_cpu_seconds(postmaster)
         wal1 = asyncio.run(_wal_lsn(dsn))
     finally:
         Path(script).unlink(missing_ok=True)
@@ -124,6 +134,9 @@ def _pgbench(dsn: str, table: str, clients: int, seconds: float) -> dict[str, An
         "transactions": n,
         "latency_avg_ms": float(lat.group(1)) if lat else None,
         "wal_bytes_per_tx": round((wal1 - wal0) / n) if n else None,
+        # Every PostgreSQL process (backends, walsender, background writers):
+        # what the database server spent per transaction, capture included.
+        "db_cpu_us_per_tx": round((cpu1 - cpu0) / n * 1e6, 1) if n else None,
     }
 
 
@@ -182,6 +195,7 @@ def run_dbcost(
     dsn = ctx.cluster.dsn(DB_COST)
     dsns = {m: ctx.cluster.dsn(DATABASES.get(m, DB_COST)) for m in MODES}
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
+    postmaster = _postmaster(ctx)
     bulk: dict[str, list[float]] = {m: [] for m in MODES}
     logged: list[float] = []
     gateway = start_server(ctx, "pgpulse", database=DB_COST)
@@ -191,7 +205,7 @@ def run_dbcost(
                 for mode, table in MODES.items():
                     ctx.log(f"  pgbench round {r + 1}: {mode}")
                     with _decoding(ctx, mode):
-                        run = _pgbench(dsns[mode], table, clients, seconds)
+                        run = _pgbench(dsns[mode], table, clients, seconds, postmaster)
                     runs[mode].append(run)
                     ctx.log(f"    {run['tps']:.0f} TPS")
                     time.sleep(1.0)
@@ -226,6 +240,10 @@ def run_dbcost(
         "tps_ratio": {m: round(tps[m] / tps["plain"], 3) for m in MODES},
         "wal_bytes_per_tx": {
             m: round(statistics.mean(r["wal_bytes_per_tx"] or 0 for r in runs[m]))
+            for m in MODES
+        },
+        "db_cpu_us_per_tx": {
+            m: round(statistics.mean(r["db_cpu_us_per_tx"] or 0 for r in runs[m]), 1)
             for m in MODES
         },
         "bulk_s": {m: round(v, 4) for m, v in bulk_s.items()},
