@@ -285,11 +285,7 @@ class WalLog:
         try:
             await self.conn.execute(
                 _AT_ONCE_SQL.format(fn=table.fn),
-                table.name,
-                [e.op for e in run],
-                [e.new for e in run],
-                [e.old for e in run],
-                [e.ts for e in run],
+                *_arguments(table, run),
                 lsn_text(self._last_end),
             )
         except (asyncpg.UndefinedFunctionError, asyncpg.UndefinedObjectError):
@@ -310,12 +306,7 @@ class WalLog:
         try:
             async with self.conn.transaction():  # a savepoint: one table's failure
                 await self.conn.execute(
-                    _INSERT_SQL.format(fn=table.fn),
-                    table.name,
-                    [e.op for e in run],
-                    [e.new for e in run],
-                    [e.old for e in run],
-                    [e.ts for e in run],
+                    _INSERT_SQL.format(fn=table.fn), *_arguments(table, run)
                 )
         except (asyncpg.UndefinedFunctionError, asyncpg.UndefinedObjectError) as exc:
             log.error(
@@ -355,6 +346,17 @@ class WalLog:
 
     async def current_lsn(self) -> int:
         return parse_lsn(await self.conn.fetchval("select pg_current_wal_lsn()::text"))
+
+
+def _arguments(table: _Table, run: list[_Entry]) -> tuple[Any, ...]:
+    """$1-$5 of the insert: the table's name, then one array per column."""
+    return (
+        table.name,
+        [e.op for e in run],
+        [e.new for e in run],
+        [e.old for e in run],
+        [e.ts for e in run],
+    )
 
 
 def _json(relation: Relation, values: tuple[Value, ...], table: _Table) -> str:
