@@ -72,6 +72,9 @@ async def test_watch_with_the_wal_source(conn, database):
     assert "watching public.docs (rows, wal)" in result.stderr
     listed = pgpulse("watched", dsn=database)
     assert "wal" in listed.stdout
+    # The slot, and that nothing decodes it while no gateway runs.
+    assert "wal source: slot pgpulse_" in listed.stdout
+    assert "nobody decodes it" in listed.stdout
     assert await conn.fetchval(
         "select count(*) from pg_replication_slots "
         "where slot_name = pgpulse.slot_name()"

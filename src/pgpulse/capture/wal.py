@@ -10,6 +10,7 @@ the slot (pgoutput looks the publication up as of each decoded change).  So
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -18,9 +19,11 @@ from pgpulse.exceptions import ConfigurationError
 
 __all__ = [
     "PUBLICATION",
+    "SlotStatus",
     "disable_wal_if_unused",
     "enable_wal",
     "slot_name",
+    "slot_status",
     "wal_tables",
 ]
 
@@ -40,6 +43,32 @@ async def wal_tables(conn: Any) -> int:
     return int(
         await conn.fetchval("select count(*) from pgpulse.watched where source = 'wal'")
     )
+
+
+@dataclass(frozen=True)
+class SlotStatus:
+    """What an operator needs to know about the wal source's slot."""
+
+    name: str
+    decoding_pid: int | None
+    """The walsender streaming it to a gateway, or ``None`` (nobody decodes)."""
+    held_back_bytes: int
+    """WAL the slot keeps on disk beyond what it has confirmed."""
+    decoded_lsn: str
+    """End of the last transaction logged from it."""
+
+
+async def slot_status(conn: Any) -> SlotStatus | None:
+    """The slot of this database, or ``None`` when it has none."""
+    row = await conn.fetchrow(
+        "select s.slot_name::text as name, s.active_pid, "
+        "pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn)::bigint as held, "
+        "(select decoded_lsn::text from pgpulse.state) as decoded "
+        "from pg_replication_slots s where s.slot_name = pgpulse.slot_name()"
+    )
+    if row is None:
+        return None
+    return SlotStatus(row["name"], row["active_pid"], int(row["held"]), row["decoded"])
 
 
 async def enable_wal(conn: Any) -> str:

@@ -10,6 +10,7 @@ import click
 from rich.table import Table as RichTable
 
 from pgpulse import capture
+from pgpulse.capture.wal import slot_status
 from pgpulse.catalog import Catalog
 from pgpulse.cli._common import (
     async_command,
@@ -144,6 +145,7 @@ async def watched(database_url: str | None) -> None:
     conn = await asyncpg.connect(resolve_database(database_url))
     try:
         rows = await capture.watched(conn)
+        slot = await slot_status(conn) if rows else None
     finally:
         await conn.close()
     table = RichTable("table", "publish", "source", "columns", "excluded")
@@ -159,3 +161,14 @@ async def watched(database_url: str | None) -> None:
         console.print("no tables are watched yet; try `pgpulse watch TABLE`")
     else:
         out.print(table)
+    if slot is not None:
+        who = (
+            f"decoded by walsender pid {slot.decoding_pid}"
+            if slot.decoding_pid
+            else "[bold red]nobody decodes it[/] (start `pgpulse serve`)"
+        )
+        out.print(
+            f"wal source: slot {slot.name}, {who}; WAL held back "
+            f"{slot.held_back_bytes / 1_048_576:,.1f} MB; "
+            f"logged up to {slot.decoded_lsn}"
+        )
