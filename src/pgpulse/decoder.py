@@ -225,7 +225,11 @@ class Decoder:
                 if message is None:
                     drained = True
                     break
-                await wal_log.handle(parse(message.payload))
+                decoded = parse(message.payload)
+                if not wal_log.take(decoded):  # needs the database
+                    await wal_log.handle(decoded)
+                elif wal_log.full:
+                    await wal_log.write_chunk()
             if not wal_log.in_txn:
                 if await wal_log.commit():
                     self.decoded_lsn = wal_log.decoded_lsn

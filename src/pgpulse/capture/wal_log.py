@@ -176,11 +176,17 @@ class WalLog:
 
     # -- messages --------------------------------------------------------------
 
-    async def handle(self, message: Message | None) -> None:
-        """Take one decoded message (``None``: a kind the capture skips)."""
+    def take(self, message: Message | None) -> bool:
+        """Take *message* without touching the database, when it can be (the
+        common case: BEGIN, COMMIT, a row of a known table).  ``False``: not
+        taken, pass it to :meth:`handle`.  Then see :attr:`full`."""
         if isinstance(message, RowChange):
             if not self._skip_txn:
-                await self._row(message)
+                relation = self._relations.get(message.relid)
+                table = self._tables.get(message.relid)
+                if relation is None or table is None:
+                    return False
+                self._add_row(message, relation, table)
         elif isinstance(message, Begin):
             self.in_txn = True
             self._txn_ts = message.commit_us
@@ -190,31 +196,51 @@ class WalLog:
             self.in_txn = False
             if not self._skip_txn:
                 self._last_end = message.end_lsn
+        elif message is not None:
+            return False
+        return True
+
+    @property
+    def full(self) -> bool:
+        """Enough pending to write a chunk now (:meth:`write_chunk`)."""
+        return len(self._pending) >= self.chunk
+
+    async def write_chunk(self) -> None:
+        await self._write()
+
+    async def handle(self, message: Message | None) -> None:
+        """Take one decoded message (``None``: a kind the capture skips)."""
+        if isinstance(message, RowChange):
+            if not self._skip_txn:
+                relation = self._relations.get(message.relid)
+                if relation is None:
+                    raise ValueError(
+                        f"change to relation {message.relid} before its description"
+                    )
+                # None: dropped, or never watched; the entry is dropped with an
+                # error naming the table when written.
+                table = await self._table(message.relid) or _Table(
+                    f"{relation.schema}.{relation.name}", (), None
+                )
+                self._add_row(message, relation, table)
         elif isinstance(message, Relation):
             # Sent before a table's first change in a session and after any
             # change to it (watch, alter): the moment to re-read the watch list.
             self._relations[message.relid] = message
             await self._load_tables()
-        elif isinstance(message, Truncate) and not self._skip_txn:
-            for relid in message.relids:
-                if await self._table(relid) is not None:
-                    self._pending.append(
-                        _Entry(relid, "TRUNCATE", None, None, self._txn_ts)
-                    )
-        if len(self._pending) >= self.chunk:
+        elif isinstance(message, Truncate):
+            if not self._skip_txn:
+                for relid in message.relids:
+                    if await self._table(relid) is not None:
+                        self._pending.append(
+                            _Entry(relid, "TRUNCATE", None, None, self._txn_ts)
+                        )
+        elif not self.take(message):
+            raise ValueError(f"cannot take {message!r}")
+        if self.full:
             await self._write()
 
-    async def _row(self, change: RowChange) -> None:
-        relation = self._relations.get(change.relid)
-        if relation is None:
-            raise ValueError(
-                f"change to relation {change.relid} before its description"
-            )
-        # None: dropped, or never watched; the entry is dropped with an error
-        # naming the table when written.
-        table = await self._table(change.relid) or _Table(
-            f"{relation.schema}.{relation.name}", (), None
-        )
+    def _add_row(self, change: RowChange, relation: Relation, table: _Table) -> None:
         new = change.new
         old = change.old
         if new is not None and old is not None and UNCHANGED in new:
