@@ -721,9 +721,11 @@ def _wal_split(cost: dict[str, Any]) -> str:
     if "pgpulse_wal_paused" in tps:
         text += (
             f". With nothing decoding meanwhile the writers keep "
-            f"{tps['pgpulse_wal_paused']:.2f}x: their own price is nothing; the "
-            "rest is the decoding (walsender, the gateway's decoder and listener, "
-            "the log writes) competing for the same 2 cores"
+            f"{tps['pgpulse_wal_paused']:.2f}x (what they pay themselves: "
+            "`wal_level=logical`, no trigger); the rest of the way down to "
+            f"{tps.get('pgpulse_wal', 0):.2f}x is the decoding (walsender, the "
+            "gateway's decoder and listener, the log writes) competing for the "
+            "same 2 cores"
         )
     if all(m in cpu for m in ("plain", "pgpulse", "pgpulse_wal")):
         text += (
