@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from pgpulse import capture
-from pgpulse.capture.wal import slot_name
+from pgpulse.capture.wal import slot_name, slot_status
 from pgpulse.decoder import Decoder
 from pgpulse.exceptions import ConfigurationError
 
@@ -389,6 +389,11 @@ async def test_gateway_decodes_and_delivers_over_sse_and_resumes(conn, gateway_f
     ]
     assert first[1].data["old"] == {"id": 1, "title": "a"}
     assert first[1].data["pk"] == {"id": 1}
+    # What `pgpulse watched` reports: the gateway's walsender decodes the slot,
+    # and the position logged is past both changes.
+    status = await slot_status(conn)
+    assert status is not None and status.decoding_pid is not None
+    assert status.decoded_lsn != "0/0"
     # Missed while disconnected: delivered on resume, nothing twice.
     await conn.execute("delete from docs where id = 1")
     await conn.execute("insert into docs values (2, 'c')")
