@@ -77,14 +77,18 @@ class Decoder:
         self.status_interval = status_interval
         self.decoding = asyncio.Event()
         """Set while this process holds the slot (tests and status)."""
-        self.decoded_lsn = 0
-        """End of the last transaction logged (this session)."""
+        self._wal_log: WalLog | None = None
         self._confirmed = 0
         self._idle_confirmed_at = 0.0
         self._retire_checked_at = 0.0
         self._retire_lsn: int | None = None
         self._writer: Any = None
         self._warned_missing_driver = False
+
+    @property
+    def decoded_lsn(self) -> int:
+        """End of the last transaction logged (by the latest session)."""
+        return self._wal_log.decoded_lsn if self._wal_log is not None else 0
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -189,8 +193,8 @@ class Decoder:
             self._writer = await asyncpg.connect(
                 self.dsn, server_settings={"application_name": self.application_name}
             )
-            wal_log = WalLog(self._writer, self.chunk)
-            self.decoded_lsn = await wal_log.start()
+            wal_log = self._wal_log = WalLog(self._writer, self.chunk)
+            await wal_log.start()
             log.info(
                 "wal decoder: streaming slot %s from %s",
                 slot,
@@ -232,8 +236,7 @@ class Decoder:
                     await wal_log.write_chunk()
             if not wal_log.in_txn:
                 if await wal_log.commit():
-                    self.decoded_lsn = wal_log.decoded_lsn
-                    self._confirm(cur, self.decoded_lsn)
+                    self._confirm(cur, wal_log.decoded_lsn)
                 if drained and not wal_log.writing:
                     # Everything sent so far is logged: the slot may move on
                     # past the WAL of tables nobody watches (at most once a
@@ -241,7 +244,7 @@ class Decoder:
                     now = loop.time()
                     if now - self._idle_confirmed_at >= 1.0:
                         self._idle_confirmed_at = now
-                        self._confirm(cur, max(cur.wal_end, self.decoded_lsn))
+                        self._confirm(cur, max(cur.wal_end, wal_log.decoded_lsn))
                     if await self._retiring(cur, now, wal_log):
                         return True
             if drained:

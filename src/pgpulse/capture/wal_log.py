@@ -31,6 +31,7 @@ from pgpulse.capture.pgoutput import (
     Truncate,
     Value,
 )
+from pgpulse.capture.wal import wal_tables
 
 __all__ = ["WalLog", "lsn_text", "parse_lsn"]
 
@@ -44,24 +45,24 @@ select pg_current_xact_id(), d.ts, $1, d.op, d.pk, d."row", d.old
 from pgpulse.{fn}($2::text[], $3::json[], $4::json[], $5::bigint[]) d
 """
 
-_COMMIT_SQL = "update pgpulse.state set decoded_lsn = $1::text::pg_lsn"
 
-# _INSERT_SQL, _COMMIT_SQL and _WAKE_SQL as one atomic statement.
-_AT_ONCE_SQL = """
-with logged as (
-    insert into pgpulse.changes (xid, ts, tbl, op, pk, "row", old)
-    select pg_current_xact_id(), d.ts, $1, d.op, d.pk, d."row", d.old
-    from pgpulse.{fn}($2::text[], $3::json[], $4::json[], $5::bigint[]) d
-    returning 1
-), moved as (
-    update pgpulse.state set decoded_lsn = $6::text::pg_lsn returning 1
-)
+def _move_sql(param: int) -> str:
+    """Record the end of the last logged transaction (bound as ``$param``)."""
+    return f"update pgpulse.state set decoded_lsn = ${param}::text::pg_lsn"
+
+
+_COMMIT_SQL = _move_sql(1)
+
+_WANTS_WAKE = "pg_sequence_last_value('pgpulse.wakeups') > 0"
+
+_WAKE_SQL = f"select pg_notify('pgpulse', '') where {_WANTS_WAKE}"
+
+# _INSERT_SQL, _COMMIT_SQL and _WAKE_SQL as one atomic statement (one round trip).
+_AT_ONCE_SQL = f"""
+with logged as ({_INSERT_SQL} returning 1),
+moved as ({_move_sql(6)} returning 1)
 select pg_notify('pgpulse', '') from moved
-where pg_sequence_last_value('pgpulse.wakeups') > 0 and exists (select from logged)
-"""
-
-_WAKE_SQL = """
-select pg_notify('pgpulse', '') where pg_sequence_last_value('pgpulse.wakeups') > 0
+where {_WANTS_WAKE} and exists (select from logged)
 """
 
 # A table not (or no longer) watched with source 'wal' whose decode function exists.
@@ -77,8 +78,6 @@ from pg_class c join pg_namespace n on n.oid = c.relnamespace
 where c.oid = $1::oid
   and to_regproc('pgpulse.' || quote_ident(pgpulse._decode_name(c.oid))) is not null
 """
-
-_WAL_TABLES_SQL = "select count(*) from pgpulse.watched where source = 'wal'"
 
 _WATCHED_SQL = """
 select tbl::oid as relid, name, pk, quote_ident(pgpulse._decode_name(tbl)) as fn
@@ -368,7 +367,7 @@ class WalLog:
 
     async def wal_tables(self) -> int:
         """How many tables are watched through the WAL right now."""
-        return int(await self.conn.fetchval(_WAL_TABLES_SQL))
+        return await wal_tables(self.conn)
 
     async def current_lsn(self) -> int:
         return parse_lsn(await self.conn.fetchval("select pg_current_wal_lsn()::text"))

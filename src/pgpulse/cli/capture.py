@@ -42,7 +42,7 @@ def _split(value: str | None) -> list[str] | None:
 )
 @click.option(
     "--source",
-    type=click.Choice(["trigger", "wal"]),
+    type=click.Choice(capture.SOURCES),
     default="trigger",
     show_default=True,
     help="Capture with triggers, or decode the WAL (needs wal_level=logical; "
