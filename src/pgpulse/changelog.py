@@ -46,13 +46,22 @@ READ_SETTINGS = {"enable_seqscan": "off", "max_parallel_workers_per_gather": "0"
 _SET_LOCAL = "; ".join(f"set local {k} = {v}" for k, v in READ_SETTINGS.items())
 
 # Tables that publish rows do not log their key (it is in the row): take it
-# from the row, or the old row for a DELETE, by the key columns of the table.
+# from the row, or the old row for a DELETE, by the key columns of the table
+# (``_KEYS_JOIN``, joined per row).  One key column, the common case, is one
+# jsonb_build_object: an aggregate per row made every read a third dearer.
+_KEYS_JOIN = """
+left join lateral (
+    select w.pk as keys from pgpulse.watched w where w.name = c.tbl limit 1
+) w on true
+"""
 _COLUMNS = """
     c.id, c.xid::text as xid, c.tbl, c.op,
-    coalesce(c.pk, (
-        select jsonb_object_agg(k, coalesce(c."row", c.old) -> k)
-        from pgpulse.watched w cross join unnest(w.pk) k where w.name = c.tbl
-    ), '{}')::text as pk,
+    coalesce(c.pk, case
+        when cardinality(w.keys) = 1
+        then jsonb_build_object(w.keys[1], coalesce(c."row", c.old) -> w.keys[1])
+        else (select jsonb_object_agg(k, coalesce(c."row", c.old) -> k)
+              from unnest(w.keys) k)
+    end, '{}')::text as pk,
     c."row"::text as row, c.old::text as old, to_json(c.ts)::text as ts
 """
 
@@ -66,6 +75,7 @@ left join lateral (
     order by id + 0
     limit $3
 ) c on true
+{_KEYS_JOIN}
 """
 
 # Changes unseen at P, visible in the transaction's snapshot; optionally limited
@@ -73,6 +83,7 @@ left join lateral (
 _SINCE_SQL = f"""
 select {_COLUMNS}
 from pgpulse.changes c
+{_KEYS_JOIN}
 where (c.xid >= $1::text::xid8 or c.xid = any($2::text[]::xid8[]))
   and ($3::text is null
        or (not (c.xid >= $3::text::xid8 or c.xid = any($4::text[]::xid8[]))

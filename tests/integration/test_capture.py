@@ -7,13 +7,15 @@ import orjson
 import pytest
 
 from pgpulse import capture
-from pgpulse.changelog import _COLUMNS
+from pgpulse.changelog import _COLUMNS, _KEYS_JOIN
 from pgpulse.exceptions import NoPrimaryKeyError, UnknownColumnError, UnknownTableError
 
 
 async def _log(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     """The log as readers see it (keys of row-publishing tables come from rows)."""
-    return await conn.fetch(f"select {_COLUMNS} from pgpulse.changes c order by id")
+    return await conn.fetch(
+        f"select {_COLUMNS} from pgpulse.changes c {_KEYS_JOIN} order by id"
+    )
 
 
 async def test_insert_update_delete_are_logged_with_old_rows(conn):
@@ -68,6 +70,18 @@ async def test_keys_only_tables_publish_primary_keys(conn):
     rows = await _log(conn)
     assert [orjson.loads(r["pk"]) for r in rows] == [{"a": 1, "c": 2}] * 2
     assert all(r["row"] is None and r["old"] is None for r in rows)
+
+
+async def test_row_tables_with_composite_keys_publish_every_key_column(conn):
+    await conn.execute("create table lines (a int, b text, c int, primary key (c, a))")
+    await capture.watch(conn, "lines")
+    await conn.execute("insert into lines values (1, 'x', 2)")
+    await conn.execute("delete from lines")
+    rows = await _log(conn)
+    assert [(r["op"], orjson.loads(r["pk"])) for r in rows] == [
+        ("INSERT", {"a": 1, "c": 2}),
+        ("DELETE", {"a": 1, "c": 2}),
+    ]
 
 
 async def test_primary_key_change_is_a_delete_and_an_insert(conn):
