@@ -191,7 +191,13 @@ class Decoder:
         loop.add_reader(conn.fileno(), readable.set)
         try:
             self._writer = await asyncpg.connect(
-                self.dsn, server_settings={"application_name": self.application_name}
+                self.dsn,
+                server_settings={
+                    "application_name": self.application_name,
+                    # The same few log writes, thousands of times: plan them
+                    # once, not per batch (custom plans re-plan every time).
+                    "plan_cache_mode": "force_generic_plan",
+                },
             )
             wal_log = self._wal_log = WalLog(self._writer, self.chunk)
             await wal_log.start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import struct
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from pgpulse.capture.pgoutput import (
     UNCHANGED,
     Begin,
+    Column,
     Commit,
     ProtocolError,
     Relation,
@@ -16,6 +18,7 @@ from pgpulse.capture.pgoutput import (
     Truncate,
     parse,
 )
+from pgpulse.capture.wal_log import _Described, _json, _Table
 
 
 def _tuple(*values: object) -> bytes:
@@ -33,9 +36,24 @@ def _tuple(*values: object) -> bytes:
 
 def test_begin_and_commit():
     begin = parse(b"B" + struct.pack("!QqI", 0x1_0000_0010, 123, 77))
+    # Messages are tuples, equal to any tuple of the same values: check types too.
+    assert type(begin) is Begin
     assert begin == Begin(final_lsn=0x1_0000_0010, commit_us=123, xid=77)
-    commit = parse(b"C" + struct.pack("!bQQq", 0, 10, 20, 456))
-    assert commit == Commit(commit_lsn=10, end_lsn=20, commit_us=456)
+    commit = parse(b"C" + struct.pack("!bQQq", 1, 10, 20, -456))
+    assert type(commit) is Commit
+    assert commit == Commit(commit_lsn=10, end_lsn=20, commit_us=-456)
+    assert (commit.commit_lsn, commit.end_lsn, commit.commit_us) == (10, 20, -456)
+    # Unsigned and signed 64-bit fields at their extremes.
+    top = parse(b"B" + struct.pack("!QqI", 2**64 - 1, -(2**63), 2**32 - 1))
+    assert top == Begin(2**64 - 1, -(2**63), 2**32 - 1)
+
+
+def test_messages_are_immutable():
+    begin = parse(b"B" + struct.pack("!QqI", 1, 2, 3))
+    assert isinstance(begin, Begin)
+    with pytest.raises(AttributeError):
+        begin.xid = 4  # type: ignore[misc]
+    assert RowChange("INSERT", 5, ("1",), None).old_is_key is False
 
 
 def test_relation():
@@ -61,7 +79,11 @@ def test_relation():
 
 def test_row_changes_with_nulls_unchanged_toast_and_unicode():
     insert = parse(b"I" + struct.pack("!I", 5) + b"N" + _tuple(1, None, "ü ' \""))
+    assert type(insert) is RowChange
     assert insert == RowChange("INSERT", 5, (str(1), None, "ü ' \""), None)
+    assert insert.old_is_key is False
+    empty = parse(b"I" + struct.pack("!I", 2**32 - 1) + b"N" + _tuple("", None))
+    assert empty == RowChange("INSERT", 2**32 - 1, ("", None), None)
     update = parse(
         b"U"
         + struct.pack("!I", 5)
@@ -77,6 +99,8 @@ def test_row_changes_with_nulls_unchanged_toast_and_unicode():
     assert plain == RowChange("UPDATE", 5, ("2", "b"), None)
     delete = parse(b"D" + struct.pack("!I", 5) + b"O" + _tuple(1, "a"))
     assert delete == RowChange("DELETE", 5, None, ("1", "a"), False)
+    keyed_delete = parse(b"D" + struct.pack("!I", 5) + b"K" + _tuple(1, None))
+    assert keyed_delete == RowChange("DELETE", 5, None, ("1", None), True)
     truncate = parse(b"T" + struct.pack("!ibII", 2, 0, 5, 6))
     assert truncate == Truncate((5, 6))
 
@@ -91,7 +115,17 @@ def test_kinds_the_capture_does_not_need_are_skipped():
     [
         (b"", "ends"),
         (b"Z", "unknown pgoutput message kind"),
-        (b"B" + b"\0" * 5, "ends inside a field"),
+        (b"B" + b"\0" * 5, "BEGIN message ends inside a field"),
+        (b"C" + b"\0" * 24, "COMMIT message ends inside a field"),
+        (b"I" + struct.pack("!I", 5), "INSERT message ends inside a field"),
+        (b"U" + b"\0\0", "UPDATE message ends inside a field"),
+        (b"D", "DELETE message ends inside a field"),
+        (b"I" + struct.pack("!I", 5) + b"N", "ends inside a tuple"),
+        (b"I" + struct.pack("!I", 5) + b"N" + b"\0\1", "ends inside a tuple"),
+        (
+            b"I" + struct.pack("!I", 5) + b"N" + struct.pack("!h", 1) + b"t\0\0",
+            "ends inside a tuple",
+        ),
         (b"I" + struct.pack("!I", 5) + b"X", "without a new tuple"),
         (
             b"I"
@@ -99,6 +133,14 @@ def test_kinds_the_capture_does_not_need_are_skipped():
             + b"N"
             + struct.pack("!h", 1)
             + b"t\0\0\0\x09ab",
+            "runs past the message end",
+        ),
+        (  # a negative size is not read as a step back
+            b"I"
+            + struct.pack("!I", 5)
+            + b"N"
+            + struct.pack("!hci", 1, b"t", -1)
+            + b"ab",
             "runs past the message end",
         ),
         (
@@ -110,9 +152,62 @@ def test_kinds_the_capture_does_not_need_are_skipped():
             "ends inside a tuple",
         ),
         (b"D" + struct.pack("!I", 5) + b"N" + _tuple(1), "expected an old tuple"),
+        (b"D" + struct.pack("!I", 5) + b"O" + b"\0\2n", "ends inside a tuple"),
+        (b"U" + struct.pack("!I", 5) + b"X" + _tuple(1), "expected a new tuple"),
+        (
+            b"U" + struct.pack("!I", 5) + b"O" + _tuple(1) + b"O" + _tuple(1),
+            "expected a new tuple, got 'O'",
+        ),
+        (
+            b"U" + struct.pack("!I", 5) + b"K" + _tuple(1),
+            "ends at byte 14, expected a new tuple",
+        ),
+        (b"U" + struct.pack("!I", 5) + b"N", "ends inside a tuple"),
+        (b"T" + struct.pack("!ib", 2, 0) + struct.pack("!I", 5), "ends inside a field"),
         (b"R" + struct.pack("!I", 1) + b"public", "unterminated string"),
     ],
 )
 def test_malformed_messages_raise_protocol_errors(message, why):
     with pytest.raises(ProtocolError, match=why):
         parse(message)
+
+
+def _described(*columns: tuple[str, int]) -> _Described:
+    relation = Relation(
+        1, "public", "t", "d", tuple(Column(*c, False) for c in columns)
+    )
+    return _Described.of(relation)
+
+
+_T = _Table("public.t", ("id",), "fn")
+
+
+def test_row_json_of_plain_columns():
+    described = _described(("id", 20), ("name", 25), ("note", 25))
+    assert described.plain
+    row = ("1", 'ü " \\ \n 😀', None)
+    assert (
+        _json(described, row, _T) == '{"id":"1","name":"ü \\" \\\\ \\n 😀","note":null}'
+    )
+    with pytest.raises(ValueError):
+        _json(described, ("1", "a"), _T)  # not one value per column
+
+
+def test_row_json_keeps_json_values_and_omits_unchanged_ones(caplog):
+    described = _described(("id", 20), ("doc", 3802), ("js", 114))
+    assert not described.plain
+    row = ("1", '{"a": [1, null]}', None)
+    assert _json(described, row, _T) == '{"id":"1","doc":{"a": [1, null]},"js":null}'
+    plain = _described(("id", 20), ("body", 25))
+    with caplog.at_level(logging.WARNING, logger="pgpulse.decoder"):
+        assert _json(plain, ("1", UNCHANGED), _T) == '{"id":"1"}'
+    assert "public.t.body unchanged" in caplog.text
+
+
+def test_row_json_of_a_relation_naming_a_column_twice_still_warns(caplog):
+    # Not a table PostgreSQL makes; the general path reports it as it always did.
+    described = _described(("a", 25), ("a", 25))
+    assert not described.plain
+    with caplog.at_level(logging.WARNING, logger="pgpulse.decoder"):
+        assert _json(described, (UNCHANGED, "x"), _T) == '{"a":"x"}'
+    assert "public.t.a unchanged" in caplog.text

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import struct
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 __all__ = [
     "EPOCH",
@@ -58,15 +57,24 @@ class ProtocolError(ValueError):
     """A message that is not valid pgoutput protocol 1."""
 
 
-@dataclass(frozen=True, slots=True)
-class Column:
+# The messages are named tuples: immutable, and built in C from what struct
+# unpacks (a frozen dataclass sets each field through object.__setattr__, which
+# was a tenth of the gateway's CPU under pgbench).  Like any tuples they compare
+# by value alone, Begin(1, 2, 3) == Commit(1, 2, 3): tell them apart by type.
+
+
+class Column(NamedTuple):
+    """One column of a :class:`Relation`."""
+
     name: str
     type_oid: int
     is_key: bool
 
 
-@dataclass(frozen=True, slots=True)
-class Relation:
+class Relation(NamedTuple):
+    """A table's description, sent before its first change and after any
+    change to it."""
+
     relid: int
     schema: str
     name: str
@@ -74,8 +82,9 @@ class Relation:
     columns: tuple[Column, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Begin:
+class Begin(NamedTuple):
+    """The start of a committed transaction."""
+
     final_lsn: int
     """LSN of the transaction's commit record."""
     commit_us: int
@@ -83,16 +92,18 @@ class Begin:
     xid: int
 
 
-@dataclass(frozen=True, slots=True)
-class Commit:
+class Commit(NamedTuple):
+    """The end of a committed transaction."""
+
     commit_lsn: int
     end_lsn: int
     """The position after the commit record: what the slot may confirm."""
     commit_us: int
 
 
-@dataclass(frozen=True, slots=True)
-class RowChange:
+class RowChange(NamedTuple):
+    """One row inserted, updated or deleted."""
+
     op: str
     """``INSERT``, ``UPDATE`` or ``DELETE``."""
     relid: int
@@ -102,8 +113,9 @@ class RowChange:
     """``old`` holds only the replica identity key columns (others ``None``)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Truncate:
+class Truncate(NamedTuple):
+    """Tables truncated in one statement."""
+
     relids: tuple[int, ...]
 
 
@@ -114,12 +126,22 @@ _I8 = struct.Struct("!b")
 _I16 = struct.Struct("!h")
 _I32 = struct.Struct("!i")
 _U32 = struct.Struct("!I")
-_U64 = struct.Struct("!Q")
-_I64 = struct.Struct("!q")
+
+# Whole fixed headers, after the kind byte, in one unpack each (the hot path:
+# every transaction is a BEGIN, its rows and a COMMIT).  Their fields are in
+# the order of the message types' fields, so the unpacked tuple becomes the
+# message as it is.
+_BEGIN = struct.Struct("!QqI")  # final_lsn, commit_us, xid
+_COMMIT = struct.Struct("!xQQq")  # flags (unused), commit_lsn, end_lsn, commit_us
+_ROW = struct.Struct("!IB")  # INSERT/UPDATE/DELETE: relid, then a tuple marker
+
+#: A message built straight from its fields' tuple: ``tuple.__new__`` in C,
+#: not the named tuple's ``__new__`` (a Python function).
+_new = tuple.__new__
 
 
 class _Reader:
-    """A cursor over one message (precompiled structs: this is the hot path)."""
+    """A cursor over one message, for the kinds that are not on the hot path."""
 
     __slots__ = ("data", "pos")
 
@@ -152,55 +174,120 @@ class _Reader:
         self.pos = end + 1
         return value
 
-    def tuple_data(self) -> tuple[Value, ...]:
-        data = self.data
-        pos = self.pos
-        try:
-            (count,) = _I16.unpack_from(data, pos)
-            pos += 2
-            values: list[Value] = []
-            for _ in range(count):
-                kind = data[pos]
-                pos += 1
-                if kind == 116:  # 't': text
-                    (size,) = _I32.unpack_from(data, pos)
-                    pos += 4
-                    end = pos + size
-                    if end > len(data):
-                        raise ProtocolError(
-                            f"column value runs past the message end ({size} bytes)"
-                        )
-                    values.append(data[pos:end].decode("utf-8"))
-                    pos = end
-                elif kind == 110:  # 'n': NULL
-                    values.append(None)
-                elif kind == 117:  # 'u': unchanged TOAST
-                    values.append(UNCHANGED)
-                else:
+
+def _tuple_data(data: bytes, pos: int) -> tuple[tuple[Value, ...], int]:
+    """The TupleData at *pos*: its values, and the position after it.
+
+    A function over locals, not a cursor object: it runs once per row."""
+    size_at = _U32.unpack_from  # unsigned: a negative size cannot pass the check
+    length = len(data)
+    try:
+        (count,) = _I16.unpack_from(data, pos)
+        pos += 2
+        values: list[Value] = []
+        append = values.append
+        for _ in range(count):
+            kind = data[pos]
+            if kind == 116:  # 't': text
+                (size,) = size_at(data, pos + 1)
+                pos += 5
+                end = pos + size
+                if end > length:
                     raise ProtocolError(
-                        f"unknown column kind {chr(kind)!r} (binary values are not "
-                        "requested)"
+                        f"column value runs past the message end ({size} bytes at "
+                        f"byte {pos}, the message has {length})"
                     )
-        except (struct.error, IndexError):
-            raise ProtocolError(f"message ends inside a tuple at byte {pos}") from None
-        self.pos = pos
-        return tuple(values)
+                append(data[pos:end].decode("utf-8"))
+                pos = end
+            elif kind == 110:  # 'n': NULL
+                append(None)
+                pos += 1
+            elif kind == 117:  # 'u': unchanged TOAST
+                append(UNCHANGED)
+                pos += 1
+            else:
+                raise ProtocolError(
+                    f"unknown column kind {chr(kind)!r} (binary values are not "
+                    "requested)"
+                )
+    except (struct.error, IndexError):
+        raise ProtocolError(f"message ends inside a tuple at byte {pos}") from None
+    return tuple(values), pos
+
+
+#: Name and fixed size of the messages whose fixed part parse() unpacks at once.
+_FIXED: Final = {
+    66: ("BEGIN", 1 + _BEGIN.size),
+    67: ("COMMIT", 1 + _COMMIT.size),
+    73: ("INSERT", 1 + _ROW.size),
+    85: ("UPDATE", 1 + _ROW.size),
+    68: ("DELETE", 1 + _ROW.size),
+}
 
 
 def parse(data: bytes) -> Message | None:
-    """One pgoutput message; ``None`` for kinds the capture does not need."""
-    reader = _Reader(data)
-    kind = reader.byte()
-    if kind == "B":
-        final_lsn = reader.take(_U64)
-        commit_us = reader.take(_I64)
-        return Begin(final_lsn, commit_us, reader.take(_U32))
-    if kind == "C":
-        reader.take(_I8)  # flags, unused
-        commit_lsn = reader.take(_U64)
-        end_lsn = reader.take(_U64)
-        return Commit(commit_lsn, end_lsn, reader.take(_I64))
-    if kind == "R":
+    """One pgoutput message; ``None`` for kinds the capture does not need.
+
+    BEGIN, COMMIT and row changes are most of the stream: each fixed part is
+    one precompiled unpack and each message one tuple built in C."""
+    if not data:
+        raise ProtocolError("message ends at byte 0: it is empty")
+    kind = data[0]
+    try:
+        if kind == 73:  # 'I'
+            relid, marker = _ROW.unpack_from(data, 1)
+            if marker != 78:  # 'N'
+                raise ProtocolError("INSERT without a new tuple")
+            values = _tuple_data(data, 6)[0]
+            return _new(RowChange, ("INSERT", relid, values, None, False))
+        if kind == 66:  # 'B'
+            return _new(Begin, _BEGIN.unpack_from(data, 1))
+        if kind == 67:  # 'C'
+            return _new(Commit, _COMMIT.unpack_from(data, 1))
+        if kind == 85:  # 'U'
+            return _update(data)
+        if kind == 68:  # 'D'
+            relid, marker = _ROW.unpack_from(data, 1)
+            if marker != 75 and marker != 79:  # 'K', 'O'
+                raise ProtocolError(
+                    f"DELETE: expected an old tuple, got {chr(marker)!r}"
+                )
+            values = _tuple_data(data, 6)[0]
+            return _new(RowChange, ("DELETE", relid, None, values, marker == 75))
+    except struct.error:
+        name, size = _FIXED[kind]
+        raise ProtocolError(
+            f"{name} message ends inside a field: {len(data)} bytes, its fixed "
+            f"part has {size}"
+        ) from None
+    return _parse_other(kind, data)
+
+
+def _update(data: bytes) -> RowChange:
+    """An UPDATE: an optional old tuple (key or full row), then the new one."""
+    relid, marker = _ROW.unpack_from(data, 1)
+    old: tuple[Value, ...] | None = None
+    old_is_key = False
+    pos = 6
+    if marker == 75 or marker == 79:  # 'K', 'O'
+        old, pos = _tuple_data(data, pos)
+        old_is_key = marker == 75
+        if pos >= len(data):
+            raise ProtocolError(
+                f"UPDATE: message ends at byte {pos}, expected a new tuple"
+            )
+        marker = data[pos]
+        pos += 1
+    if marker != 78:  # 'N'
+        raise ProtocolError(f"UPDATE: expected a new tuple, got {chr(marker)!r}")
+    values = _tuple_data(data, pos)[0]
+    return _new(RowChange, ("UPDATE", relid, values, old, old_is_key))
+
+
+def _parse_other(kind: int, data: bytes) -> Message | None:
+    """The rarer kinds, read with a cursor."""
+    reader = _Reader(data, 1)
+    if kind == 82:  # 'R'
         relid = reader.take(_U32)
         schema = reader.string() or "pg_catalog"
         name = reader.string()
@@ -213,34 +300,10 @@ def parse(data: bytes) -> Message | None:
             reader.take(_I32)  # typmod
             columns.append(Column(col_name, type_oid, bool(flags & 1)))
         return Relation(relid, schema, name, identity, tuple(columns))
-    if kind == "I":
-        relid = reader.take(_U32)
-        if reader.byte() != "N":
-            raise ProtocolError("INSERT without a new tuple")
-        return RowChange("INSERT", relid, reader.tuple_data(), None)
-    if kind == "U":
-        relid = reader.take(_U32)
-        marker = reader.byte()
-        old: tuple[Value, ...] | None = None
-        if marker in ("K", "O"):
-            old = reader.tuple_data()
-            old_is_key = marker == "K"
-            marker = reader.byte()
-        else:
-            old_is_key = False
-        if marker != "N":
-            raise ProtocolError(f"UPDATE: expected a new tuple, got {marker!r}")
-        return RowChange("UPDATE", relid, reader.tuple_data(), old, old_is_key)
-    if kind == "D":
-        relid = reader.take(_U32)
-        marker = reader.byte()
-        if marker not in ("K", "O"):
-            raise ProtocolError(f"DELETE: expected an old tuple, got {marker!r}")
-        return RowChange("DELETE", relid, None, reader.tuple_data(), marker == "K")
-    if kind == "T":
+    if kind == 84:  # 'T'
         count = reader.take(_I32)
         reader.take(_I8)  # options: CASCADE / RESTART IDENTITY
         return Truncate(tuple(reader.take(_U32) for _ in range(count)))
-    if kind in ("Y", "O", "M"):
+    if kind in b"YOM":
         return None  # types, origins, logical messages: not needed
-    raise ProtocolError(f"unknown pgoutput message kind {kind!r}")
+    raise ProtocolError(f"unknown pgoutput message kind {chr(kind)!r}")

@@ -101,6 +101,28 @@ class _Table:
     fn: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class _Described:
+    """A relation as its last Relation message describes it, with what every
+    row's JSON needs worked out once (:func:`_json` runs once per row)."""
+
+    relation: Relation
+    names: tuple[str, ...]
+    plain: bool
+    """No json/jsonb column (every text value is a JSON string) and no name
+    twice (each value has its own key, so an UNCHANGED one is never hidden)."""
+
+    @classmethod
+    def of(cls, relation: Relation) -> _Described:
+        names = tuple(c.name for c in relation.columns)
+        return cls(
+            relation,
+            names,
+            len(set(names)) == len(names)
+            and not any(c.type_oid in _JSON_TYPES for c in relation.columns),
+        )
+
+
 @dataclass(slots=True)
 class _Entry:
     relid: int
@@ -127,7 +149,7 @@ class WalLog:
         """Between a decoded BEGIN and its COMMIT (not the moment to commit)."""
         self._tables: dict[int, _Table] = {}
         self._tx: Any = None
-        self._relations: dict[int, Relation] = {}
+        self._relations: dict[int, _Described] = {}
         self._skip_txn = False
         self._txn_ts = 0
         self._pending: list[_Entry] = []
@@ -181,11 +203,11 @@ class WalLog:
         taken, pass it to :meth:`handle`.  Then see :attr:`full`."""
         if isinstance(message, RowChange):
             if not self._skip_txn:
-                relation = self._relations.get(message.relid)
+                described = self._relations.get(message.relid)
                 table = self._tables.get(message.relid)
-                if relation is None or table is None:
+                if described is None or table is None:
                     return False
-                self._add_row(message, relation, table)
+                self._add_row(message, described, table)
         elif isinstance(message, Begin):
             self.in_txn = True
             self._txn_ts = message.commit_us
@@ -211,21 +233,22 @@ class WalLog:
         """Take one decoded message (``None``: a kind the capture skips)."""
         if isinstance(message, RowChange):
             if not self._skip_txn:
-                relation = self._relations.get(message.relid)
-                if relation is None:
+                described = self._relations.get(message.relid)
+                if described is None:
                     raise ValueError(
                         f"change to relation {message.relid} before its description"
                     )
                 # None: dropped, or never watched; the entry is dropped with an
                 # error naming the table when written.
+                relation = described.relation
                 table = await self._table(message.relid) or _Table(
                     f"{relation.schema}.{relation.name}", (), None
                 )
-                self._add_row(message, relation, table)
+                self._add_row(message, described, table)
         elif isinstance(message, Relation):
             # Sent before a table's first change in a session and after any
             # change to it (watch, alter): the moment to re-read the watch list.
-            self._relations[message.relid] = message
+            self._relations[message.relid] = _Described.of(message)
             await self._load_tables()
         elif isinstance(message, Truncate):
             if not self._skip_txn:
@@ -239,7 +262,7 @@ class WalLog:
         if self.full:
             await self._write()
 
-    def _add_row(self, change: RowChange, relation: Relation, table: _Table) -> None:
+    def _add_row(self, change: RowChange, described: _Described, table: _Table) -> None:
         new = change.new
         old = change.old
         if new is not None and old is not None and UNCHANGED in new:
@@ -247,7 +270,7 @@ class WalLog:
                 o if n is UNCHANGED else n for n, o in zip(new, old, strict=True)
             )
         if change.op == "UPDATE" and old is not None and new is not None:
-            names = [c.name for c in relation.columns]
+            names = described.names
             keys = [names.index(k) for k in table.pk if k in names]
             if any(new[i] != old[i] for i in keys):
                 # A key change is a DELETE and an INSERT, as with triggers.
@@ -256,7 +279,7 @@ class WalLog:
                         change.relid,
                         "DELETE",
                         None,
-                        _json(relation, old, table),
+                        _json(described, old, table),
                         self._txn_ts,
                     )
                 )
@@ -264,7 +287,7 @@ class WalLog:
                     _Entry(
                         change.relid,
                         "INSERT",
-                        _json(relation, new, table),
+                        _json(described, new, table),
                         None,
                         self._txn_ts,
                     )
@@ -274,8 +297,8 @@ class WalLog:
             _Entry(
                 change.relid,
                 change.op,
-                None if new is None else _json(relation, new, table),
-                None if old is None else _json(relation, old, table),
+                None if new is None else _json(described, new, table),
+                None if old is None else _json(described, old, table),
                 self._txn_ts,
             )
         )
@@ -384,10 +407,20 @@ def _arguments(table: _Table, run: list[_Entry]) -> tuple[Any, ...]:
     )
 
 
-def _json(relation: Relation, values: tuple[Value, ...], table: _Table) -> str:
+def _json(described: _Described, values: tuple[Value, ...], table: _Table) -> str:
     """A row's text values as one JSON object; json/jsonb values stay JSON."""
+    names = described.names
+    if described.plain and len(values) == len(names):
+        # The common row, built and serialized in C.  UNCHANGED (not a type
+        # orjson knows) and str subclasses (passed through) raise TypeError and
+        # take the general path below, which treats them as it always has.
+        row = dict(zip(names, values, strict=False))  # lengths checked above
+        try:
+            return orjson.dumps(row, option=orjson.OPT_PASSTHROUGH_SUBCLASS).decode()
+        except TypeError:
+            pass
     obj: dict[str, Any] = {}
-    for column, value in zip(relation.columns, values, strict=True):
+    for column, value in zip(described.relation.columns, values, strict=True):
         if value.__class__ is str:
             if column.type_oid in _JSON_TYPES:
                 obj[column.name] = orjson.Fragment(value)
