@@ -641,10 +641,13 @@ def _unmet(results: dict[str, Any]) -> list[str]:
         + _high_rate(results)
         + _raw_gap(results),
         *_unmet_cost(results.get("dbcost") or {}),
-        "- **Next steps for the trigger source**: JSON text instead of jsonb "
-        "(`row_to_json` into a `json` column: 72 vs 100 ms per 50,000 rows, "
-        "measured separately) would cut its bulk cost, not to 1.8x; tables "
-        "with bulk writes belong on the wal source.",
+        "- **Next steps**: for the trigger source no single part is worth a "
+        "schema change (JSON text instead of jsonb saves ~6k of its +129k "
+        "instructions per transaction; ~28% of the JSON time in bulk); tables "
+        "with bulk writes belong on the wal source. For the wal source, the "
+        "gateway's Python (~130-160k instructions per change) is the largest "
+        "part and runs wherever the gateway runs: on its own machine only the "
+        "walsender and the log writes stay on the database.",
     ]
 
 
@@ -738,6 +741,27 @@ def _wal_split(cost: dict[str, Any]) -> str:
     return text
 
 
+#: Where a transaction's work goes, counted in instructions (repeatable on a
+#: noisy machine where CPU seconds are not): `perf stat -e instructions` on
+#: each process, single-row INSERT transactions like the scenario's, measured
+#: separately on 2026-11-22.
+_INSTRUCTIONS = (
+    " Counted in instructions (`perf stat`, measured separately, repeatable "
+    "where CPU time on this machine is not): a single-row INSERT transaction "
+    "costs its backend ~125k instructions without capture and ~254k with the "
+    "capture trigger (+129k). Each part of the log row is small: jsonb rather "
+    "than json ~6k, the xid index ~8k, the ts BRIN index ~6k, the id ~5k, the "
+    "wake-up check ~2k, security definer + search_path ~3k; a log row with all "
+    "of them removed still costs +88k: a PL/pgSQL statement trigger writing a "
+    "second row. Following the log costs per change ~35-41k in the listener's "
+    "backend (~47.5k while every read was planned again and each row's key "
+    "was an aggregate) and ~30k in the gateway's Python. "
+    "The wal source: the walsender ~40-50k, the decoder's log writes ~65k, "
+    "the listener's reads ~35k and the gateway's Python (decoding and reading) "
+    "~130-160k per change. With everything on 2 cores, TPS follows the sum."
+)
+
+
 def _unmet_cost(cost: dict[str, Any]) -> list[str]:
     """The TPS and bulk-insert bullets, read against the floors of this run."""
     tps = cost.get("tps_ratio", {})
@@ -752,9 +776,7 @@ def _unmet_cost(cost: dict[str, Any]) -> list[str]:
         "- **TPS with capture** is the second write: every change is written again "
         "(heap tuple + xid index entry) into `pgpulse.changes`; WAL per "
         f"single-row transaction {grows} and writers wait on "
-        "WAL flush (`LWLock:WALWrite`). One-client CPU per transaction (profiled "
-        "separately): 38 us without capture, 70 us with the per-table static-SQL "
-        "trigger (150 us with the earlier EXECUTE-based one)."
+        "WAL flush (`LWLock:WALWrite`)." + _INSTRUCTIONS
     )
     if "floor_trigger" in tps:
         tps_text += (
@@ -787,13 +809,11 @@ def _unmet_cost(cost: dict[str, Any]) -> list[str]:
             )
         else:
             tps_text += (
-                f" That copy meets {TPS_GOAL:g}x, so the target is not out of "
-                f"reach for a trigger-based log: the step from {fc:.2f}x to "
-                f"{pg:.2f}x is what pgpulse adds: the row as JSON (~0.05x: a variant "
-                "logging no JSON kept 15.1k vs 14.3k TPS without a gateway, measured "
-                "separately), the log's xid index and extra columns, and the gateway "
-                "reading the log on the same 2 cores (~0.1x: 14.3k TPS without a "
-                "gateway following vs 12-13k with one)."
+                f" That copy meets {TPS_GOAL:g}x, but it is not a log anyone can "
+                f"read: the step from {fc:.2f}x to {pg:.2f}x is what makes it one "
+                "(the row as JSON, an id, the xid index readers find new changes "
+                "by, the wake-up check) plus the gateway reading it on the same "
+                "2 cores (the instruction counts above)."
             )
     rows = cost.get("bulk_rows")
     bulk_text = (
