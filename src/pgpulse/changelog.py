@@ -1,13 +1,14 @@
 """Reading and pruning the durable change log (``pgpulse.changes``).
 
 Why this shape: the listener and every resuming client read "what is new since
-cursor C" the same way.  A read runs in one snapshot N (a single statement, or a
-REPEATABLE READ transaction for large reads) and returns the changes not yet seen
-at C but visible in N, in id order, which is commit order for any one row (a
-second writer of a row waits for the first to commit before logging).  The
-condition ``xid >= xmax or xid = any(xip)`` is "not visible in snapshot" for
-committed transactions and, unlike ``pg_visible_in_snapshot``, uses the xid index;
-a long-open transaction therefore costs one extra index probe, never a rescan.
+cursor C" the same way.  A read runs in one snapshot N (a single statement, its
+later chunks told by xids alone, or a REPEATABLE READ transaction for a resume)
+and returns the changes not yet seen at C but visible in N, in id order, which
+is commit order for any one row (a second writer of a row waits for the first to
+commit before logging).  The condition ``xid >= xmax or xid = any(xip)`` is "not
+visible in snapshot" for committed transactions and, unlike
+``pg_visible_in_snapshot``, uses the xid index; a long-open transaction therefore
+costs one extra index probe, never a rescan.
 
 Reads must never scan the whole log.  The planner has no statistics for a young
 or fast-growing log (autovacuum analyzes it at most about once a minute) and
@@ -35,10 +36,11 @@ __all__ = [
     "current_position",
     "prune",
     "read_batch",
+    "read_rest",
     "read_since",
 ]
 
-#: Rows fetched by the single-statement fast path; more switches to a cursor.
+#: Rows fetched by one read statement; a larger batch is read in such chunks.
 FAST_LIMIT = 500
 
 #: Planner settings for log reads: index range scans only, no parallel workers,
@@ -99,6 +101,11 @@ where (c.xid >= $1::text::xid8 or c.xid = any($2::text[]::xid8[]))
 order by c.id + 0
 """
 
+# The rest of the batch (P, S) after id X, one chunk: visibility in S is told by
+# xids alone (a transaction not running at S had ended before it; aborted rows
+# are invisible anyway), so any later statement can read it, no snapshot held.
+_REST_SQL = _SINCE_SQL + "limit $7"
+
 
 @dataclass
 class Batch:
@@ -108,6 +115,8 @@ class Batch:
     snap: Snapshot
     changes: list[Change]
     pruned_xid: int = 0
+    complete: bool = True
+    """False: more changes of this batch follow (:func:`read_rest`)."""
 
 
 NameOf = Callable[[str], str]
@@ -134,11 +143,12 @@ async def current_position(conn: Any) -> Snapshot:
 
 async def read_batch(
     conn: Any, prev: Snapshot, name_of: NameOf, limit: int = FAST_LIMIT
-) -> Batch | None:
+) -> Batch:
     """One statement: the new snapshot and up to *limit* new changes.
 
-    Returns ``None`` when there are more than *limit* (use :func:`read_since`).
-    *conn* should carry :data:`READ_SETTINGS` (one statement: no ``SET LOCAL``).
+    When there are more, the batch is not ``complete``: read the rest with
+    :func:`read_rest`.  *conn* should carry :data:`READ_SETTINGS` (one
+    statement: no ``SET LOCAL``).
     """
     xmax, xip = prev.unseen_params()
     records = await conn.fetch(_FAST_SQL, xmax, xip, limit + 1)
@@ -146,10 +156,31 @@ async def read_batch(
     pruned = int(records[0]["pruned_xid"])
     if records[0]["id"] is None:
         return Batch(prev, snap, [], pruned)
-    if len(records) > limit:
-        return None
+    complete = len(records) <= limit
     prefix = Cursor.batch_prefix(prev, snap)
-    return Batch(prev, snap, [_change(r, prefix, name_of) for r in records], pruned)
+    changes = [_change(r, prefix, name_of) for r in records[:limit]]
+    return Batch(prev, snap, changes, pruned, complete)
+
+
+async def read_rest(
+    conn: Any, batch: Batch, name_of: NameOf, limit: int = FAST_LIMIT
+) -> Batch:
+    """The next up to *limit* changes of an incomplete *batch*, one statement.
+
+    Same snapshots, so the same event-id prefix: a client that stops half-way
+    resumes from any of them.  *conn* should carry :data:`READ_SETTINGS`.
+    """
+    assert batch.changes, "an incomplete batch has changes"
+    xmax, xip = batch.prev.unseen_params()
+    sxmax, sxip = batch.snap.unseen_params()
+    after = batch.changes[-1].id
+    records = await conn.fetch(
+        _REST_SQL, xmax, xip, sxmax, sxip, after, None, limit + 1
+    )
+    prefix = Cursor.batch_prefix(batch.prev, batch.snap)
+    changes = [_change(r, prefix, name_of) for r in records[:limit]]
+    complete = len(records) <= limit
+    return Batch(batch.prev, batch.snap, changes, batch.pruned_xid, complete)
 
 
 async def read_since(

@@ -34,14 +34,8 @@ from typing import Any
 
 import asyncpg
 
-from pgpulse.changelog import (
-    FAST_LIMIT,
-    READ_SETTINGS,
-    Batch,
-    read_batch,
-    read_since,
-)
-from pgpulse.cursor import Cursor, Snapshot
+from pgpulse.changelog import FAST_LIMIT, READ_SETTINGS, Batch, read_batch, read_rest
+from pgpulse.cursor import Snapshot
 
 __all__ = ["Listener"]
 
@@ -68,7 +62,7 @@ class Listener:
     """Follows ``pgpulse.changes`` and calls ``on_batch`` for every new batch.
 
     ``on_batch(batch, final)`` is called synchronously; ``final`` is False for
-    the leading chunks of a large batch read through a cursor.
+    the leading chunks of a large batch, read in chunks.
     """
 
     def __init__(
@@ -285,48 +279,35 @@ class Listener:
                 self._last_wake = now
 
     async def read(self) -> int:
-        """Read and dispatch everything new; returns the number of changes."""
+        """Read and dispatch everything new; returns the number of changes.
+
+        A large batch comes in chunks of ``FAST_LIMIT`` changes, one statement
+        each (the leading ones dispatched with ``final`` False)."""
         assert self.position is not None
         self.reads += 1
         started = time.perf_counter()
         batch = await asyncio.wait_for(
             read_batch(self._conn, self.position, self.name_of), self.query_timeout
         )
-        if batch is not None:
-            self.pruned_xid = batch.pruned_xid
-            self.on_batch(batch, True)
-            self.position = batch.snap
-            count = len(batch.changes)
-            changes = batch.changes
-            self.last_read_transactions = (
-                0 if not changes else 1 if changes[0].xid == changes[-1].xid else 2
+        self.pruned_xid = batch.pruned_xid
+        changes = batch.changes
+        self.last_read_transactions = (
+            0 if not changes else 1 if changes[0].xid == changes[-1].xid else 2
+        )
+        self.on_batch(batch, batch.complete)
+        count = len(changes)
+        while not batch.complete:
+            batch = await asyncio.wait_for(
+                read_rest(self._conn, batch, self.name_of), self.query_timeout
             )
-        else:
-            count = await self._read_large()
+            self.on_batch(batch, batch.complete)
+            count += len(batch.changes)
             self.last_read_transactions = 2
+        self.position = batch.snap
         if count:
             log.debug(
                 "dispatched %d changes in %.1f ms",
                 count,
                 (time.perf_counter() - started) * 1000,
             )
-        return count
-
-    async def _read_large(self) -> int:
-        """A batch too large for one statement: stream it in chunks."""
-        assert self.position is not None
-        prev = self.position
-        count = 0
-        pending: list[Any] = []
-        snap: Snapshot | None = None
-        async for snap, changes in read_since(
-            self._conn, Cursor.point(prev), self.name_of
-        ):
-            if pending:
-                self.on_batch(Batch(prev, snap, pending), False)
-            pending = changes
-            count += len(changes)
-        assert snap is not None
-        self.on_batch(Batch(prev, snap, pending), True)
-        self.position = snap
         return count

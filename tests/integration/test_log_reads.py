@@ -5,6 +5,7 @@ whole log on every read."""
 from __future__ import annotations
 
 import asyncpg
+import orjson
 
 from pgpulse import capture, changelog
 from pgpulse.cursor import Cursor
@@ -62,3 +63,40 @@ async def test_reads_of_an_unanalyzed_large_log_use_the_index(conn, database):
         await reader.close()
     assert (seq, plain_seq) == (before[0], before[0]), "a log read scanned the log"
     assert idx > before[1]
+
+
+async def test_a_large_batch_is_read_in_chunks_that_resume_exactly(conn, database):
+    await conn.execute("create table docs (id int primary key, title text)")
+    await capture.watch(conn, "docs")
+    reader = await asyncpg.connect(database, server_settings=changelog.READ_SETTINGS)
+    try:
+        start = await changelog.current_position(reader)
+        await conn.execute(
+            "insert into docs select g, 'x' from generate_series(1, 1234) g"
+        )
+        first = await changelog.read_batch(reader, start, lambda t: t, limit=500)
+        assert not first.complete and len(first.changes) == 500
+        # Committed after the batch's snapshot: the next read's, not this one's.
+        await conn.execute("insert into docs values (5000, 'late')")
+        chunks = [first]
+        while not chunks[-1].complete:
+            chunks.append(await changelog.read_rest(reader, chunks[-1], lambda t: t))
+        assert [len(c.changes) for c in chunks] == [500, 500, 234]
+        changes = [ch for c in chunks for ch in c.changes]
+        assert [orjson.loads(ch.pk)["id"] for ch in changes] == list(range(1, 1235))
+        assert all(c.snap == first.snap for c in chunks)
+        # A client that got the 700th change resumes with exactly the rest,
+        # then what committed later.
+        rest = [
+            orjson.loads(ch.pk)["id"]
+            async for _, chunk in changelog.read_since(
+                reader, Cursor.decode(changes[699].event_id), lambda t: t
+            )
+            for ch in chunk
+        ]
+        assert rest == [*range(701, 1235), 5000]
+        following = await changelog.read_batch(reader, first.snap, lambda t: t)
+        assert following.complete
+        assert [orjson.loads(ch.pk)["id"] for ch in following.changes] == [5000]
+    finally:
+        await reader.close()
