@@ -101,8 +101,10 @@ class Decoder:
                 slot = await self._slot()
                 if slot is None:
                     # An idle gateway stays quiet: look again when told to.
+                    # (asyncio.timeout: wait_for on 3.11 can swallow a cancel)
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._look.wait(), self.recheck_interval)
+                        async with asyncio.timeout(self.recheck_interval):
+                            await self._look.wait()
                     continue
                 await self._session(slot)
                 backoff = 0.2
@@ -260,7 +262,8 @@ class Decoder:
                 # before the next look is due).
                 wait = self.status_interval if self._retire_lsn is None else 0.5
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(readable.wait(), wait)
+                    async with asyncio.timeout(wait):
+                        await readable.wait()
 
     async def _retiring(self, cur: Any, now: float, wal_log: WalLog) -> bool:
         """Whether no table uses the WAL any more and everything written until

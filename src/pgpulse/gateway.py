@@ -33,11 +33,26 @@ from pgpulse.exceptions import UnknownTableError
 from pgpulse.listener import Listener
 from pgpulse.subscriptions import SubscriptionSpec, parse_subscription
 
-__all__ = ["Gateway"]
+__all__ = ["Gateway", "cancel_and_wait"]
 
 log = logging.getLogger("pgpulse.gateway")
 
 _PRUNE_LOCK = 0x7067_7072_756E  # only one process prunes at a time
+
+
+async def cancel_and_wait(task: asyncio.Task[Any], again_after: float = 1.0) -> None:
+    """Cancel *task* and wait until it has ended, cancelling it again every
+    *again_after* seconds: on Python 3.11, ``asyncio.wait_for`` swallows a
+    cancellation that lands just as what it waits for completes, and the task
+    would run on (a shutdown that never ended, seen under load).  Its error, if
+    any, is left to whoever logged it (see ``Gateway._on_task_done``)."""
+    task.cancel()
+    while not task.done():
+        await asyncio.wait({task}, timeout=again_after)
+        if not task.done():
+            task.cancel()
+    if not task.cancelled():
+        task.exception()  # retrieved: logged already, not "never retrieved"
 
 
 class Gateway:
@@ -98,12 +113,7 @@ class Gateway:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-            except Exception:  # already logged by _on_task_done
-                pass
+            await cancel_and_wait(task)
         self._tasks.clear()
         for subscriber in list(self.bus.subscribers):
             subscriber.outbox.close("server shutting down; reconnect to resume")

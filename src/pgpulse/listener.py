@@ -245,8 +245,11 @@ class Listener:
                 else:
                     await asyncio.sleep(self.poll_interval * _stretch(count))
             else:
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can
+                # swallow a cancellation that lands as the wake-up arrives.
                 try:
-                    await asyncio.wait_for(self._wake.wait(), self.keepalive)
+                    async with asyncio.timeout(self.keepalive):
+                        await self._wake.wait()
                 except TimeoutError:
                     pass
             self._wake.clear()
