@@ -1,4 +1,5 @@
-"""``python -m bench all|latency|fanout|idle|dbcost|routing|floor|report [--quick]``
+"""``python -m bench SCENARIO [--quick]``: all, one scenario (floor, latency,
+fanout, idle, dbcost, routing, instructions), or report.
 
 Starts its own PostgreSQL, runs the scenarios against pgpulse and the peers,
 writes raw JSON to ``bench/results/`` and the tables to ``docs/benchmarks.md``.

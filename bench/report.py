@@ -312,6 +312,7 @@ def render(results: dict[str, Any], meta: dict[str, Any]) -> str:
     lines += _idle(results)
     lines += _dbcost(results)
     lines += _routing(results)
+    lines += _instructions(results)
     lines += _unmet(results)
     lines += [
         "",
@@ -623,6 +624,54 @@ def _routing(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _instructions(results: dict[str, Any]) -> list[str]:
+    """Section 6: the work per transaction by process, in instructions."""
+    ins = results.get("instructions")
+    if not ins:
+        return []
+    lines = ["", "## 6. Where the work goes (instructions)", ""]
+    if ins.get("status") != "ok":
+        return [*lines, f"Not measured: {ins.get('reason', '?')}."]
+    w = ins["writer_kinstr_per_tx"]
+    f = ins["following"]
+    t, wl = f["trigger"]["kinstr_per_change"], f["wal"]["kinstr_per_change"]
+    lines += [
+        "Thousands of instructions retired per single-row INSERT transaction "
+        "(`perf stat -e instructions` on each process): repeatable to a few "
+        "percent where CPU seconds on this machine are not. *Writer*: one "
+        f"connection, {ins['transactions']:,} prepared INSERTs into each table. "
+        f"*Following*: {ins['clients']} pgbench writers for {ins['seconds']:g} s "
+        "with a gateway following (trigger) or decoding (wal), counted until "
+        "every change was logged and read, per change.",
+        "",
+        "| Process | no capture | trigger source | wal source |",
+        "| --- | --- | --- | --- |",
+        f"| writer's backend | {w['plain']:.1f} | {w['trigger']:.1f} | "
+        f"{w['wal']:.1f} |",
+        f"| listener's backend (reads the log) | | {t['listener']:.1f} | "
+        f"{wl['listener']:.1f} |",
+        f"| decoder's backend (writes the log) | | | {wl['decoder_writes']:.1f} |",
+        f"| walsender (decodes the WAL) | | | {wl['walsender']:.1f} |",
+        f"| gateway process (Python) | | {t['gateway']:.1f} | {wl['gateway']:.1f} |",
+    ]
+    total_t = w["trigger"] + t["listener"] + t["gateway"]
+    total_w = w["wal"] + sum(wl.values())
+    lines.append(
+        f"| **all of it** | **{w['plain']:.1f}** | **{total_t:.1f}** "
+        f"({total_t / w['plain']:.2f}x) | **{total_w:.1f}** "
+        f"({total_w / w['plain']:.2f}x) |"
+    )
+    lines += [
+        "",
+        "pgbench's own client work is not in it (the same in every column). "
+        "The writer's row is what each writer pays on its commit path; the rest "
+        "runs beside it: on these 2 shared cores it competes with the writers "
+        "(the TPS of section 4), with the gateway on its own machine only the "
+        "backends stay on the database server.",
+    ]
+    return lines
+
+
 def _unmet(results: dict[str, Any]) -> list[str]:
     """Why the unmet targets are unmet (analysis kept with the numbers; every
     figure of this run comes from *results*, profiling figures are marked)."""
@@ -746,19 +795,16 @@ def _wal_split(cost: dict[str, Any]) -> str:
 #: each process, single-row INSERT transactions like the scenario's, measured
 #: separately on 2026-11-22.
 _INSTRUCTIONS = (
-    " Counted in instructions (`perf stat`, measured separately, repeatable "
-    "where CPU time on this machine is not): a single-row INSERT transaction "
-    "costs its backend ~125k instructions without capture and ~254k with the "
-    "capture trigger (+129k). Each part of the log row is small: jsonb rather "
+    " Counted in instructions (`perf stat`; variants of the capture function "
+    "measured separately): a single-row INSERT transaction costs its backend "
+    "~125k instructions without capture and ~254k with the capture trigger "
+    "(+129k). Each part of the log row is small: jsonb rather "
     "than json ~6k, the xid index ~8k, the ts BRIN index ~6k, the id ~5k, the "
     "wake-up check ~2k, security definer + search_path ~3k; a log row with all "
     "of them removed still costs +88k: a PL/pgSQL statement trigger writing a "
-    "second row. Following the log costs per change ~35-41k in the listener's "
-    "backend (~47.5k while every read was planned again and each row's key "
-    "was an aggregate) and ~30k in the gateway's Python. "
-    "The wal source: the walsender ~40-50k, the decoder's log writes ~65k, "
-    "the listener's reads ~35k and the gateway's Python (decoding and reading) "
-    "~130-160k per change. With everything on 2 cores, TPS follows the sum."
+    "second row. The listener's backend read ~47.5k per change while every "
+    "read was planned again and each row's key was an aggregate. Per process "
+    "and source: section 6."
 )
 
 

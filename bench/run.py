@@ -21,6 +21,7 @@ from bench.scenarios import Ctx
 from bench.scenarios.dbcost import run_dbcost
 from bench.scenarios.fanout import run_fanout
 from bench.scenarios.idle import run_idle
+from bench.scenarios.instructions import run_instructions
 from bench.scenarios.latency import run_floor, run_latency
 from bench.scenarios.routing import run_routing
 from pgpulse.embedded import EmbeddedCluster
@@ -58,6 +59,7 @@ PLANS: dict[str, dict[str, dict[str, Any]]] = {
             "bulk_reps": 5,
         },
         "routing": {"counts": [1000, 5000, 10000], "rate": 200.0, "duration": 8.0},
+        "instructions": {"transactions": 5000, "clients": 16, "seconds": 8.0},
     },
     "quick": {
         "floor": {"rates": [100], "duration": 1.0},
@@ -83,6 +85,7 @@ PLANS: dict[str, dict[str, dict[str, Any]]] = {
             "bulk_reps": 1,
         },
         "routing": {"counts": [20, 40], "rate": 50.0, "duration": 1.5},
+        "instructions": {"transactions": 300, "clients": 4, "seconds": 2.0},
     },
 }
 
@@ -93,6 +96,7 @@ RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
     "idle": run_idle,
     "fanout": run_fanout,
     "dbcost": run_dbcost,
+    "instructions": run_instructions,
 }
 
 #: Order of ``all``.

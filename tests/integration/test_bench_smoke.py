@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from bench import run
 from bench.report import render, targets
+from bench.scenarios.instructions import perf_problem
 
 import tests.pg
 
@@ -44,6 +45,7 @@ TINY: dict[str, dict[str, Any]] = {
         "bulk_rows": 200,
         "bulk_reps": 1,
     },
+    "instructions": {"transactions": 50, "clients": 2, "seconds": 1.0},
 }
 
 
@@ -116,6 +118,19 @@ def test_benchmark_scenarios_produce_well_formed_results(
     # The wal source's bulk rows all reached the log (within the 60 s allowed).
     assert 0 < cost["bulk_logged_s"] < 60
 
+    instr = results["instructions"]
+    if perf_problem() is None:
+        assert instr["status"] == "ok"
+        writer = instr["writer_kinstr_per_tx"]
+        assert writer["trigger"] > writer["plain"] > 0  # the trigger's own work
+        trigger = instr["following"]["trigger"]["kinstr_per_change"]
+        wal = instr["following"]["wal"]["kinstr_per_change"]
+        assert trigger["listener"] > 0 and trigger["gateway"] > 0
+        assert trigger["walsender"] == 0  # nothing decodes the trigger's database
+        assert wal["walsender"] > 0 and wal["decoder_writes"] > 0
+    else:
+        assert instr["status"] == "cannot" and instr["reason"]
+
     json.dumps(results)  # the raw results are JSON-serialisable
     verdicts = {t["verdict"] for t in targets(results)}
     assert verdicts <= {"met", "NOT met", "not measured"}
@@ -131,6 +146,7 @@ def test_benchmark_scenarios_produce_well_formed_results(
         "## 3. Idle",
         "## 4. Cost",
         "## 5. Filtered routing",
+        "## 6. Where the work goes",
     ):
         assert heading in page
     (tmp_path / "benchmarks.md").write_text(page)
