@@ -245,8 +245,9 @@ class Listener:
                 else:
                     await asyncio.sleep(self.poll_interval * _stretch(count))
             else:
-                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can
-                # swallow a cancellation that lands as the wake-up arrives.
+                # asyncio.timeout, not wait_for, in this loop: on Python 3.11
+                # wait_for can swallow a cancellation that lands as what it
+                # waits for completes (and it costs a task per wait).
                 try:
                     async with asyncio.timeout(self.keepalive):
                         await self._wake.wait()
@@ -255,7 +256,8 @@ class Listener:
             self._wake.clear()
             if self._conn is None or self._conn.is_closed():
                 raise ConnectionError("listener connection closed")
-            count = await asyncio.wait_for(self.read(), self.query_timeout * 6)
+            async with asyncio.timeout(self.query_timeout * 6):
+                count = await self.read()
             await self._adapt(count, loop.time())
 
     async def _adapt(self, count: int, now: float) -> None:
@@ -289,9 +291,8 @@ class Listener:
         assert self.position is not None
         self.reads += 1
         started = time.perf_counter()
-        batch = await asyncio.wait_for(
-            read_batch(self._conn, self.position, self.name_of), self.query_timeout
-        )
+        async with asyncio.timeout(self.query_timeout):
+            batch = await read_batch(self._conn, self.position, self.name_of)
         self.pruned_xid = batch.pruned_xid
         changes = batch.changes
         self.last_read_transactions = (
@@ -300,9 +301,8 @@ class Listener:
         self.on_batch(batch, batch.complete)
         count = len(changes)
         while not batch.complete:
-            batch = await asyncio.wait_for(
-                read_rest(self._conn, batch, self.name_of), self.query_timeout
-            )
+            async with asyncio.timeout(self.query_timeout):
+                batch = await read_rest(self._conn, batch, self.name_of)
             self.on_batch(batch, batch.complete)
             count += len(batch.changes)
             self.last_read_transactions = 2
