@@ -831,7 +831,7 @@ def _unmet_cost(cost: dict[str, Any]) -> list[str]:
         )
     if "pgpulse_solo" in tps and "pgpulse" in tps:
         tps_text += (
-            f" Capture alone, with no gateway reading the log on the same cores, "
+            f" capture alone, with no gateway reading the log on the same cores, "
             f"keeps {tps['pgpulse_solo']:.2f}x: the gateway following costs "
             f"{tps['pgpulse_solo'] - tps['pgpulse']:.2f}x here."
         )
