@@ -40,12 +40,15 @@ log = logging.getLogger("pgpulse.gateway")
 _PRUNE_LOCK = 0x7067_7072_756E  # only one process prunes at a time
 
 
-async def cancel_and_wait(task: asyncio.Task[Any], again_after: float = 1.0) -> None:
+async def cancel_and_wait(task: asyncio.Task[Any], again_after: float = 3.0) -> None:
     """Cancel *task* and wait until it has ended, cancelling it again every
     *again_after* seconds: on Python 3.11, ``asyncio.wait_for`` swallows a
     cancellation that lands just as what it waits for completes, and the task
-    would run on (a shutdown that never ended, seen under load).  Its error, if
-    any, is left to whoever logged it (see ``Gateway._on_task_done``)."""
+    would run on (a shutdown that never ended, seen under load).  The default
+    outlasts the tasks' own bounded clean-ups (the listener's deregistration,
+    1 s; the decoder's writer close, 2 s), so only a task that ignored its
+    cancel is cancelled again.  Its error, if any, is left to whoever logged
+    it (see ``Gateway._on_task_done``)."""
     task.cancel()
     while not task.done():
         await asyncio.wait({task}, timeout=again_after)
@@ -110,10 +113,7 @@ class Gateway:
                 await asyncio.sleep(0.01)
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            await cancel_and_wait(task)
+        await asyncio.gather(*(cancel_and_wait(task) for task in self._tasks))
         self._tasks.clear()
         for subscriber in list(self.bus.subscribers):
             subscriber.outbox.close("server shutting down; reconnect to resume")
