@@ -694,10 +694,19 @@ def _unmet(results: dict[str, Any]) -> list[str]:
         "schema change (JSON text instead of jsonb saves ~6k of its +129k "
         "instructions per transaction; ~28% of the JSON time in bulk); tables "
         "with bulk writes belong on the wal source. For the wal source, the "
-        "gateway's Python (~130-160k instructions per change) is the largest "
-        "part and runs wherever the gateway runs: on its own machine only the "
-        "walsender and the log writes stay on the database.",
+        f"gateway's Python{_wal_gateway(results)} is the largest part and runs "
+        "wherever the gateway runs: on its own machine only the walsender and "
+        "the log writes stay on the database.",
     ]
+
+
+def _wal_gateway(results: dict[str, Any]) -> str:
+    """The wal gateway's instructions per change, as section 6 measured them."""
+    ins = results.get("instructions") or {}
+    if ins.get("status") != "ok":
+        return ""
+    gateway = ins["following"]["wal"]["kinstr_per_change"]["gateway"]
+    return f" ({gateway:.0f}k instructions per change, section 6)"
 
 
 def _high_rate(results: dict[str, Any]) -> str:
@@ -796,9 +805,9 @@ def _wal_split(cost: dict[str, Any]) -> str:
 #: separately on 2026-11-22.
 _INSTRUCTIONS = (
     " Counted in instructions (`perf stat`; variants of the capture function "
-    "measured separately): a single-row INSERT transaction costs its backend "
-    "~125k instructions without capture and ~254k with the capture trigger "
-    "(+129k). Each part of the log row is small: jsonb rather "
+    "measured separately, in a run of their own): a single-row INSERT "
+    "transaction cost its backend ~125k instructions without capture and ~254k "
+    "with the capture trigger (+129k). Each part of the log row is small: jsonb rather "
     "than json ~6k, the xid index ~8k, the ts BRIN index ~6k, the id ~5k, the "
     "wake-up check ~2k, security definer + search_path ~3k; a log row with all "
     "of them removed still costs +88k: a PL/pgSQL statement trigger writing a "
