@@ -73,14 +73,16 @@ _TYPES = """
 
 _WRITES = [
     # Multi-row insert with awkward values: quotes, NULL array items, unicode,
-    # nested JSON, a row far above NOTIFY's 8000-byte limit (TOASTed).
+    # nested JSON, a row far above NOTIFY's 8000-byte limit (TOASTed), the
+    # character the decoder separates values with (raw and JSON-escaped).
     """insert into {t} values
       (1, 'plain', 12.50, '2026-01-02 03:04:05.678+02', '2026-01-02',
        '{{"a": [1, {{"b": null}}]}}', '{{"z": 1,  "a": 2}}',
        array['a b', null, 'quo"te', 'ü'], array[[1,2],[3,4]], true, '\\x00ff',
        'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '[1,5)',
        (select string_agg(md5(g::text), '') from generate_series(1, 7000) g), null),
-      (2, 'it''s', -0.01, 'infinity', '2026-12-31', 'null', '[]', '{{}}', null, false,
+      (2, 'it''s' || chr(30), -0.01, 'infinity', '2026-12-31', 'null',
+       '["\\u001e", []]', '{{}}', null, false,
        '', null, 'empty', 'small', null)""",
     # Update of a small column: the big TOASTed column is unchanged, not in the WAL.
     "update {t} set name = 'renamed', amount = amount + 1 where id = 1",
@@ -143,6 +145,8 @@ async def test_wal_source_logs_what_the_trigger_source_logs(conn, database, opti
         assert len(first["big"]) == 7000 * 32
         assert first["doc"] == {"a": [1, {"b": None}]}
         assert first["tags"] == ["a b", None, 'quo"te', "ü"]
+        assert got[1][2]["name"] == "it's\x1e"
+        assert got[1][2]["raw"] == ["\x1e", []]
         # That value is stored out of line (TOAST), so the UPDATE's WAL record
         # does not repeat it; the event still carries it.
         await conn.execute(

@@ -1,6 +1,7 @@
 """Decoded rows as JSON (the wal source's log rows): one object per row, text
 values as JSON strings, json/jsonb values kept as JSON, unchanged TOAST omitted
-with a warning naming the column."""
+with a warning naming the column.  Pending changes go to the database as one
+separated text per log column, in runs of one table each."""
 
 from __future__ import annotations
 
@@ -9,7 +10,14 @@ import logging
 import pytest
 
 from pgpulse.capture.pgoutput import UNCHANGED, Column, Relation
-from pgpulse.capture.wal_log import _Described, _json, _Table
+from pgpulse.capture.wal_log import (
+    NO_ROW,
+    SEPARATOR,
+    _Described,
+    _json,
+    _Pending,
+    _Table,
+)
 
 
 def _described(*columns: tuple[str, int]) -> _Described:
@@ -51,3 +59,36 @@ def test_row_json_of_a_relation_naming_a_column_twice_still_warns(caplog):
     with caplog.at_level(logging.WARNING, logger="pgpulse.decoder"):
         assert _json(described, (UNCHANGED, "x"), _T) == '{"a":"x"}'
     assert "public.t.a unchanged" in caplog.text
+
+
+def test_pending_changes_split_into_runs_of_one_table_and_join_per_column():
+    pending = _Pending()
+    pending.add(7, "INSERT", '{"id":"1"}', NO_ROW, "10")
+    pending.add(7, "DELETE", NO_ROW, '{"id":"1"}', "10")
+    pending.add(8, "TRUNCATE", NO_ROW, NO_ROW, "11")
+    pending.add(7, "INSERT", '{"id":"\\u001e"}', NO_ROW, "12")
+    assert len(pending) == 4
+    assert pending.runs() == [(7, 0, 2), (8, 2, 3), (7, 3, 4)]
+    name, ops, news, olds, tss = pending.arguments("public.t", 0, 2)
+    assert name == "public.t"
+    assert ops.split(SEPARATOR) == ["INSERT", "DELETE"]
+    assert news.split(SEPARATOR) == ['{"id":"1"}', NO_ROW]
+    assert olds.split(SEPARATOR) == [NO_ROW, '{"id":"1"}']
+    assert tss.split(SEPARATOR) == ["10", "10"]
+    one = _Pending()
+    one.add(9, "UPDATE", "{}", "{}", "1")
+    assert one.runs() == [(9, 0, 1)]
+
+
+def test_a_value_holding_the_separator_is_refused_not_misaligned():
+    # JSON text never holds it raw (escaped as \u001e); were it ever to, the
+    # columns would no longer line up: refuse rather than log wrong rows.
+    described = _described(("id", 20), ("name", 25))
+    row = _json(described, ("1", "a\x1eb"), _T)
+    assert SEPARATOR not in row
+    pending = _Pending()
+    pending.add(1, "INSERT", row, NO_ROW, "1")
+    pending.add(1, "INSERT", '{"raw":"a\x1eb"}', NO_ROW, "1")
+    assert pending.arguments("public.t", 0, 1)[2] == row
+    with pytest.raises(ValueError, match=r"public\.t.*separator"):
+        pending.arguments("public.t", 0, 2)

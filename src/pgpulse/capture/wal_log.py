@@ -39,10 +39,25 @@ log = logging.getLogger("pgpulse.decoder")
 
 _JSON_TYPES = frozenset({114, 3802})  # json, jsonb: values are JSON already
 
+#: Between the values of one column of a run of changes ($2-$5 of the insert).
+#: It never occurs inside them: operations are fixed words, commit times digits,
+#: and JSON text holds control characters only escaped (orjson writes them so;
+#: PostgreSQL's json input rejects them raw).  One text per column instead of
+#: an array: a bound array costs the client several type checks per element.
+SEPARATOR = "\x1e"
+
+#: Stands for "no row" (an INSERT's old, a DELETE's new): every row is a JSON
+#: object, so it never stands for one.
+NO_ROW = "n"
+
 _INSERT_SQL = """
 insert into pgpulse.changes (xid, ts, tbl, op, pk, "row", old)
 select pg_current_xact_id(), d.ts, $1, d.op, d.pk, d."row", d.old
-from pgpulse.{fn}($2::text[], $3::json[], $4::json[], $5::bigint[]) d
+from pgpulse.{fn}(
+    string_to_array($2::text, E'\\x1e'),
+    string_to_array($3::text, E'\\x1e', 'n')::json[],
+    string_to_array($4::text, E'\\x1e', 'n')::json[],
+    string_to_array($5::text, E'\\x1e')::bigint[]) d
 """
 
 
@@ -123,14 +138,59 @@ class _Described:
         )
 
 
-@dataclass(slots=True)
-class _Entry:
-    relid: int
-    op: str
-    new: str | None
-    old: str | None
-    ts: int
-    """Commit time, microseconds since 2000-01-01 UTC (as in the WAL)."""
+class _Pending:
+    """Changes decoded but not yet logged, one list per log column (one
+    object per change would cost more than the change's own JSON)."""
+
+    __slots__ = ("news", "olds", "ops", "relids", "tss")
+
+    def __init__(self) -> None:
+        self.relids: list[int] = []
+        self.ops: list[str] = []
+        self.news: list[str] = []
+        """Row JSON, or :data:`NO_ROW`."""
+        self.olds: list[str] = []
+        self.tss: list[str] = []
+        """Commit times: microseconds since 2000-01-01 UTC, as in the WAL."""
+
+    def __len__(self) -> int:
+        return len(self.relids)
+
+    def add(self, relid: int, op: str, new: str, old: str, ts: str) -> None:
+        self.relids.append(relid)
+        self.ops.append(op)
+        self.news.append(new)
+        self.olds.append(old)
+        self.tss.append(ts)
+
+    def runs(self) -> list[tuple[int, int, int]]:
+        """(relid, start, end) of each run of changes to one table, in order."""
+        relids = self.relids
+        if relids.count(relids[0]) == len(relids):
+            return [(relids[0], 0, len(relids))]
+        runs = []
+        start = 0
+        for i in range(1, len(relids) + 1):
+            if i == len(relids) or relids[i] != relids[start]:
+                runs.append((relids[start], start, i))
+                start = i
+        return runs
+
+    def arguments(self, name: str, start: int, end: int) -> tuple[str, ...]:
+        """$1-$5 of the insert for changes *start* to *end*: the table's name,
+        then each column's values joined by :data:`SEPARATOR`."""
+        columns = tuple(
+            SEPARATOR.join(values[start:end])
+            for values in (self.ops, self.news, self.olds, self.tss)
+        )
+        for column in columns:
+            if column.count(SEPARATOR) != end - start - 1:
+                # Cannot happen (see SEPARATOR); never log misaligned rows.
+                raise ValueError(
+                    f"a decoded change to {name} contains the separator "
+                    f"{SEPARATOR!r} outside JSON escapes; it cannot be logged"
+                )
+        return (name, *columns)
 
 
 class WalLog:
@@ -151,8 +211,8 @@ class WalLog:
         self._tx: Any = None
         self._relations: dict[int, _Described] = {}
         self._skip_txn = False
-        self._txn_ts = 0
-        self._pending: list[_Entry] = []
+        self._txn_ts = "0"
+        self._pending = _Pending()
         self._last_end = 0
 
     @property
@@ -210,7 +270,7 @@ class WalLog:
                 self._add_row(message, described, table)
         elif isinstance(message, Begin):
             self.in_txn = True
-            self._txn_ts = message.commit_us
+            self._txn_ts = str(message.commit_us)
             # Logged before a restart: its commit precedes the recorded end.
             self._skip_txn = message.final_lsn < self.decoded_lsn
         elif isinstance(message, Commit):
@@ -254,8 +314,8 @@ class WalLog:
             if not self._skip_txn:
                 for relid in message.relids:
                     if await self._table(relid) is not None:
-                        self._pending.append(
-                            _Entry(relid, "TRUNCATE", None, None, self._txn_ts)
+                        self._pending.add(
+                            relid, "TRUNCATE", NO_ROW, NO_ROW, self._txn_ts
                         )
         elif not self.take(message):
             raise ValueError(f"cannot take {message!r}")
@@ -274,33 +334,18 @@ class WalLog:
             keys = [names.index(k) for k in table.pk if k in names]
             if any(new[i] != old[i] for i in keys):
                 # A key change is a DELETE and an INSERT, as with triggers.
-                self._pending.append(
-                    _Entry(
-                        change.relid,
-                        "DELETE",
-                        None,
-                        _json(described, old, table),
-                        self._txn_ts,
-                    )
-                )
-                self._pending.append(
-                    _Entry(
-                        change.relid,
-                        "INSERT",
-                        _json(described, new, table),
-                        None,
-                        self._txn_ts,
-                    )
-                )
+                old_json = _json(described, old, table)
+                new_json = _json(described, new, table)
+                add = self._pending.add
+                add(change.relid, "DELETE", NO_ROW, old_json, self._txn_ts)
+                add(change.relid, "INSERT", new_json, NO_ROW, self._txn_ts)
                 return
-        self._pending.append(
-            _Entry(
-                change.relid,
-                change.op,
-                None if new is None else _json(described, new, table),
-                None if old is None else _json(described, old, table),
-                self._txn_ts,
-            )
+        self._pending.add(
+            change.relid,
+            change.op,
+            NO_ROW if new is None else _json(described, new, table),
+            NO_ROW if old is None else _json(described, old, table),
+            self._txn_ts,
         )
 
     # -- writing the log -------------------------------------------------------
@@ -312,55 +357,55 @@ class WalLog:
         if self._tx is None:
             self._tx = self.conn.transaction()
             await self._tx.start()
-        entries, self._pending = self._pending, []
-        start = 0
-        for i in range(1, len(entries) + 1):
-            if i == len(entries) or entries[i].relid != entries[start].relid:
-                await self._write_run(entries[start:i])
-                start = i
+        pending, self._pending = self._pending, _Pending()
+        for relid, start, end in pending.runs():
+            await self._write_run(pending, relid, start, end)
 
     async def _write_at_once(self) -> bool:
         """The common case in one statement (one round trip, no transaction
         block): every pending change is to one table.  ``False`` when that
         does not apply (the general path handles it, errors included)."""
-        relid = self._pending[0].relid
-        table = await self._table(relid)
+        pending = self._pending
+        runs = pending.runs()
+        if len(runs) != 1:
+            return False
+        table = await self._table(runs[0][0])
         if table is None or table.fn is None:
             return False
-        if any(e.relid != relid for e in self._pending):
-            return False
-        run = self._pending
         try:
             await self.conn.execute(
                 _AT_ONCE_SQL.format(fn=table.fn),
-                *_arguments(table, run),
+                *pending.arguments(table.name, 0, len(pending)),
                 lsn_text(self._last_end),
             )
         except (asyncpg.UndefinedFunctionError, asyncpg.UndefinedObjectError):
             return False
-        self._pending = []
+        self._pending = _Pending()
         return True
 
-    async def _write_run(self, run: list[_Entry]) -> None:
-        table = await self._table(run[0].relid)
+    async def _write_run(
+        self, pending: _Pending, relid: int, start: int, end: int
+    ) -> None:
+        table = await self._table(relid)
         if table is None or table.fn is None:
             log.error(
                 "wal decoder: %d change(s) to relation %s not logged: the table is not "
                 "watched through the WAL any more",
-                len(run),
-                run[0].relid,
+                end - start,
+                relid,
             )
             return
         try:
             async with self.conn.transaction():  # a savepoint: one table's failure
                 await self.conn.execute(
-                    _INSERT_SQL.format(fn=table.fn), *_arguments(table, run)
+                    _INSERT_SQL.format(fn=table.fn),
+                    *pending.arguments(table.name, start, end),
                 )
         except (asyncpg.UndefinedFunctionError, asyncpg.UndefinedObjectError) as exc:
             log.error(
                 "wal decoder: %d change(s) to %s not logged: %s "
                 "(was the table dropped?)",
-                len(run),
+                end - start,
                 table.name,
                 exc,
             )
@@ -394,17 +439,6 @@ class WalLog:
 
     async def current_lsn(self) -> int:
         return parse_lsn(await self.conn.fetchval("select pg_current_wal_lsn()::text"))
-
-
-def _arguments(table: _Table, run: list[_Entry]) -> tuple[Any, ...]:
-    """$1-$5 of the insert: the table's name, then one array per column."""
-    return (
-        table.name,
-        [e.op for e in run],
-        [e.new for e in run],
-        [e.old for e in run],
-        [e.ts for e in run],
-    )
 
 
 def _json(described: _Described, values: tuple[Value, ...], table: _Table) -> str:
