@@ -564,9 +564,9 @@ def _dbcost(results: dict[str, Any]) -> list[str]:
             else ""
         ),
         "",
-        "| Capture | TPS | vs no capture | WAL bytes/tx | DB CPU us/tx | "
-        "Bulk insert (ms) | vs no capture |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| Capture | TPS | vs no capture | each round | WAL bytes/tx | "
+        "DB CPU us/tx | Bulk insert (ms) | vs no capture |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     cpu = cost.get("db_cpu_us_per_tx", {})
     for mode in label:
@@ -574,19 +574,32 @@ def _dbcost(results: dict[str, Any]) -> list[str]:
             continue  # results from before the floors were measured
         lines.append(
             f"| {label[mode]} | {_num(cost['tps'][mode])} | "
-            f"{cost['tps_ratio'][mode]:.2f}x | {_num(cost['wal_bytes_per_tx'][mode])}"
+            f"{cost['tps_ratio'][mode]:.2f}x | {_round_ratios(cost, mode)} | "
+            f"{_num(cost['wal_bytes_per_tx'][mode])}"
             f" | {_num(cpu.get(mode))} | {cost['bulk_s'][mode] * 1000:,.0f} | "
             f"{cost['bulk_ratio'][mode]:.2f}x |"
         )
     if cpu:
         lines += [
             "",
-            "DB CPU us/tx: CPU time of every PostgreSQL process (backends, the "
-            "walsender, background writers; exited backends included) during the "
-            "run, per transaction: what the database server itself spent. The "
-            "gateway's own Python (the wal decoder, the listener) is not in it.",
+            "*Each round*: the round's TPS over the no-capture TPS of the same "
+            "round, in round order: how far the machine moved the ratio during "
+            "the run. DB CPU us/tx: CPU time of every PostgreSQL process "
+            "(backends, the walsender, background writers; exited backends "
+            "included) during the run, per transaction: what the database "
+            "server itself spent. The gateway's own Python (the wal decoder, "
+            "the listener) is not in it.",
         ]
     return lines
+
+
+def _round_ratios(cost: dict[str, Any], mode: str) -> str:
+    """Each round's TPS over the same round's no-capture TPS ("" for none)."""
+    runs = cost.get("pgbench", {})
+    if mode == "plain" or mode not in runs or "plain" not in runs:
+        return ""
+    pairs = zip(runs[mode], runs["plain"], strict=False)
+    return " / ".join(f"{r['tps'] / p['tps']:.2f}" for r, p in pairs if p["tps"])
 
 
 def _routing(results: dict[str, Any]) -> list[str]:
