@@ -26,6 +26,7 @@ that nobody sends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -286,8 +287,9 @@ class Listener:
     async def read(self) -> int:
         """Read and dispatch everything new; returns the number of changes.
 
-        A large batch comes in chunks of ``FAST_LIMIT`` changes, one statement
-        each (the leading ones dispatched with ``final`` False)."""
+        A large batch comes in chunks of ``FAST_LIMIT`` changes: the first
+        from the read itself, the rest through one cursor (the leading chunks
+        dispatched with ``final`` False)."""
         assert self.position is not None
         self.reads += 1
         started = time.perf_counter()
@@ -300,12 +302,16 @@ class Listener:
         )
         self.on_batch(batch, batch.complete)
         count = len(changes)
-        while not batch.complete:
-            async with asyncio.timeout(self.query_timeout):
-                batch = await read_rest(self._conn, batch, self.name_of)
-            self.on_batch(batch, batch.complete)
-            count += len(batch.changes)
+        if not batch.complete:
             self.last_read_transactions = 2
+            async with contextlib.aclosing(
+                read_rest(self._conn, batch, self.name_of)
+            ) as rest:
+                while not batch.complete:
+                    async with asyncio.timeout(self.query_timeout):
+                        batch = await anext(rest)
+                    self.on_batch(batch, batch.complete)
+                    count += len(batch.changes)
         self.position = batch.snap
         if count:
             log.debug(

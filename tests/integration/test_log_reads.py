@@ -79,9 +79,10 @@ async def test_a_large_batch_is_read_in_chunks_that_resume_exactly(conn, databas
         # Committed after the batch's snapshot: the next read's, not this one's.
         await conn.execute("insert into docs values (5000, 'late')")
         chunks = [first]
-        while not chunks[-1].complete:
-            chunks.append(await changelog.read_rest(reader, chunks[-1], lambda t: t))
+        async for chunk in changelog.read_rest(reader, first, lambda t: t):
+            chunks.append(chunk)
         assert [len(c.changes) for c in chunks] == [500, 500, 234]
+        assert [c.complete for c in chunks] == [False, False, True]
         changes = [ch for c in chunks for ch in c.changes]
         assert [orjson.loads(ch.pk)["id"] for ch in changes] == list(range(1, 1235))
         assert all(c.snap == first.snap for c in chunks)
@@ -100,3 +101,40 @@ async def test_a_large_batch_is_read_in_chunks_that_resume_exactly(conn, databas
         assert [orjson.loads(ch.pk)["id"] for ch in following.changes] == [5000]
     finally:
         await reader.close()
+
+
+async def _fetched(conn: asyncpg.Connection) -> int:
+    """Rows of pgpulse.changes fetched through its indexes so far."""
+    await conn.execute("select pg_stat_force_next_flush()")
+    return int(
+        await conn.fetchval(
+            "select coalesce(idx_tup_fetch, 0) from pg_stat_user_tables "
+            "where relid = 'pgpulse.changes'::regclass"
+        )
+    )
+
+
+async def test_reading_a_large_batch_touches_each_change_a_bounded_number_of_times(
+    conn, database
+):
+    # The log has no index on id: a statement per chunk would find and sort
+    # every change of the batch again (10 chunks: 10x the batch).  The rest of
+    # a batch streams through one cursor: at most twice the batch in all.
+    await conn.execute("create table docs (id int primary key, title text)")
+    await capture.watch(conn, "docs")
+    reader = await asyncpg.connect(database, server_settings=changelog.READ_SETTINGS)
+    try:
+        start = await changelog.current_position(reader)
+        await conn.execute(
+            "insert into docs select g, 'x' from generate_series(1, 5000) g"
+        )
+        before = await _fetched(reader)
+        first = await changelog.read_batch(reader, start, lambda t: t, limit=500)
+        read = len(first.changes)
+        async for chunk in changelog.read_rest(reader, first, lambda t: t):
+            read += len(chunk.changes)
+        fetched = await _fetched(reader) - before
+    finally:
+        await reader.close()
+    assert read == 5000
+    assert read <= fetched <= 2 * read, f"{fetched} log rows fetched for {read}"
