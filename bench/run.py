@@ -34,7 +34,7 @@ PLANS: dict[str, dict[str, dict[str, Any]]] = {
     "full": {
         "floor": {"rates": [100, 1000], "duration": 5.0},
         "latency": {
-            "systems": ["pgpulse", "pgpulse-wal", "raw", *PEERS],
+            "systems": ["pgpulse", "pgpulse-2w", "pgpulse-wal", "raw", *PEERS],
             "counts": [1, 100, 1000, 5000],
             "rates": [100, 1000],
             "duration": 4.0,
