@@ -785,9 +785,21 @@ def _raw_gap(results: dict[str, Any]) -> str:
     text = (
         f" Measured beside it, the raw broadcast floor (one uvloop process "
         f"writing each prebuilt frame to every socket) has p50 {rw:.2f} ms at "
-        f"{n:,} clients x 100 changes/s, so pgpulse's own share of its "
-        f"{pg:.2f} ms is {pg - rw:+.2f} ms"
+        f"{n:,} clients x 100 changes/s, "
+        + (
+            f"so pgpulse's own share of its {pg:.2f} ms is {pg - rw:+.2f} ms"
+            if pg > rw
+            else f"and pgpulse {pg:.2f} ms: at the floor ({pg - rw:+.2f} ms is "
+            "run-to-run noise)"
+        )
     )
+    two = _ok_cell(results, "pgpulse-2w", n, 100)
+    if two is not None and _finite(two["latency_ms"]["p50"]):
+        text += (
+            f"; two gateway processes (`--workers 2`) measured "
+            f"{two['latency_ms']['p50']:.2f} ms: on 2 cores shared with the load "
+            "generator and PostgreSQL a second process does not shorten the queue"
+        )
     floor = _floor(results, 100)
     if floor is None or not _finite(floor["latency_ms"]["p50"]):
         return text + "."
