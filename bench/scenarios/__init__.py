@@ -25,7 +25,7 @@ from bench.stats import latencies_ms, summary
 from bench.writer import WriteJob, Writer
 from pgpulse.cursor import Snapshot
 
-__all__ = ["Ctx", "connect", "measure", "quiesce", "start_server"]
+__all__ = ["Ctx", "connect", "measure", "quiesce", "start_server", "value_of"]
 
 
 @dataclass
@@ -70,7 +70,7 @@ def listener_caught_up(server: Server, dsn: str, limit: float = 60.0) -> float:
     decoder that caught up has logged its backlog; the listener reads it
     after), so that reading never counts in a measurement either.  Returns
     the seconds waited."""
-    target = Snapshot.parse(asyncio.run(_snapshot(dsn)))
+    target = Snapshot.parse(str(value_of(dsn, "select pg_current_snapshot()::text")))
     started = time.perf_counter()
     while time.perf_counter() - started < limit:
         position = server.health().get("position")
@@ -80,12 +80,17 @@ def listener_caught_up(server: Server, dsn: str, limit: float = 60.0) -> float:
     return time.perf_counter() - started
 
 
-async def _snapshot(dsn: str) -> str:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return str(await conn.fetchval("select pg_current_snapshot()::text"))
-    finally:
-        await conn.close()
+def value_of(dsn: str, sql: str) -> Any:
+    """One value from a short connection of its own (between measurements)."""
+
+    async def fetch() -> Any:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return await conn.fetchval(sql)
+        finally:
+            await conn.close()
+
+    return asyncio.run(fetch())
 
 
 async def caught_up(dsn: str, limit: float = 120.0) -> float | None:

@@ -36,7 +36,7 @@ import asyncpg
 
 from bench._proc import server_cpu_seconds
 from bench.env import DB_COST, DB_COST_SOLO, DB_COST_WAL, pgbench_path
-from bench.scenarios import Ctx, start_server
+from bench.scenarios import Ctx, start_server, value_of
 from bench.writer import Listen
 
 __all__ = ["DATABASES", "FLOORS", "MODES", "run_dbcost"]
@@ -77,12 +77,8 @@ BULK_SQL = (
 )
 
 
-async def _wal_lsn(dsn: str) -> int:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return int(await conn.fetchval("select pg_current_wal_lsn() - '0/0'::pg_lsn"))
-    finally:
-        await conn.close()
+def _wal_lsn(dsn: str) -> int:
+    return int(value_of(dsn, "select pg_current_wal_lsn() - '0/0'::pg_lsn"))
 
 
 def _postmaster(ctx: Ctx) -> int:
@@ -97,7 +93,7 @@ def _pgbench(
         f.write(SCRIPT.format(table=table))
         script = f.name
     try:
-        wal0 = asyncio.run(_wal_lsn(dsn))
+        wal0 = _wal_lsn(dsn)
         cpu0 = server_cpu_seconds(postmaster)
         done = subprocess.run(
             [
@@ -120,7 +116,7 @@ def _pgbench(
             timeout=seconds * 4 + 60,
         )
         cpu1 = server_cpu_seconds(postmaster)
-        wal1 = asyncio.run(_wal_lsn(dsn))
+        wal1 = _wal_lsn(dsn)
     finally:
         Path(script).unlink(missing_ok=True)
     if done.returncode != 0:

@@ -8,7 +8,7 @@ import asyncpg
 import orjson
 
 from pgpulse import capture, changelog
-from pgpulse.cursor import Cursor
+from pgpulse.cursor import Cursor, Snapshot
 
 
 async def _scans(conn: asyncpg.Connection) -> tuple[int, int]:
@@ -65,15 +65,24 @@ async def test_reads_of_an_unanalyzed_large_log_use_the_index(conn, database):
     assert idx > before[1]
 
 
-async def test_a_large_batch_is_read_in_chunks_that_resume_exactly(conn, database):
+async def _inserted(
+    conn: asyncpg.Connection, database: str, rows: int
+) -> tuple[asyncpg.Connection, Snapshot]:
+    """A log reader, and its position from before *rows* inserted at once into
+    a watched table (ids 1 to *rows*)."""
     await conn.execute("create table docs (id int primary key, title text)")
     await capture.watch(conn, "docs")
     reader = await asyncpg.connect(database, server_settings=changelog.READ_SETTINGS)
+    start = await changelog.current_position(reader)
+    await conn.execute(
+        "insert into docs select g, 'x' from generate_series(1, $1::int) g", rows
+    )
+    return reader, start
+
+
+async def test_a_large_batch_is_read_in_chunks_that_resume_exactly(conn, database):
+    reader, start = await _inserted(conn, database, 1234)
     try:
-        start = await changelog.current_position(reader)
-        await conn.execute(
-            "insert into docs select g, 'x' from generate_series(1, 1234) g"
-        )
         first = await changelog.read_batch(reader, start, lambda t: t, limit=500)
         assert not first.complete and len(first.changes) == 500
         # Committed after the batch's snapshot: the next read's, not this one's.
@@ -120,14 +129,8 @@ async def test_reading_a_large_batch_touches_each_change_a_bounded_number_of_tim
     # The log has no index on id: a statement per chunk would find and sort
     # every change of the batch again (10 chunks: 10x the batch).  The rest of
     # a batch streams through one cursor: at most twice the batch in all.
-    await conn.execute("create table docs (id int primary key, title text)")
-    await capture.watch(conn, "docs")
-    reader = await asyncpg.connect(database, server_settings=changelog.READ_SETTINGS)
+    reader, start = await _inserted(conn, database, 5000)
     try:
-        start = await changelog.current_position(reader)
-        await conn.execute(
-            "insert into docs select g, 'x' from generate_series(1, 5000) g"
-        )
         before = await _fetched(reader)
         first = await changelog.read_batch(reader, start, lambda t: t, limit=500)
         read = len(first.changes)
