@@ -67,8 +67,16 @@ def test_pending_changes_split_into_runs_of_one_table_and_join_per_column():
     pending.add(7, "DELETE", NO_ROW, '{"id":"1"}', "10")
     pending.add(8, "TRUNCATE", NO_ROW, NO_ROW, "11")
     pending.add(7, "INSERT", '{"id":"\\u001e"}', NO_ROW, "12")
-    assert len(pending) == 4
-    assert pending.runs() == [(7, 0, 2), (8, 2, 3), (7, 3, 4)]
+    pending.add(7, "INSERT", NO_ROW, NO_ROW, "12", '{"id":2}', typed=True)
+    assert len(pending) == 5
+    # A run is one table written one way (typed JSON or the decode function).
+    assert pending.runs() == [
+        (7, False, 0, 2),
+        (8, False, 2, 3),
+        (7, False, 3, 4),
+        (7, True, 4, 5),
+    ]
+    assert pending.arguments("public.t", 4, 5, typed=True)[5] == '{"id":2}'
     name, ops, news, olds, tss = pending.arguments("public.t", 0, 2)
     assert name == "public.t"
     assert ops.split(SEPARATOR) == ["INSERT", "DELETE"]
@@ -77,7 +85,7 @@ def test_pending_changes_split_into_runs_of_one_table_and_join_per_column():
     assert tss.split(SEPARATOR) == ["10", "10"]
     one = _Pending()
     one.add(9, "UPDATE", "{}", "{}", "1")
-    assert one.runs() == [(9, 0, 1)]
+    assert one.runs() == [(9, False, 0, 1)]
 
 
 def test_a_value_holding_the_separator_is_refused_not_misaligned():
