@@ -164,14 +164,14 @@ async def read_rest(
     the last chunk (possibly empty) is ``complete``.
 
     One statement through a cursor, in a read-only transaction: the log has no
-    index on id, so a statement per chunk found and sorted every remaining
-    change again (a 94,000-change backlog took 10 s to read).  Visibility in
-    the batch's snapshot is told by xids alone (a transaction not running at
-    it had ended before it; aborted rows are invisible anyway), so a later
-    statement reads exactly the batch.  Same snapshots, so the same event-id
-    prefix: a client that stops half-way resumes from any chunk.  Close the
-    iterator (``contextlib.aclosing``) when stopping early.  *conn* should
-    carry :data:`READ_SETTINGS`.
+    index on id, so a statement per chunk found every change of the batch
+    again to sort out its chunk (a 94,000-change backlog took 10 s to read).
+    Visibility in the batch's snapshot is told by xids alone (a transaction
+    not running at it had ended before it; aborted rows are invisible anyway),
+    so a later statement reads exactly the batch.  Same snapshots, so the same
+    event-id prefix: a client that stops half-way resumes from any chunk.
+    Close the iterator (``contextlib.aclosing``) when stopping early.  *conn*
+    should carry :data:`READ_SETTINGS`.
     """
     assert batch.changes, "an incomplete batch has changes"
     xmax, xip = batch.prev.unseen_params()

@@ -9,15 +9,9 @@ import logging
 
 import pytest
 
+from pgpulse.capture.log_batch import NO_ROW, SEPARATOR, Pending
 from pgpulse.capture.pgoutput import UNCHANGED, Column, Relation
-from pgpulse.capture.wal_log import (
-    NO_ROW,
-    SEPARATOR,
-    _Described,
-    _json,
-    _Pending,
-    _Table,
-)
+from pgpulse.capture.wal_log import _Described, _json, _Table
 
 
 def _described(*columns: tuple[str, int]) -> _Described:
@@ -62,7 +56,7 @@ def test_row_json_of_a_relation_naming_a_column_twice_still_warns(caplog):
 
 
 def test_pending_changes_split_into_runs_of_one_table_and_join_per_column():
-    pending = _Pending()
+    pending = Pending()
     pending.add(7, "INSERT", '{"id":"1"}', NO_ROW, "10")
     pending.add(7, "DELETE", NO_ROW, '{"id":"1"}', "10")
     pending.add(8, "TRUNCATE", NO_ROW, NO_ROW, "11")
@@ -83,7 +77,7 @@ def test_pending_changes_split_into_runs_of_one_table_and_join_per_column():
     assert news.split(SEPARATOR) == ['{"id":"1"}', NO_ROW]
     assert olds.split(SEPARATOR) == [NO_ROW, '{"id":"1"}']
     assert tss.split(SEPARATOR) == ["10", "10"]
-    one = _Pending()
+    one = Pending()
     one.add(9, "UPDATE", "{}", "{}", "1")
     assert one.runs() == [(9, False, 0, 1)]
 
@@ -94,7 +88,7 @@ def test_a_value_holding_the_separator_is_refused_not_misaligned():
     described = _described(("id", 20), ("name", 25))
     row = _json(described, ("1", "a\x1eb"), _T)
     assert SEPARATOR not in row
-    pending = _Pending()
+    pending = Pending()
     pending.add(1, "INSERT", row, NO_ROW, "1")
     pending.add(1, "INSERT", '{"raw":"a\x1eb"}', NO_ROW, "1")
     assert pending.arguments("public.t", 0, 1)[2] == row

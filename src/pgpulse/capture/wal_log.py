@@ -23,6 +23,16 @@ from typing import Any
 import asyncpg
 import orjson
 
+from pgpulse.capture.log_batch import (
+    AT_ONCE_SQL,
+    COMMIT_SQL,
+    INSERT_SQL,
+    NO_ROW,
+    TYPED_AT_ONCE_SQL,
+    TYPED_SQL,
+    WAKE_SQL,
+    Pending,
+)
 from pgpulse.capture.pgoutput import (
     UNCHANGED,
     Begin,
@@ -41,70 +51,6 @@ __all__ = ["WalLog", "lsn_text", "parse_lsn"]
 log = logging.getLogger("pgpulse.decoder")
 
 _JSON_TYPES = frozenset({114, 3802})  # json, jsonb: values are JSON already
-
-#: Between the values of one column of a run of changes ($2-$5 of the insert).
-#: It never occurs inside them: operations are fixed words, commit times digits,
-#: and JSON text holds control characters only escaped (orjson writes them so;
-#: PostgreSQL's json input rejects them raw).  One text per column instead of
-#: an array: a bound array costs the client several type checks per element.
-SEPARATOR = "\x1e"
-
-#: Stands for "no row" (an INSERT's old, a DELETE's new): every row is a JSON
-#: object, so it never stands for one.
-NO_ROW = "n"
-
-_INSERT_SQL = """
-insert into pgpulse.changes (xid, ts, tbl, op, pk, "row", old)
-select pg_current_xact_id(), d.ts, $1, d.op, d.pk, d."row", d.old
-from pgpulse.{fn}(
-    string_to_array($2::text, E'\\x1e'),
-    string_to_array($3::text, E'\\x1e', 'n')::json[],
-    string_to_array($4::text, E'\\x1e', 'n')::json[],
-    string_to_array($5::text, E'\\x1e')::bigint[]) d
-"""
-
-# Rows whose JSON the decoder built (pgpulse.capture.typed_rows): straight
-# into jsonb, with the logged key ($6, 'keys' tables) as the decoder built it.
-_TYPED_SQL = """
-insert into pgpulse.changes (xid, ts, tbl, op, pk, "row", old)
-select pg_current_xact_id(),
-       '2000-01-01 00:00:00+00'::timestamptz + u.us * interval '1 microsecond',
-       $1, u.op, u.pk::jsonb, u.nj::jsonb, u.oj::jsonb
-from unnest(string_to_array($2::text, E'\\x1e'),
-            string_to_array($3::text, E'\\x1e', 'n'),
-            string_to_array($4::text, E'\\x1e', 'n'),
-            string_to_array($5::text, E'\\x1e')::bigint[],
-            string_to_array($6::text, E'\\x1e', 'n'))
-     with ordinality as u(op, nj, oj, us, pk, i)
-order by u.i
-"""
-
-
-def _move_sql(param: int) -> str:
-    """Record the end of the last logged transaction (bound as ``$param``)."""
-    return f"update pgpulse.state set decoded_lsn = ${param}::text::pg_lsn"
-
-
-_COMMIT_SQL = _move_sql(1)
-
-_WANTS_WAKE = "pg_sequence_last_value('pgpulse.wakeups') > 0"
-
-_WAKE_SQL = f"select pg_notify('pgpulse', '') where {_WANTS_WAKE}"
-
-
-def _at_once_sql(insert: str, lsn_param: int) -> str:
-    """*insert*, _COMMIT_SQL and _WAKE_SQL as one atomic statement (one round
-    trip), the position bound as ``$lsn_param``."""
-    return f"""
-with logged as ({insert} returning 1),
-moved as ({_move_sql(lsn_param)} returning 1)
-select pg_notify('pgpulse', '') from moved
-where {_WANTS_WAKE} and exists (select from logged)
-"""
-
-
-_AT_ONCE_SQL = _at_once_sql(_INSERT_SQL, 6)
-_TYPED_AT_ONCE_SQL = _at_once_sql(_TYPED_SQL, 7)
 
 # A table not (or no longer) watched with source 'wal' whose decode function exists.
 _FORMER_SQL = """
@@ -186,81 +132,6 @@ class _Described:
         )
 
 
-class _Pending:
-    """Changes decoded but not yet logged, one list per log column (one
-    object per change would cost more than the change's own JSON)."""
-
-    __slots__ = ("news", "olds", "ops", "pks", "relids", "tss", "typed")
-
-    def __init__(self) -> None:
-        self.relids: list[int] = []
-        self.typed: list[bool] = []
-        """Whether the decoder built the JSON (else the decode function does)."""
-        self.ops: list[str] = []
-        self.news: list[str] = []
-        """Row JSON, or :data:`NO_ROW`."""
-        self.olds: list[str] = []
-        self.tss: list[str] = []
-        """Commit times: microseconds since 2000-01-01 UTC, as in the WAL."""
-        self.pks: list[str] = []
-        """The logged key of typed changes to 'keys' tables, else :data:`NO_ROW`."""
-
-    def __len__(self) -> int:
-        return len(self.relids)
-
-    def add(
-        self,
-        relid: int,
-        op: str,
-        new: str,
-        old: str,
-        ts: str,
-        pk: str = NO_ROW,
-        typed: bool = False,
-    ) -> None:
-        self.relids.append(relid)
-        self.typed.append(typed)
-        self.ops.append(op)
-        self.news.append(new)
-        self.olds.append(old)
-        self.tss.append(ts)
-        self.pks.append(pk)
-
-    def runs(self) -> list[tuple[int, bool, int, int]]:
-        """(relid, typed, start, end) of each run of changes to one table
-        written one way, in order."""
-        relids, typed = self.relids, self.typed
-        n = len(relids)
-        if relids.count(relids[0]) == n and typed.count(typed[0]) == n:
-            return [(relids[0], typed[0], 0, n)]
-        runs = []
-        start = 0
-        for i in range(1, n + 1):
-            if i == n or relids[i] != relids[start] or typed[i] != typed[start]:
-                runs.append((relids[start], typed[start], start, i))
-                start = i
-        return runs
-
-    def arguments(
-        self, name: str, start: int, end: int, typed: bool = False
-    ) -> tuple[str, ...]:
-        """The insert's arguments for changes *start* to *end*: the table's
-        name, then each column's values joined by :data:`SEPARATOR` (ops,
-        rows, old rows, commit times, and for typed changes the keys)."""
-        lists = [self.ops, self.news, self.olds, self.tss]
-        if typed:
-            lists.append(self.pks)
-        columns = tuple(SEPARATOR.join(values[start:end]) for values in lists)
-        for column in columns:
-            if column.count(SEPARATOR) != end - start - 1:
-                # Cannot happen (see SEPARATOR); never log misaligned rows.
-                raise ValueError(
-                    f"a decoded change to {name} contains the separator "
-                    f"{SEPARATOR!r} outside JSON escapes; it cannot be logged"
-                )
-        return (name, *columns)
-
-
 class WalLog:
     """Pending decoded changes of one replication session, and their logging.
 
@@ -280,7 +151,7 @@ class WalLog:
         self._relations: dict[int, _Described] = {}
         self._skip_txn = False
         self._txn_ts = "0"
-        self._pending = _Pending()
+        self._pending = Pending()
         self._last_end = 0
         self._typed: dict[int, TypedRows | None] = {}
         """Per relation: how the decoder builds its rows' JSON, or None."""
@@ -458,7 +329,7 @@ class WalLog:
         if self._tx is None:
             self._tx = self.conn.transaction()
             await self._tx.start()
-        pending, self._pending = self._pending, _Pending()
+        pending, self._pending = self._pending, Pending()
         for relid, typed, start, end in pending.runs():
             await self._write_run(pending, relid, typed, start, end)
 
@@ -474,7 +345,7 @@ class WalLog:
         table = await self._table(relid)
         if table is None or table.fn is None:
             return False
-        sql = _TYPED_AT_ONCE_SQL if typed else _AT_ONCE_SQL.format(fn=table.fn)
+        sql = TYPED_AT_ONCE_SQL if typed else AT_ONCE_SQL.format(fn=table.fn)
         try:
             await self.conn.execute(
                 sql,
@@ -483,11 +354,11 @@ class WalLog:
             )
         except (asyncpg.UndefinedFunctionError, asyncpg.UndefinedObjectError):
             return False
-        self._pending = _Pending()
+        self._pending = Pending()
         return True
 
     async def _write_run(
-        self, pending: _Pending, relid: int, typed: bool, start: int, end: int
+        self, pending: Pending, relid: int, typed: bool, start: int, end: int
     ) -> None:
         table = await self._table(relid)
         if table is None or table.fn is None:
@@ -501,7 +372,7 @@ class WalLog:
         try:
             async with self.conn.transaction():  # a savepoint: one table's failure
                 await self.conn.execute(
-                    _TYPED_SQL if typed else _INSERT_SQL.format(fn=table.fn),
+                    TYPED_SQL if typed else INSERT_SQL.format(fn=table.fn),
                     *pending.arguments(table.name, start, end, typed),
                 )
         except (asyncpg.UndefinedFunctionError, asyncpg.UndefinedObjectError) as exc:
@@ -528,8 +399,8 @@ class WalLog:
         if self._last_end <= self.decoded_lsn:
             return False
         if self._tx is not None:
-            await self.conn.execute(_COMMIT_SQL, lsn_text(self._last_end))
-            await self.conn.execute(_WAKE_SQL)
+            await self.conn.execute(COMMIT_SQL, lsn_text(self._last_end))
+            await self.conn.execute(WAKE_SQL)
             tx, self._tx = self._tx, None
             await tx.commit()
         # else: transactions with nothing to log: only the position moves.
