@@ -174,12 +174,10 @@ async def read_rest(
     should carry :data:`READ_SETTINGS`.
     """
     assert batch.changes, "an incomplete batch has changes"
-    xmax, xip = batch.prev.unseen_params()
-    sxmax, sxip = batch.snap.unseen_params()
-    after = batch.changes[-1].id
+    args = _since_args(batch.prev, batch.snap, batch.changes[-1].id, None)
     prefix = Cursor.batch_prefix(batch.prev, batch.snap)
     async with conn.transaction(readonly=True):
-        cursor = await conn.cursor(_SINCE_SQL, xmax, xip, sxmax, sxip, after, None)
+        cursor = await conn.cursor(_SINCE_SQL, *args)
         while True:
             records = await cursor.fetch(limit)
             changes = [_change(r, prefix, name_of) for r in records]
@@ -187,6 +185,18 @@ async def read_rest(
             yield Batch(batch.prev, batch.snap, changes, batch.pruned_xid, complete)
             if complete:
                 return
+
+
+def _since_args(
+    prev: Snapshot, snap: Snapshot, after: int | None, tables: list[str] | None
+) -> tuple[Any, ...]:
+    """$1-$6 of ``_SINCE_SQL``: unseen at *prev*; with *after*, only the rest
+    of the batch (*prev*, *snap*) after that id."""
+    xmax, xip = prev.unseen_params()
+    if after is None:
+        return (xmax, xip, None, [], 0, tables)
+    sxmax, sxip = snap.unseen_params()
+    return (xmax, xip, sxmax, sxip, after, tables)
 
 
 async def read_since(
@@ -212,12 +222,7 @@ async def read_since(
         # ...then everything that became visible after it.
         phases.append((cursor.snap, now, None))
         for prev, snap, after in phases:
-            xmax, xip = prev.unseen_params()
-            if after is None:
-                args: tuple[Any, ...] = (xmax, xip, None, [], 0, tables)
-            else:
-                sxmax, sxip = snap.unseen_params()
-                args = (xmax, xip, sxmax, sxip, after, tables)
+            args = _since_args(prev, snap, after, tables)
             prefix = Cursor.batch_prefix(prev, snap)
             out: list[Change] = []
             async for record in conn.cursor(_SINCE_SQL, *args, prefetch=chunk):
