@@ -1,5 +1,5 @@
 """``python -m bench SCENARIO [--quick]``: all, one scenario (floor, latency,
-fanout, idle, dbcost, routing, instructions), or report.
+fanout, idle, dbcost, routing, instructions, parts), or report.
 
 Starts its own PostgreSQL, runs the scenarios against pgpulse and the peers,
 writes raw JSON to ``bench/results/`` and the tables to ``docs/benchmarks.md``.
@@ -97,14 +97,25 @@ def _save(
             merged = json.loads(latest.read_text())
         except ValueError:
             pass
-    merged["results"].update(results)
-    # Which commit and date each scenario's numbers come from (partial reruns).
+    # A scenario this machine cannot measure (no perf, no valgrind) keeps the
+    # numbers an earlier run measured, with that run's origin.
+    kept = [
+        name
+        for name, result in results.items()
+        if result.get("status") == "cannot"
+        and merged["results"].get(name, {}).get("status") == "ok"
+    ]
+    for name in kept:
+        print(f"==> {name}: {results[name]['reason']}; keeping the earlier results")
+    merged["results"].update({k: v for k, v in results.items() if k not in kept})
+    # Which commit, date and machine each scenario's numbers come from.
     origin = {
         "revision": meta["machine"].get("revision"),
         "date": meta["machine"].get("date"),
+        "cpu": meta["machine"].get("cpu"),
     }
     sources = dict(merged.get("meta", {}).get("sources", {}))
-    sources.update({name: origin for name in results})
+    sources.update({name: origin for name in results if name not in kept})
     meta = {**meta, "sources": sources}
     if len(results) < len(run.SCENARIOS) and merged.get("meta"):
         # A partial rerun: keep the machine line, note the command of each part.

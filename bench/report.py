@@ -325,6 +325,7 @@ def render(results: dict[str, Any], meta: dict[str, Any]) -> str:
     lines += _dbcost(results)
     lines += _routing(results)
     lines += _instructions(results)
+    lines += _parts(results)
     lines += _unmet(results)
     lines += [
         "",
@@ -351,12 +352,17 @@ def _sources_note(meta: dict[str, Any]) -> str:
     }
     if not older:
         return ""
+
+    def origin(src: dict[str, Any]) -> str:
+        text = f"at commit {src.get('revision', '?')} ({src.get('date', '?')}"
+        cpu = src.get("cpu", "an earlier machine")
+        if cpu != m.get("cpu"):
+            text += f", on {cpu}"
+        return text + ")"
+
     return (
         " Measured in earlier runs: "
-        + "; ".join(
-            f"{name} at commit {src.get('revision', '?')} ({src.get('date', '?')})"
-            for name, src in sorted(older.items())
-        )
+        + "; ".join(f"{name} {origin(src)}" for name, src in sorted(older.items()))
         + "."
     )
 
@@ -585,10 +591,11 @@ def _dbcost(results: dict[str, Any]) -> list[str]:
         ),
         "",
         "| Capture | TPS | vs no capture | each round | WAL bytes/tx | "
-        "DB CPU us/tx | Bulk insert (ms) | vs no capture |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "DB CPU us/tx | Gateway CPU us/tx | Bulk insert (ms) | vs no capture |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     cpu = cost.get("db_cpu_us_per_tx", {})
+    gateway = cost.get("gateway_cpu_us_per_tx", {})
     for mode in label:
         if mode not in cost["tps"]:
             continue  # results from before the floors were measured
@@ -596,7 +603,9 @@ def _dbcost(results: dict[str, Any]) -> list[str]:
             f"| {label[mode]} | {_num(cost['tps'][mode])} | "
             f"{cost['tps_ratio'][mode]:.2f}x | {_round_ratios(cost, mode)} | "
             f"{_num(cost['wal_bytes_per_tx'][mode])}"
-            f" | {_num(cpu.get(mode))} | {cost['bulk_s'][mode] * 1000:,.0f} | "
+            f" | {_num(cpu.get(mode))} | "
+            f"{_num(gateway[mode]) if mode in gateway else ''} | "
+            f"{cost['bulk_s'][mode] * 1000:,.0f} | "
             f"{cost['bulk_ratio'][mode]:.2f}x |"
         )
     if cpu:
@@ -608,7 +617,8 @@ def _dbcost(results: dict[str, Any]) -> list[str]:
             "(backends, the walsender, background writers; exited backends "
             "included) during the run, per transaction: what the database "
             "server itself spent. The gateway's own Python (the wal decoder, "
-            "the listener) is not in it.",
+            "the listener) is not in it: *Gateway CPU us/tx* is that, the "
+            "gateway's processes over the same run, where a gateway runs.",
         ]
     return lines
 
@@ -705,6 +715,56 @@ def _instructions(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _parts(results: dict[str, Any]) -> list[str]:
+    """Section 7: the writer's instructions, capture part by part (callgrind)."""
+    parts = results.get("parts")
+    if not parts:
+        return []
+    lines = ["", "## 7. What trigger capture costs the writer, part by part", ""]
+    if parts.get("status") != "ok":
+        return [*lines, f"Not measured: {parts.get('reason', '?')}."]
+    one, bulk = parts["single_kinstr_per_tx"], parts["bulk_kinstr_per_row"]
+    (t0, t1), (r0, r1) = parts["transactions"], parts["rows"]
+    lines += [
+        "Thousands of instructions executed by a single-user PostgreSQL backend "
+        "(`postgres --single`: no client, no network) under callgrind, which "
+        "counts every instruction: the same numbers on every run, on any "
+        "machine with valgrind. *Single-row*: prepared single-row INSERT "
+        f"transactions ({t1 - t0:,} more in one run than in another, the "
+        "difference per transaction). *Bulk*: one `INSERT ... SELECT` "
+        f"({r1 - r0:,} rows more, per row). Each step adds one part to the step "
+        "above it; the last is pgpulse's own capture. Without the client round "
+        "trip a backend does less per transaction than in section 4, so ratios "
+        "here are larger than there.",
+        "",
+        "| Step | adds | single-row (k) | this step | vs no capture | "
+        "bulk per row (k) | this step | vs no capture |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    base_one, base_bulk = one["plain"], bulk["plain"]
+    before: str | None = None
+    for entry in parts["steps"]:
+        step = entry["step"]
+        d1 = f"{one[step] - one[before]:+.1f}" if before else ""
+        d2 = f"{bulk[step] - bulk[before]:+.2f}" if before else ""
+        lines.append(
+            f"| {step} | {entry['adds']} | {one[step]:.1f} | {d1} | "
+            f"{one[step] / base_one:.2f}x | {bulk[step]:.2f} | {d2} | "
+            f"{bulk[step] / base_bulk:.2f}x |"
+        )
+        before = step
+    for alt in parts.get("alternatives", []):
+        name, instead = alt["name"], alt["instead_of"]
+        lines += [
+            "",
+            f"Measured beside the ladder: *{name}*, {alt['changes']}: "
+            f"{one[name]:.1f}k per transaction ({one[name] - one[instead]:+.1f}k "
+            f"against step {instead}), {bulk[name]:.2f}k per row in bulk "
+            f"({bulk[name] - bulk[instead]:+.2f}k).",
+        ]
+    return lines
+
+
 def _unmet(results: dict[str, Any]) -> list[str]:
     """Why the unmet targets are unmet (analysis kept with the numbers; every
     figure of this run comes from *results*, profiling figures are marked)."""
@@ -722,24 +782,43 @@ def _unmet(results: dict[str, Any]) -> list[str]:
         "`transport.write` call (the syscall) is ~57% of the gateway's busy time."
         + _high_rate(results)
         + _raw_gap(results),
-        *_unmet_cost(results.get("dbcost") or {}),
-        "- **Next steps**: for the trigger source no single part is worth a "
-        "schema change (JSON text instead of jsonb saves ~6k of its +129k "
-        "instructions per transaction; ~28% of the JSON time in bulk); tables "
-        "with bulk writes belong on the wal source. For the wal source, the "
+        *_unmet_cost(results.get("dbcost") or {}, results.get("parts") or {}),
+        "- **Next steps**: for the trigger source"
+        + _json_text_step(results.get("parts") or {})
+        + "; tables with bulk writes belong on the wal source. For the wal "
+        "source, the "
         f"gateway's Python{_wal_gateway(results)} is the largest part and runs "
         "wherever the gateway runs: on its own machine only the walsender and "
         "the log writes stay on the database.",
     ]
 
 
+def _json_text_step(parts: dict[str, Any]) -> str:
+    """What storing rows as json text instead of jsonb would save (section 7)."""
+    if parts.get("status") != "ok" or "json_text" not in parts["bulk_kinstr_per_row"]:
+        return ", the next part to cut is the row's jsonb"
+    one, row = parts["single_kinstr_per_tx"], parts["bulk_kinstr_per_row"]
+    return (
+        ", rows stored as json text instead of jsonb would save "
+        f"{one['json'] - one['json_text']:.1f}k of capture's "
+        f"+{one['pgpulse'] - one['plain']:.0f}k instructions per transaction and "
+        f"{row['json'] - row['json_text']:.1f}k of +{row['pgpulse'] - row['plain']:.1f}"
+        "k per row in bulk (section 7), and the listener's jsonb output on every "
+        "read; it means rewriting the log's row columns on upgrade"
+    )
+
+
 def _wal_gateway(results: dict[str, Any]) -> str:
-    """The wal gateway's instructions per change, as section 6 measured them."""
-    ins = results.get("instructions") or {}
-    if ins.get("status") != "ok":
+    """The wal gateway's CPU per change beside the database's (section 4)."""
+    cost = results.get("dbcost") or {}
+    gateway = cost.get("gateway_cpu_us_per_tx", {}).get("pgpulse_wal")
+    db = cost.get("db_cpu_us_per_tx", {}).get("pgpulse_wal")
+    if gateway is None or db is None:
         return ""
-    gateway = ins["following"]["wal"]["kinstr_per_change"]["gateway"]
-    return f" ({gateway:.0f}k instructions per change, section 6)"
+    return (
+        f" ({gateway:,.0f} us of CPU per change against the database server's "
+        f"{db:,.0f}, section 4)"
+    )
 
 
 def _high_rate(results: dict[str, Any]) -> str:
@@ -844,26 +923,63 @@ def _wal_split(cost: dict[str, Any]) -> str:
     return text
 
 
-#: Where a transaction's work goes, counted in instructions (repeatable on a
-#: noisy machine where CPU seconds are not): `perf stat -e instructions` on
-#: each process, single-row INSERT transactions like the scenario's, measured
-#: separately on 2026-11-22.
-_INSTRUCTIONS = (
-    " Counted in instructions (`perf stat`; variants of the capture function "
-    "measured separately, in a run of their own): a single-row INSERT "
-    "transaction cost its backend ~125k instructions without capture and ~254k "
-    "with the capture trigger (+129k). Each part of the log row is small: jsonb rather "
-    "than json ~6k, the xid index ~8k, the ts BRIN index ~6k, the id ~5k, the "
-    "wake-up check ~2k, security definer + search_path ~3k; a log row with all "
-    "of them removed still costs +88k: a PL/pgSQL statement trigger writing a "
-    "second row. The listener's backend read ~47.5k per change while every "
-    "read was planned again and each row's key was an aggregate. Per process "
-    "and source: section 6."
-)
+def _parts_text(parts: dict[str, Any]) -> str:
+    """Where a single-row transaction's instructions go (section 7)."""
+    if parts.get("status") != "ok":
+        return ""
+    k = parts["single_kinstr_per_tx"]
+    return (
+        f" Counted with callgrind (section 7): a single-row INSERT transaction "
+        f"costs its backend {k['plain']:.0f}k instructions without capture and "
+        f"{k['pgpulse']:.0f}k with pgpulse's (+{k['pgpulse'] - k['plain']:.0f}k): "
+        f"the trigger and a verbatim copy of the row +{k['copy'] - k['plain']:.0f}k, "
+        f"the row as jsonb +{k['json'] - k['copy']:.0f}k, the log's other columns "
+        f"+{k['log_row'] - k['json']:.0f}k, its id, xid index and SECURITY DEFINER "
+        f"+{k['indexed'] - k['log_row']:.0f}k, the rest of pgpulse's function "
+        f"(the wake-up check, one function for every operation) "
+        f"+{k['pgpulse'] - k['indexed']:.0f}k. Per process and source: section 6."
+    )
 
 
-def _unmet_cost(cost: dict[str, Any]) -> list[str]:
-    """The TPS and bulk-insert bullets, read against the floors of this run."""
+def _json_floor(parts: dict[str, Any]) -> float:
+    """Instructions per bulk row of copying the row as JSON, over no capture
+    (0 when not measured): the least a log of row JSON costs per row."""
+    if parts.get("status") != "ok":
+        return 0.0
+    r = parts["bulk_kinstr_per_row"]
+    return float(min(r["json"], r.get("json_text", r["json"])) / r["plain"])
+
+
+def _parts_bulk_text(parts: dict[str, Any], bulk: dict[str, float]) -> str:
+    """Where a bulk insert's instructions go per row (section 7)."""
+    if parts.get("status") != "ok":
+        return ""
+    r = parts["bulk_kinstr_per_row"]
+    text = (
+        f" Per row, counted with callgrind (section 7): {r['plain']:.1f}k "
+        f"instructions without capture, {r['pgpulse']:.1f}k with it; the row as "
+        f"jsonb is the largest part (+{r['json'] - r['copy']:.1f}k"
+    )
+    if "json_text" in r:
+        text += f"; as json text +{r['json_text'] - r['copy']:.1f}k"
+    text += (
+        f"), the id and xid index +{r['indexed'] - r['log_row']:.1f}k, the "
+        f"verbatim copy itself +{r['copy'] - r['plain']:.1f}k. In instructions "
+        f"alone, copying each row and building its JSON costs "
+        f"{r['json'] / r['plain']:.2f}x"
+    )
+    if "floor_copy" in bulk:
+        text += (
+            f", and writing rows costs more time than instructions (the verbatim "
+            f"copy: {r['copy'] / r['plain']:.2f}x in instructions, "
+            f"{bulk['floor_copy']:.2f}x in time)"
+        )
+    return text + "."
+
+
+def _unmet_cost(cost: dict[str, Any], parts: dict[str, Any]) -> list[str]:
+    """The TPS and bulk-insert bullets, read against the floors of this run and
+    the instruction counts of section 7."""
     tps = cost.get("tps_ratio", {})
     bulk = cost.get("bulk_ratio", {})
     wal = cost.get("wal_bytes_per_tx", {})
@@ -876,7 +992,7 @@ def _unmet_cost(cost: dict[str, Any]) -> list[str]:
         "- **TPS with capture** is the second write: every change is written again "
         "(heap tuple + xid index entry) into `pgpulse.changes`; WAL per "
         f"single-row transaction {grows} and writers wait on "
-        "WAL flush (`LWLock:WALWrite`)." + _INSTRUCTIONS
+        "WAL flush (`LWLock:WALWrite`)." + _parts_text(parts)
     )
     if "floor_trigger" in tps:
         tps_text += (
@@ -919,11 +1035,8 @@ def _unmet_cost(cost: dict[str, Any]) -> list[str]:
     bulk_text = (
         "- **Bulk insert** has the same cause: "
         + (f"{rows:,} " if rows else "")
-        + "extra log rows with their JSON. Measured separately (variants of the "
-        "capture function, one run each): building the JSON is the largest part "
-        "(logging no JSON: 342 -> 203 ms against 123 ms without capture, ~2.8 us "
-        "per row); the xid index ~40 ms. One aggregated log row per statement "
-        "(jsonb_agg) was measured too and is not faster."
+        + "extra log rows with their JSON."
+        + _parts_bulk_text(parts, bulk)
     )
     if "floor_copy" in bulk and "pgpulse" in bulk:
         fc, pg = bulk["floor_copy"], bulk["pgpulse"]
@@ -942,6 +1055,17 @@ def _unmet_cost(cost: dict[str, Any]) -> list[str]:
                 f"trigger-based durable log cannot meet {BULK_GOAL:g}x here, "
                 "however lean; only a capture that does not write the rows again "
                 "(logical decoding, below) can."
+            )
+        elif _json_floor(parts) >= BULK_GOAL:
+            bulk_text += (
+                f" The verbatim copy stays under {BULK_GOAL:g}x, but a log readers "
+                "can use holds each row's JSON: writing each row again as JSON "
+                "(json text, the cheaper) is alone "
+                f"{_json_floor(parts):.2f}x per row in instructions, before the "
+                "log's other columns, id and index, and time runs above "
+                "instructions; so a trigger that builds the JSON as it writes "
+                f"cannot meet {BULK_GOAL:g}x here. The wal source, which writes "
+                "nothing on the writer's path, does (below)."
             )
         else:
             bulk_text += (

@@ -18,6 +18,7 @@ from bench.env import (
 )
 from bench.loadgen import LoadGen
 from bench.scenarios import Ctx
+from bench.scenarios.capture_parts import run_capture_parts
 from bench.scenarios.dbcost import run_dbcost
 from bench.scenarios.fanout import run_fanout
 from bench.scenarios.idle import run_idle
@@ -61,6 +62,7 @@ PLANS: dict[str, dict[str, dict[str, Any]]] = {
         },
         "routing": {"counts": [1000, 5000, 10000], "rate": 200.0, "duration": 8.0},
         "instructions": {"transactions": 5000, "clients": 16, "seconds": 8.0},
+        "parts": {"transactions": (200, 1200), "rows": (100, 5100)},
     },
     "quick": {
         "floor": {"rates": [100], "duration": 1.0},
@@ -87,6 +89,7 @@ PLANS: dict[str, dict[str, dict[str, Any]]] = {
         },
         "routing": {"counts": [20, 40], "rate": 50.0, "duration": 1.5},
         "instructions": {"transactions": 300, "clients": 4, "seconds": 2.0},
+        "parts": {"transactions": (20, 120), "rows": (10, 510)},
     },
 }
 
@@ -98,6 +101,7 @@ RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
     "fanout": run_fanout,
     "dbcost": run_dbcost,
     "instructions": run_instructions,
+    "parts": run_capture_parts,
 }
 
 #: Order of ``all``.

@@ -34,9 +34,10 @@ from typing import Any
 
 import asyncpg
 
-from bench._proc import server_cpu_seconds
+from bench._proc import cpu_seconds, server_cpu_seconds, tree
 from bench.env import DB_COST, DB_COST_SOLO, DB_COST_WAL, pgbench_path
 from bench.scenarios import Ctx, start_server, value_of
+from bench.servers import Server
 from bench.writer import Listen
 
 __all__ = ["DATABASES", "FLOORS", "MODES", "run_dbcost"]
@@ -168,16 +169,24 @@ async def _bulk(dsn: str, table: str, rows: int, decoded: bool) -> tuple[float, 
 
 
 @contextlib.contextmanager
-def _decoding(ctx: Ctx, mode: str) -> Iterator[None]:
-    """For the wal source: its gateway (the decoder) runs only while measured."""
+def _decoding(ctx: Ctx, mode: str) -> Iterator[Server | None]:
+    """For the wal source: its gateway (the decoder) runs only while measured;
+    yields it."""
     if mode != "pgpulse_wal":
-        yield
+        yield None
         return
     gateway = start_server(ctx, "pgpulse", database=DB_COST_WAL)  # caught up
     try:
-        yield
+        yield gateway
     finally:
         gateway.stop()
+
+
+def _gateway_cpu(server: Server | None) -> float:
+    """CPU seconds of a gateway's processes so far (0 without one)."""
+    if server is None or server.proc is None:
+        return 0.0
+    return cpu_seconds(tree(server.proc.pid))
 
 
 def run_dbcost(
@@ -200,8 +209,16 @@ def run_dbcost(
             for r in range(rounds):
                 for mode, table in MODES.items():
                     ctx.log(f"  pgbench round {r + 1}: {mode}")
-                    with _decoding(ctx, mode):
+                    with _decoding(ctx, mode) as decoding:
+                        following = gateway if mode == "pgpulse" else decoding
+                        cpu0 = _gateway_cpu(following)
                         run = _pgbench(dsns[mode], table, clients, seconds, postmaster)
+                        if following is not None:
+                            # The gateway's own CPU (its Python) per transaction,
+                            # on the same cores: the listener, and the decoder.
+                            used = _gateway_cpu(following) - cpu0
+                            n = run["transactions"] or 1
+                            run["gateway_cpu_us_per_tx"] = round(used / n * 1e6, 1)
                     runs[mode].append(run)
                     ctx.log(f"    {run['tps']:.0f} TPS")
                     time.sleep(1.0)
@@ -241,6 +258,11 @@ def run_dbcost(
         "db_cpu_us_per_tx": {
             m: round(statistics.mean(r["db_cpu_us_per_tx"] or 0 for r in runs[m]), 1)
             for m in MODES
+        },
+        "gateway_cpu_us_per_tx": {
+            m: round(statistics.mean(r["gateway_cpu_us_per_tx"] for r in runs[m]), 1)
+            for m in MODES
+            if runs[m] and "gateway_cpu_us_per_tx" in runs[m][0]
         },
         "bulk_s": {m: round(v, 4) for m, v in bulk_s.items()},
         "bulk_all_s": bulk,

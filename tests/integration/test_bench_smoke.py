@@ -2,12 +2,14 @@
 
 No timing is asserted here (timed results live in docs/benchmarks.md); only
 that every scenario runs end to end against real processes and produces
-well-formed results and a report.  About 40 s (server and process start-ups),
+well-formed results and a report.  About two minutes (server and process
+start-ups, callgrind),
 hence ``slow``; it still runs in CI.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import shutil
@@ -16,6 +18,7 @@ from typing import Any
 import pytest
 from bench import run
 from bench.report import render, targets
+from bench.scenarios.capture_parts import valgrind_problem
 from bench.scenarios.instructions import perf_problem
 
 import tests.pg
@@ -46,6 +49,7 @@ TINY: dict[str, dict[str, Any]] = {
         "bulk_reps": 1,
     },
     "instructions": {"transactions": 50, "clients": 2, "seconds": 1.0},
+    "parts": {"transactions": (5, 25), "rows": (5, 105)},
 }
 
 
@@ -115,6 +119,9 @@ def test_benchmark_scenarios_produce_well_formed_results(
     }
     assert all(v > 0 for v in cost["tps"].values())
     assert all(v > 0 for v in cost["bulk_s"].values())
+    # The gateways' own CPU: the listener following, the decoder decoding.
+    assert set(cost["gateway_cpu_us_per_tx"]) == {"pgpulse", "pgpulse_wal"}
+    assert cost["gateway_cpu_us_per_tx"]["pgpulse_wal"] > 0
     # The wal source's bulk rows all reached the log (within the 60 s allowed).
     assert 0 < cost["bulk_logged_s"] < 60
 
@@ -131,6 +138,19 @@ def test_benchmark_scenarios_produce_well_formed_results(
     else:
         assert instr["status"] == "cannot" and instr["reason"]
 
+    parts = results["parts"]
+    if valgrind_problem() is None:
+        assert parts["status"] == "ok"
+        one, bulk = parts["single_kinstr_per_tx"], parts["bulk_kinstr_per_row"]
+        # Every step of the ladder adds work to a single-row transaction.
+        steps = [s["step"] for s in parts["steps"]]
+        assert steps[0] == "plain" and steps[-1] == "pgpulse"
+        assert all(one[a] < one[b] for a, b in itertools.pairwise(steps))
+        assert one["pgpulse"] > one["copy"] > one["plain"] > 10
+        assert bulk["json"] > bulk["copy"] > bulk["plain"] > 1
+    else:
+        assert parts["status"] == "cannot" and "valgrind" in parts["reason"]
+
     json.dumps(results)  # the raw results are JSON-serialisable
     verdicts = {t["verdict"] for t in targets(results)}
     assert verdicts <= {"met", "NOT met", "not measured"}
@@ -138,6 +158,9 @@ def test_benchmark_scenarios_produce_well_formed_results(
     assert "| raw | 2 | 50 |" in page
     assert "floor: every row written again, verbatim, no index" in page
     assert "| pgpulse-wal | 2 | 50 |" in page
+    if parts["status"] == "ok":
+        assert "## 7. What trigger capture costs the writer" in page
+        assert "| pgpulse | pgpulse's capture function" in page
     assert "(wal source)" in page
     for heading in (
         "## Targets",
