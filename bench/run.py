@@ -1,6 +1,6 @@
 """The scenario plans (full and ``--quick``) and the run that executes them.
 
-Full plan on the 2-core reference machine: about 20 minutes in all.
+Full plan on the 2-core reference machine: about 30 minutes in all.
 """
 
 from __future__ import annotations
