@@ -280,8 +280,6 @@ async def prune(
     cutoff_id = 0
     too_old = dt.datetime.now(dt.UTC) - older_than if older_than else None
     age_xid = None if too_old is None else await _age_boundary(conn, too_old)
-    if too_old is not None and age_xid is None and keep_rows is None:
-        return PruneResult(0, await pruned_xid(conn))
     if keep_rows is not None:
         # The newest change beyond keep_rows: it and everything older go.
         cutoff = await conn.fetchrow(
@@ -291,8 +289,8 @@ async def prune(
         )
         if cutoff is not None:
             cutoff_xid, cutoff_id = cutoff["xid"], cutoff["id"]
-        elif older_than is None:
-            return PruneResult(0, await pruned_xid(conn))
+    if age_xid is None and cutoff_xid is None:
+        return PruneResult(0, await pruned_xid(conn))  # nothing old enough
     while True:
         async with conn.transaction():
             # Both cuts are xid ranges: index scans, never the whole log.

@@ -78,11 +78,10 @@ async def test_never_deletes_a_newer_change_written_out_of_xid_order(conn):
 
 
 async def test_nothing_old_enough_deletes_nothing(conn):
-    xids = await _logged(conn, 5)
+    await _logged(conn, 5)
     result = await changelog.prune(conn, older_than=7 * DAY)
     assert (result.deleted, result.pruned_xid) == (0, 0)
     assert await _left(conn) == [1, 2, 3, 4, 5]
-    assert xids
 
 
 async def test_age_and_row_count_together_take_the_larger_cut(conn):
