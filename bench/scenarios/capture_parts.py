@@ -17,7 +17,6 @@ cluster is the scenario's own (single-user mode needs it stopped).
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import shutil
 import subprocess
@@ -31,7 +30,7 @@ from bench.env import DOCS_DDL, FLOOR_COPY_DDL, FLOOR_TRIGGER_DDL
 from bench.scenarios import Ctx
 from pgpulse import capture
 from pgpulse.capture.schema import install_schema
-from pgpulse.embedded import SERVICE_USER, EmbeddedCluster, _bin_dir
+from pgpulse.embedded import EmbeddedCluster, _bin_dir
 
 __all__ = ["ALTERNATIVES", "STEPS", "run_capture_parts", "valgrind_problem"]
 
@@ -44,10 +43,23 @@ _LOG_COLUMNS = (
     'op text not null, pk jsonb, "row" jsonb, old jsonb'
 )
 _LOG_INSERT = (
-    'insert into {log} (xid, ts, tbl, op, "row") '
+    'insert into {table}_log (xid, ts, tbl, op, "row") '
     "select pg_current_xact_id(), clock_timestamp(), 'public.{table}', 'INSERT', "
     "to_jsonb(n) from n;"
 )
+
+
+def _logging(log_columns: str, insert: str, options: str = "") -> str:
+    """DDL: a table {table}_log and a statement trigger on {table} whose
+    function runs *insert* (reading the transition table ``n``)."""
+    return (
+        f"create table {{table}}_log ({log_columns});"
+        f"create function {{table}}_fn() returns trigger language plpgsql {options}"
+        f" as $$begin {insert} return null; end $$;"
+        "create trigger {table}_t after insert on {table} referencing new table as n"
+        " for each statement execute function {table}_fn();"
+    )
+
 
 #: (step, what it adds, DDL for table {table}).  Each step adds one part to the
 #: step before; the last is pgpulse's own capture (its generated function).
@@ -62,34 +74,22 @@ STEPS: list[tuple[str, str, str]] = [
     (
         "json",
         "the row as jsonb (`to_jsonb`) instead of verbatim",
-        'create table {table}_log ("row" jsonb);'
-        "create function {table}_fn() returns trigger language plpgsql as $$"
-        "begin insert into {table}_log select to_jsonb(n) from n; return null; end $$;"
-        "create trigger {table}_t after insert on {table} referencing new table as n"
-        " for each statement execute function {table}_fn();",
+        _logging('"row" jsonb', "insert into {table}_log select to_jsonb(n) from n;"),
     ),
     (
         "log_row",
         "the log's other columns: transaction id, capture time, table, op",
-        "create table {table}_log (" + _LOG_COLUMNS + ");"
-        "create function {table}_fn() returns trigger language plpgsql as $$"
-        "begin " + _LOG_INSERT.format(log="{table}_log", table="{table}") + " "
-        "return null; end $$;"
-        "create trigger {table}_t after insert on {table} referencing new table as n"
-        " for each statement execute function {table}_fn();",
+        _logging(_LOG_COLUMNS, _LOG_INSERT),
     ),
     (
         "indexed",
         "the log's id, its xid index, and a SECURITY DEFINER function",
-        "create table {table}_log (id bigint generated always as identity, "
-        + _LOG_COLUMNS
-        + "); create index on {table}_log (xid);"
-        "create function {table}_fn() returns trigger language plpgsql "
-        "security definer set search_path = pg_catalog, public as $$"
-        "begin " + _LOG_INSERT.format(log="{table}_log", table="{table}") + " "
-        "return null; end $$;"
-        "create trigger {table}_t after insert on {table} referencing new table as n"
-        " for each statement execute function {table}_fn();",
+        _logging(
+            "id bigint generated always as identity, " + _LOG_COLUMNS,
+            _LOG_INSERT,
+            "security definer set search_path = pg_catalog, public",
+        )
+        + "create index on {table}_log (xid);",
     ),
     (
         "pgpulse",
@@ -106,11 +106,7 @@ ALTERNATIVES: list[tuple[str, str, str, str]] = [
         "json_text",
         "the row as json text (`to_json`) instead of jsonb",
         "json",
-        'create table {table}_log ("row" json);'
-        "create function {table}_fn() returns trigger language plpgsql as $$"
-        "begin insert into {table}_log select to_json(n) from n; return null; end $$;"
-        "create trigger {table}_t after insert on {table} referencing new table as n"
-        " for each statement execute function {table}_fn();",
+        _logging('"row" json', "insert into {table}_log select to_json(n) from n;"),
     ),
 ]
 
@@ -161,12 +157,8 @@ class _SingleUser:
     def __init__(self, cluster: EmbeddedCluster, scratch: Path) -> None:
         self.cluster = cluster
         self.scratch = scratch
-        self.ident: tuple[int, int] | None = None
-        if os.geteuid() == 0:  # the cluster belongs to the service user
-            import pwd
-
-            entry = pwd.getpwnam(SERVICE_USER)
-            self.ident = (entry.pw_uid, entry.pw_gid)
+        # The backend runs as whoever owns the cluster (the service user, as root).
+        self.ident = cluster._identity()
 
     def instructions(self, script: str) -> int:
         path = self.scratch / "script.sql"

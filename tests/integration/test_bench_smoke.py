@@ -3,8 +3,7 @@
 No timing is asserted here (timed results live in docs/benchmarks.md); only
 that every scenario runs end to end against real processes and produces
 well-formed results and a report.  About two minutes (server and process
-start-ups, callgrind),
-hence ``slow``; it still runs in CI.
+start-ups, callgrind), hence ``slow``; it still runs in CI.
 """
 
 from __future__ import annotations
