@@ -23,7 +23,7 @@ from bench.loadgen import LoadGen, Target
 from bench.servers import Server, make_server
 from bench.stats import latencies_ms, summary
 from bench.writer import WriteJob, Writer
-from pgpulse.cursor import Snapshot
+from pgpulse.log.cursor import Snapshot
 
 __all__ = ["Ctx", "connect", "measure", "quiesce", "start_server", "value_of"]
 

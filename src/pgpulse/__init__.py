@@ -8,9 +8,8 @@ Python consumers with resume by event id.
 from __future__ import annotations
 
 from pgpulse.capture import WatchedTable, install_schema, unwatch, watch, watched
-from pgpulse.client import Client, Event, changes
+from pgpulse.clients.stream import Client, Event, changes
 from pgpulse.config import Settings
-from pgpulse.cursor import Cursor, Snapshot
 from pgpulse.exceptions import (
     ConfigurationError,
     CursorError,
@@ -24,6 +23,7 @@ from pgpulse.exceptions import (
     ValidationError,
 )
 from pgpulse.gateway import Gateway
+from pgpulse.log.cursor import Cursor, Snapshot
 from pgpulse.server.app import create_app
 
 __version__ = "0.1.0"

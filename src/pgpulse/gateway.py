@@ -21,17 +21,18 @@ from typing import Any
 
 import asyncpg
 
-from pgpulse import capture, changelog
-from pgpulse.bus import Bus, Subscriber
+from pgpulse import capture
 from pgpulse.capture import WatchedTable
+from pgpulse.capture.decoder import Decoder
 from pgpulse.catalog import Catalog
 from pgpulse.config import Settings
-from pgpulse.cursor import Cursor, Snapshot
-from pgpulse.decoder import Decoder
-from pgpulse.events import control_event
 from pgpulse.exceptions import UnknownTableError
-from pgpulse.listener import Listener
-from pgpulse.subscriptions import SubscriptionSpec, parse_subscription
+from pgpulse.log import changelog
+from pgpulse.log.cursor import Cursor, Snapshot
+from pgpulse.log.listener import Listener
+from pgpulse.routing.bus import Bus, Subscriber
+from pgpulse.routing.events import control_event
+from pgpulse.routing.subscriptions import SubscriptionSpec, parse_subscription
 
 __all__ = ["Gateway", "cancel_and_wait"]
 

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from playwright.async_api import Page
 
-from pgpulse import changelog
+from pgpulse.log import changelog
 from tests.e2e.support import DemoGateway, deadline
 
 pytestmark = pytest.mark.e2e

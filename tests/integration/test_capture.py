@@ -7,8 +7,8 @@ import orjson
 import pytest
 
 from pgpulse import capture
-from pgpulse.changelog import _COLUMNS, _KEYS_JOIN
 from pgpulse.exceptions import NoPrimaryKeyError, UnknownColumnError, UnknownTableError
+from pgpulse.log.changelog import _COLUMNS, _KEYS_JOIN
 
 
 async def _log(conn: asyncpg.Connection) -> list[asyncpg.Record]:

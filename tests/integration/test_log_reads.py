@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncpg
 import orjson
 
-from pgpulse import capture, changelog
-from pgpulse.cursor import Cursor, Snapshot
+from pgpulse import capture
+from pgpulse.log import changelog
+from pgpulse.log.cursor import Cursor, Snapshot
 
 
 async def _scans(conn: asyncpg.Connection) -> tuple[int, int]:

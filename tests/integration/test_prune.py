@@ -7,7 +7,8 @@ import datetime as dt
 
 import asyncpg
 
-from pgpulse import capture, changelog
+from pgpulse import capture
+from pgpulse.log import changelog
 
 DAY = dt.timedelta(days=1)
 

@@ -19,8 +19,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from pgpulse.filters import parse_filters
 from pgpulse.query import Client, QueryBuilder, connect
+from pgpulse.routing.filters import parse_filters
 from tests.integration.query_support import seeded_database
 
 DOC = Path(__file__).parents[2] / "docs" / "query.md"

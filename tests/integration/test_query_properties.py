@@ -21,7 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pgpulse.exceptions import DatabaseError, ValidationError
-from pgpulse.filters import (
+from pgpulse.query import Client, QueryBuilder, connect
+from pgpulse.routing.filters import (
     OPERATORS,
     And,
     Condition,
@@ -30,7 +31,6 @@ from pgpulse.filters import (
     condition,
     parse_filter,
 )
-from pgpulse.query import Client, QueryBuilder, connect
 from tests.integration.query_support import seeded_database, table_counts
 
 SETTINGS = settings(

@@ -12,7 +12,8 @@ import asyncpg
 import httpx
 import pytest
 
-from pgpulse import capture, changelog
+from pgpulse import capture
+from pgpulse.log import changelog
 from tests.gateway import SSEStream
 
 

@@ -10,7 +10,7 @@ import orjson
 
 from pgpulse import capture
 from pgpulse.capture.schema import SCHEMA_VERSION, install_schema, migrations
-from pgpulse.listener import Listener
+from pgpulse.log.listener import Listener
 
 _SHAPE = """
 select 'table' as kind, c.relname || '.' || a.attname || ':' ||

@@ -12,7 +12,7 @@ import httpx
 import uvicorn
 
 from pgpulse.embedded import free_port
-from pgpulse.outbox import Outbox
+from pgpulse.routing.outbox import Outbox
 from pgpulse.server.sse import _chunked_cycle, _Stream
 
 BIG = b"x" * 30_000_000  # more than the kernel buffers while nobody reads

@@ -13,8 +13,8 @@ import orjson
 import pytest
 
 from pgpulse import capture
+from pgpulse.capture.decoder import Decoder
 from pgpulse.capture.wal import slot_name, slot_status
-from pgpulse.decoder import Decoder
 from pgpulse.exceptions import ConfigurationError
 
 _LOG_SQL = """

@@ -7,15 +7,15 @@ from typing import Any
 import orjson
 import pytest
 
-from pgpulse.bus import Bus, Subscriber
 from pgpulse.capture import WatchedTable
 from pgpulse.catalog import Catalog, Column, Table
-from pgpulse.changelog import Batch
-from pgpulse.cursor import Snapshot
-from pgpulse.events import Change
 from pgpulse.exceptions import FilterError, UnknownColumnError, UnknownTableError
-from pgpulse.outbox import Outbox
-from pgpulse.subscriptions import parse_subscription
+from pgpulse.log.changelog import Batch
+from pgpulse.log.cursor import Snapshot
+from pgpulse.routing.bus import Bus, Subscriber
+from pgpulse.routing.events import Change
+from pgpulse.routing.outbox import Outbox
+from pgpulse.routing.subscriptions import parse_subscription
 
 
 def _catalog() -> Catalog:

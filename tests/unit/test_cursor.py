@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pgpulse.cursor import Cursor, Snapshot
 from pgpulse.exceptions import CursorError
+from pgpulse.log.cursor import Cursor, Snapshot
 
 
 def test_snapshot_round_trips_through_postgres_text_form():

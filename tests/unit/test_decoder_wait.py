@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pgpulse.decoder import _readable
+from pgpulse.capture.decoder import _readable
 
 
 @pytest.fixture

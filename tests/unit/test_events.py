@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from pgpulse.events import Change, Variant, control_event
+from pgpulse.routing.events import Change, Variant, control_event
 
 
 def _change() -> Change:

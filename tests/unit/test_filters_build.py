@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 from pgpulse.exceptions import FilterError
-from pgpulse.filters import Condition, condition, parse_filter, to_literal
+from pgpulse.routing.filters import Condition, condition, parse_filter, to_literal
 
 
 @pytest.mark.parametrize(

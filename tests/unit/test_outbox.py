@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from pgpulse.outbox import Outbox
+from pgpulse.routing.outbox import Outbox
 
 
 async def test_get_returns_everything_queued_in_one_batch():

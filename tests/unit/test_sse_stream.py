@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from pgpulse.outbox import Outbox
+from pgpulse.routing.outbox import Outbox
 from pgpulse.server.sse import _Stream
 
 

@@ -41,7 +41,7 @@ def test_row_json_keeps_json_values_and_omits_unchanged_ones(caplog):
     row = ("1", '{"a": [1, null]}', None)
     assert _json(described, row, _T) == '{"id":"1","doc":{"a": [1, null]},"js":null}'
     plain = _described(("id", 20), ("body", 25))
-    with caplog.at_level(logging.WARNING, logger="pgpulse.decoder"):
+    with caplog.at_level(logging.WARNING, logger="pgpulse.capture.decoder"):
         assert _json(plain, ("1", UNCHANGED), _T) == '{"id":"1"}'
     assert "public.t.body unchanged" in caplog.text
 
@@ -50,7 +50,7 @@ def test_row_json_of_a_relation_naming_a_column_twice_still_warns(caplog):
     # Not a table PostgreSQL makes; the general path reports it as it always did.
     described = _described(("a", 25), ("a", 25))
     assert not described.plain
-    with caplog.at_level(logging.WARNING, logger="pgpulse.decoder"):
+    with caplog.at_level(logging.WARNING, logger="pgpulse.capture.decoder"):
         assert _json(described, (UNCHANGED, "x"), _T) == '{"a":"x"}'
     assert "public.t.a unchanged" in caplog.text
 

@@ -1,6 +1,6 @@
 """Decoded WAL messages into log rows, exactly once (the wal capture source).
 
-Why apart from the decoder: :mod:`pgpulse.decoder` owns the replication
+Why apart from the decoder: :mod:`pgpulse.capture.decoder` owns the replication
 connection (who decodes, when to confirm, when the slot retires); this module
 owns what decoded messages become in ``pgpulse.changes`` and the bookkeeping
 that makes it exactly once: the end of the last logged transaction is stored in
@@ -48,7 +48,7 @@ from pgpulse.capture.wal import wal_tables
 
 __all__ = ["WalLog", "lsn_text", "parse_lsn"]
 
-log = logging.getLogger("pgpulse.decoder")
+log = logging.getLogger("pgpulse.capture.decoder")
 
 _JSON_TYPES = frozenset({114, 3802})  # json, jsonb: values are JSON already
 

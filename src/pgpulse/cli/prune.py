@@ -8,7 +8,6 @@ import asyncpg
 import click
 from rich.progress import Progress, SpinnerColumn, TextColumn
 
-from pgpulse import changelog
 from pgpulse.cli._common import (
     async_command,
     console,
@@ -16,6 +15,7 @@ from pgpulse.cli._common import (
     resolve_database,
 )
 from pgpulse.cli.serve import parse_duration
+from pgpulse.log import changelog
 
 
 @click.command()

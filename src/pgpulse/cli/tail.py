@@ -7,7 +7,6 @@ import asyncio
 import click
 import orjson
 
-from pgpulse.bus import Subscriber
 from pgpulse.cli._common import (
     console,
     database_option,
@@ -17,7 +16,8 @@ from pgpulse.cli._common import (
 )
 from pgpulse.config import Settings
 from pgpulse.gateway import Gateway
-from pgpulse.outbox import Outbox
+from pgpulse.routing.bus import Subscriber
+from pgpulse.routing.outbox import Outbox
 
 COLORS = {"INSERT": "green", "UPDATE": "yellow", "DELETE": "red", "TRUNCATE": "magenta"}
 

@@ -18,7 +18,6 @@ import asyncpg.pool
 import orjson
 
 from pgpulse.exceptions import DatabaseError
-from pgpulse.filters import And, Condition, Filter, Or
 from pgpulse.query._chain import FilterMethods, split_path
 from pgpulse.query._errors import QueryError, SingleRowError
 from pgpulse.query._plan import Order, Schema
@@ -36,6 +35,7 @@ from pgpulse.query._state import (
     non_negative,
     returning_flag,
 )
+from pgpulse.routing.filters import And, Condition, Filter, Or
 
 __all__ = ["Connection", "QueryBuilder"]
 
@@ -190,7 +190,8 @@ class QueryBuilder(FilterMethods):
     def where(
         self, *filters: Filter, reference_table: str | None = None
     ) -> QueryBuilder:
-        """Add parsed grammar trees (from :func:`pgpulse.filters.parse_filters`)."""
+        """Add parsed grammar trees (from
+        :func:`pgpulse.routing.filters.parse_filters`)."""
         path = split_path(reference_table, "reference_table")
         builder = self
         for filt in filters:

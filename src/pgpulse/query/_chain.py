@@ -1,8 +1,9 @@
 """The filter methods shared by the builder and its ``not_`` proxy.
 
 Every method turns its arguments into the grammar's own tree
-(:mod:`pgpulse.filters`), so ``.eq("id", 42)``, ``.filter("id", "eq", "42")`` and
-the URL ``id=eq.42`` are the same :class:`~pgpulse.filters.Condition`.
+(:mod:`pgpulse.routing.filters`), so ``.eq("id", 42)``,
+``.filter("id", "eq", "42")`` and the URL ``id=eq.42`` are the same
+:class:`~pgpulse.routing.filters.Condition`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from pgpulse.exceptions import FilterError
-from pgpulse.filters import And, Filter, Or, condition, parse_filter
+from pgpulse.routing.filters import And, Filter, Or, condition, parse_filter
 
 if TYPE_CHECKING:
     from pgpulse.query._builder import QueryBuilder

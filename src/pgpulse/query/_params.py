@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from pgpulse.filters import parse_filter, split_top
 from pgpulse.query._builder import QueryBuilder
 from pgpulse.query._errors import QueryError
+from pgpulse.routing.filters import parse_filter, split_top
 
 __all__ = ["RESERVED_PARAMS", "apply_params", "parse_order"]
 

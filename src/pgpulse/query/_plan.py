@@ -15,9 +15,9 @@ from typing import Literal
 
 from pgpulse.catalog import Catalog, ForeignKey, Table
 from pgpulse.exceptions import UnknownColumnError, UnknownTableError
-from pgpulse.filters import Condition, Filter, columns_of
 from pgpulse.query._errors import QueryError, RelationshipError, SelectError
 from pgpulse.query._select import Embed, Field, Item, Star
+from pgpulse.routing.filters import Condition, Filter, columns_of
 
 __all__ = ["Level", "Order", "Relation", "Schema", "build_plan"]
 

@@ -16,7 +16,7 @@ import orjson
 
 from pgpulse.catalog import Column, Table, quote_ident
 from pgpulse.exceptions import FilterError
-from pgpulse.filters import OPERATORS, Condition, Filter, Or, to_literal
+from pgpulse.routing.filters import OPERATORS, Condition, Filter, Or, to_literal
 
 __all__ = ["Params", "bind_value", "column_ref", "render_filter", "value_type"]
 

@@ -10,13 +10,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pgpulse.filters import Filter
 from pgpulse.query._errors import QueryError
 from pgpulse.query._plan import Order, Schema, build_plan
 from pgpulse.query._render import render_read, render_returning
 from pgpulse.query._select import Item, Star
 from pgpulse.query._sql import Params
 from pgpulse.query._write import render_delete, render_insert, render_update
+from pgpulse.routing.filters import Filter
 
 __all__ = [
     "Action",

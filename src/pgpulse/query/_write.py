@@ -15,9 +15,9 @@ from typing import Any
 import orjson
 
 from pgpulse.catalog import Table, quote_ident
-from pgpulse.filters import Filter
 from pgpulse.query._errors import QueryError
 from pgpulse.query._sql import Params, bind_value, render_filter, value_type
+from pgpulse.routing.filters import Filter
 
 __all__ = ["render_delete", "render_insert", "render_update"]
 

@@ -21,12 +21,12 @@ import orjson
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
-from pgpulse.bus import Subscriber
-from pgpulse.cursor import Cursor
-from pgpulse.events import control_event
 from pgpulse.exceptions import CursorError, PgPulseError, UnknownTableError
 from pgpulse.gateway import Gateway
-from pgpulse.outbox import Outbox
+from pgpulse.log.cursor import Cursor
+from pgpulse.routing.bus import Subscriber
+from pgpulse.routing.events import control_event
+from pgpulse.routing.outbox import Outbox
 
 __all__ = ["events_endpoint", "json_error"]
 

@@ -22,11 +22,11 @@ from typing import Any
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from pgpulse.bus import Subscriber, Subscription
-from pgpulse.cursor import Cursor
 from pgpulse.exceptions import PgPulseError
 from pgpulse.gateway import Gateway
-from pgpulse.outbox import Outbox
+from pgpulse.log.cursor import Cursor
+from pgpulse.routing.bus import Subscriber, Subscription
+from pgpulse.routing.outbox import Outbox
 
 __all__ = ["websocket_endpoint"]
 

@@ -25,8 +25,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pgpulse.cursor import Cursor, Snapshot
-from pgpulse.events import Change
+from pgpulse.log.cursor import Cursor, Snapshot
+from pgpulse.routing.events import Change
 
 __all__ = [
     "FAST_LIMIT",

@@ -25,7 +25,7 @@ from pgpulse.exceptions import PgPulseError, ValidationError
 
 __all__ = ["Client", "Event", "changes"]
 
-log = logging.getLogger("pgpulse.client")
+log = logging.getLogger("pgpulse.clients.stream")
 
 
 @dataclass(frozen=True)
@@ -154,11 +154,11 @@ async def changes(
     while no gateway decodes tables watched with ``source="wal"``, a replication
     connection and a log writer to do it).
     """
-    from pgpulse.bus import Subscriber
     from pgpulse.config import Settings
-    from pgpulse.cursor import Cursor
     from pgpulse.gateway import Gateway
-    from pgpulse.outbox import Outbox
+    from pgpulse.log.cursor import Cursor
+    from pgpulse.routing.bus import Subscriber
+    from pgpulse.routing.outbox import Outbox
 
     settings = Settings(
         database_url=database_url,

@@ -49,7 +49,7 @@ class Change:
     ts: str
     """JSON string (quoted) of the capture time."""
     event_id: str
-    """The cursor of this event (see :mod:`pgpulse.cursor`)."""
+    """The cursor of this event (see :mod:`pgpulse.log.cursor`)."""
     _row: Any = field(default=None, repr=False)
     _old: Any = field(default=None, repr=False)
     _pk: Any = field(default=None, repr=False)

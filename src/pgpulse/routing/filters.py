@@ -8,7 +8,7 @@ query builder and the REST endpoint.  Examples::
     and=(a.eq.1,or(b.lt.0,b.gt.9))
 
 This module parses (and builds trees from Python values).  Evaluating a tree in
-Python is :mod:`pgpulse.matching`; turning it into SQL is the query layer's job,
+Python is :mod:`pgpulse.routing.matching`; turning it into SQL is the query layer's job,
 which binds every value as a parameter.
 Column names are plain strings here; they are validated against the catalog by
 whoever binds a filter to a table.
@@ -296,7 +296,7 @@ def to_literal(value: object) -> str:
         return str(value)
     if isinstance(value, _dt.datetime) and value.tzinfo is None:
         # Naive datetimes are UTC everywhere in pgpulse (as in asyncpg and in
-        # pgpulse.matching), not the server's TimeZone.
+        # pgpulse.routing.matching), not the server's TimeZone.
         return value.isoformat() + "+00:00"
     if isinstance(value, _dt.datetime | _dt.date | _dt.time):
         return value.isoformat()

@@ -15,8 +15,8 @@ from typing import Any
 from pgpulse.capture import WatchedTable
 from pgpulse.catalog import Catalog, Table
 from pgpulse.exceptions import FilterError, UnknownTableError, ValidationError
-from pgpulse.filters import Condition, Filter, columns_of, parse_filters
-from pgpulse.matching import Coerce, Predicate, coercer, compile_filter
+from pgpulse.routing.filters import Condition, Filter, columns_of, parse_filters
+from pgpulse.routing.matching import Coerce, Predicate, coercer, compile_filter
 
 __all__ = ["SubscriptionSpec", "parse_subscription"]
 

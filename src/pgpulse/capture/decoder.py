@@ -33,7 +33,7 @@ from pgpulse.capture.wal_log import WalLog, lsn_text
 
 __all__ = ["Decoder"]
 
-log = logging.getLogger("pgpulse.decoder")
+log = logging.getLogger("pgpulse.capture.decoder")
 
 _SLOT_SQL = """
 select slot_name::text from pg_replication_slots

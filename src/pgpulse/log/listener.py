@@ -2,7 +2,7 @@
 
 Why one: a connection per browser is what pgpulse exists to avoid.  The listener
 LISTENs on ``pgpulse`` (capture sends one empty wake-up per statement), and on
-each wake-up reads the new changes by snapshot cursor (:mod:`pgpulse.changelog`)
+each wake-up reads the new changes by snapshot cursor (:mod:`pgpulse.log.changelog`)
 and hands them to the bus.  With no writes it sends nothing but a keepalive read
 every ``keepalive`` seconds; that read doubles as a safety net for any missed
 wake-up and detects a dead connection (a socket can stay "open" for minutes after
@@ -35,12 +35,18 @@ from typing import Any
 
 import asyncpg
 
-from pgpulse.changelog import FAST_LIMIT, READ_SETTINGS, Batch, read_batch, read_rest
-from pgpulse.cursor import Snapshot
+from pgpulse.log.changelog import (
+    FAST_LIMIT,
+    READ_SETTINGS,
+    Batch,
+    read_batch,
+    read_rest,
+)
+from pgpulse.log.cursor import Snapshot
 
 __all__ = ["Listener"]
 
-log = logging.getLogger("pgpulse.listener")
+log = logging.getLogger("pgpulse.log.listener")
 
 CHANNEL = "pgpulse"
 

@@ -1,6 +1,6 @@
 """Evaluating filter trees in Python, with SQL's semantics.
 
-Why separate from the grammar (:mod:`pgpulse.filters`): the bus must decide, for
+Why separate from the grammar (:mod:`pgpulse.routing.filters`): the bus must decide, for
 every change and every filtered subscription, whether a row matches, without a
 round trip to PostgreSQL.  Literals are coerced once to the column's type
 (``shipment_id=eq.42`` compares as an integer, timestamps as instants), and
@@ -17,7 +17,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, TypeAlias
 
 from pgpulse.exceptions import FilterError
-from pgpulse.filters import Condition, Filter, Or
+from pgpulse.routing.filters import Condition, Filter, Or
 
 __all__ = ["Coerce", "Predicate", "coercer", "compile_filter"]
 

@@ -17,15 +17,15 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from pgpulse.changelog import Batch
-from pgpulse.cursor import Cursor, Snapshot
-from pgpulse.events import Change, Variant
-from pgpulse.outbox import Outbox
-from pgpulse.subscriptions import SubscriptionSpec
+from pgpulse.log.changelog import Batch
+from pgpulse.log.cursor import Cursor, Snapshot
+from pgpulse.routing.events import Change, Variant
+from pgpulse.routing.outbox import Outbox
+from pgpulse.routing.subscriptions import SubscriptionSpec
 
 __all__ = ["Bus", "Subscriber", "Subscription"]
 
-log = logging.getLogger("pgpulse.bus")
+log = logging.getLogger("pgpulse.routing.bus")
 
 _ids = itertools.count(1)
 
