@@ -27,12 +27,12 @@ from pgpulse.capture.decoder import Decoder
 from pgpulse.catalog import Catalog
 from pgpulse.config import Settings
 from pgpulse.exceptions import UnknownTableError
-from pgpulse.log import changelog
+from pgpulse.log import changelog, prune
 from pgpulse.log.cursor import Cursor, Snapshot
 from pgpulse.log.listener import Listener
 from pgpulse.routing.bus import Bus, Subscriber
-from pgpulse.routing.events import control_event
 from pgpulse.routing.subscriptions import SubscriptionSpec, parse_subscription
+from pgpulse.routing.wire import control_event, encoded
 
 __all__ = ["Gateway", "cancel_and_wait"]
 
@@ -233,7 +233,7 @@ class Gateway:
                     variant = subscriber.match(change)
                     if variant is not None:
                         subscriber.outbox.put(
-                            change.encoded(variant, subscriber.transport)
+                            encoded(change, variant, subscriber.transport)
                         )
                         count += 1
                 if subscriber.outbox.closed is not None:
@@ -279,7 +279,7 @@ class Gateway:
                     )
                     if got:
                         try:
-                            result = await changelog.prune(
+                            result = await prune.prune(
                                 conn,
                                 older_than=dt.timedelta(
                                     seconds=settings.retention_seconds

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from playwright.async_api import Page
 
-from pgpulse.log import changelog
+from pgpulse.log import prune
 from tests.e2e.support import DemoGateway, deadline
 
 pytestmark = pytest.mark.e2e
@@ -407,7 +407,7 @@ async def test_live_refetches_when_the_server_cannot_resume(
     shipment = await new_shipment(db, "CLI-P")
     doc = await new_document(db, shipment, "written, then pruned from the log")
     await db.execute("delete from documents where id <> $1", doc)
-    await changelog.prune(db, keep_rows=0)
+    await prune.prune(db, keep_rows=0)
     await gateway.start()
 
     resets = await events(page, "resets", 1)

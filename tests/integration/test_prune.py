@@ -8,7 +8,7 @@ import datetime as dt
 import asyncpg
 
 from pgpulse import capture
-from pgpulse.log import changelog
+from pgpulse.log import prune
 
 DAY = dt.timedelta(days=1)
 
@@ -56,7 +56,7 @@ async def test_deletes_exactly_the_changes_older_than_the_cut(conn):
     await _age(conn, list(range(1, 21)), 10)
     await _age(conn, list(range(21, 26)), 6)
     scans = await _seq_scans(conn)
-    result = await changelog.prune(conn, older_than=7 * DAY, batch_size=7)
+    result = await prune.prune(conn, older_than=7 * DAY, batch_size=7)
     assert await _seq_scans(conn) == scans  # the bisection and deletes: index only
     assert result.deleted == 20
     assert await _left(conn) == list(range(21, 31))
@@ -67,20 +67,20 @@ async def test_never_deletes_a_newer_change_written_out_of_xid_order(conn):
     await _logged(conn, 30)
     # Change 11 was captured late by a transaction that started early.
     await _age(conn, [*range(1, 11), *range(12, 21)], 10)
-    await changelog.prune(conn, older_than=7 * DAY)
+    await prune.prune(conn, older_than=7 * DAY)
     left = await _left(conn)
     assert set(range(21, 31)) | {11} <= set(left)
     assert not set(range(1, 11)) & set(left)
     # Old changes after the late one go by the next prune at the latest, once
     # the cut has passed it.
     await _age(conn, [11], 10)
-    await changelog.prune(conn, older_than=7 * DAY)
+    await prune.prune(conn, older_than=7 * DAY)
     assert await _left(conn) == list(range(21, 31))
 
 
 async def test_nothing_old_enough_deletes_nothing(conn):
     await _logged(conn, 5)
-    result = await changelog.prune(conn, older_than=7 * DAY)
+    result = await prune.prune(conn, older_than=7 * DAY)
     assert (result.deleted, result.pruned_xid) == (0, 0)
     assert await _left(conn) == [1, 2, 3, 4, 5]
 
@@ -88,13 +88,13 @@ async def test_nothing_old_enough_deletes_nothing(conn):
 async def test_age_and_row_count_together_take_the_larger_cut(conn):
     await _logged(conn, 20)
     await _age(conn, list(range(1, 6)), 10)
-    result = await changelog.prune(conn, older_than=7 * DAY, keep_rows=12)
+    result = await prune.prune(conn, older_than=7 * DAY, keep_rows=12)
     assert result.deleted == 8
     assert await _left(conn) == list(range(9, 21))
-    result = await changelog.prune(conn, older_than=7 * DAY, keep_rows=100)
+    result = await prune.prune(conn, older_than=7 * DAY, keep_rows=100)
     assert result.deleted == 0
 
 
 async def test_an_empty_log_prunes_nothing(conn):
-    result = await changelog.prune(conn, older_than=DAY)
+    result = await prune.prune(conn, older_than=DAY)
     assert result.deleted == 0

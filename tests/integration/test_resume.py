@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from pgpulse import capture
-from pgpulse.log import changelog
+from pgpulse.log import prune
 from tests.gateway import SSEStream
 
 
@@ -75,7 +75,7 @@ async def test_resume_past_a_pruned_log_gets_an_explicit_reset(conn, gateway_fac
         await stream.changes(1)
         cursor = stream.last_id
     await conn.execute("insert into docs values (2)")
-    result = await changelog.prune(conn, keep_rows=0)
+    result = await prune.prune(conn, keep_rows=0)
     assert result.deleted == 2
     async with SSEStream(gw.url, ["docs"], last_event_id=cursor) as stream:
         assert (await stream.next_event()).event == "ready"

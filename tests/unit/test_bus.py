@@ -10,10 +10,10 @@ import pytest
 from pgpulse.capture import WatchedTable
 from pgpulse.catalog import Catalog, Column, Table
 from pgpulse.exceptions import FilterError, UnknownColumnError, UnknownTableError
+from pgpulse.log.change import Change
 from pgpulse.log.changelog import Batch
 from pgpulse.log.cursor import Snapshot
 from pgpulse.routing.bus import Bus, Subscriber
-from pgpulse.routing.events import Change
 from pgpulse.routing.outbox import Outbox
 from pgpulse.routing.subscriptions import parse_subscription
 

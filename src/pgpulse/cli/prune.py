@@ -15,7 +15,7 @@ from pgpulse.cli._common import (
     resolve_database,
 )
 from pgpulse.cli.serve import parse_duration
-from pgpulse.log import changelog
+from pgpulse.log.prune import prune as prune_log
 
 
 @click.command()
@@ -55,7 +55,7 @@ async def prune(
                 deleted += n
                 progress.update(task, description=f"pruned {deleted} changes")
 
-            result = await changelog.prune(
+            result = await prune_log(
                 conn, older_than=age, keep_rows=keep_rows, progress=step
             )
     finally:

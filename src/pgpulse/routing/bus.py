@@ -17,11 +17,12 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from pgpulse.log.change import Change
 from pgpulse.log.changelog import Batch
 from pgpulse.log.cursor import Cursor, Snapshot
-from pgpulse.routing.events import Change, Variant
 from pgpulse.routing.outbox import Outbox
 from pgpulse.routing.subscriptions import SubscriptionSpec
+from pgpulse.routing.wire import Variant, encoded
 
 __all__ = ["Bus", "Subscriber", "Subscription"]
 
@@ -60,7 +61,7 @@ class Subscriber:
         """Queue the change; True if the outbox now needs a flush."""
         if self.skip is not None and self.skip.visible(change.xid):
             return False
-        data = change.encoded(variant, self.transport)
+        data = encoded(change, variant, self.transport)
         if self.pending is not None:
             # Held back during catch-up; bounded like the outbox itself.
             self.pending_size += len(data)
@@ -294,7 +295,7 @@ class Bus:
                 and subscriber.skip is None
             ):
                 if joined is None:
-                    joined = b"".join([c.encoded(Variant.FULL, "sse") for c in run])
+                    joined = b"".join([encoded(c, Variant.FULL, "sse") for c in run])
                 outbox = subscriber.outbox
                 if outbox.put_deferred(joined):
                     dirty.append(outbox)

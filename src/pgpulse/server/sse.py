@@ -25,8 +25,8 @@ from pgpulse.exceptions import CursorError, PgPulseError, UnknownTableError
 from pgpulse.gateway import Gateway
 from pgpulse.log.cursor import Cursor
 from pgpulse.routing.bus import Subscriber
-from pgpulse.routing.events import control_event
 from pgpulse.routing.outbox import Outbox
+from pgpulse.routing.wire import control_event
 
 __all__ = ["events_endpoint", "json_error"]
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import orjson
 
-from pgpulse.routing.events import Change, Variant, control_event
+from pgpulse.log.change import Change
+from pgpulse.routing.wire import Variant, control_event, encoded, payload
 
 
 def _change() -> Change:
@@ -23,7 +24,7 @@ def _change() -> Change:
 
 
 def test_sse_event_is_one_block_with_id_event_and_single_line_data():
-    raw = _change().encoded(Variant.FULL, "sse")
+    raw = encoded(_change(), Variant.FULL, "sse")
     head, data = raw.split(b"data: ")
     assert head == b"id: 1:2:~2:3:~7\nevent: change\n"
     assert data.endswith(b"\n\n") and data.count(b"\n") == 2
@@ -40,14 +41,14 @@ def test_sse_event_is_one_block_with_id_event_and_single_line_data():
 
 
 def test_moved_variants_hide_the_row_outside_the_filter():
-    out = orjson.loads(_change().data(Variant.MOVED_OUT))
+    out = orjson.loads(payload(_change(), Variant.MOVED_OUT))
     assert out["op"] == "DELETE" and out["row"] is None and out["moved"]
-    into = orjson.loads(_change().data(Variant.MOVED_IN))
+    into = orjson.loads(payload(_change(), Variant.MOVED_IN))
     assert into["op"] == "INSERT" and into["old"] is None and into["moved"]
 
 
 def test_websocket_frame_is_json_with_the_same_payload():
-    frame = orjson.loads(_change().encoded(Variant.FULL, "ws"))
+    frame = orjson.loads(encoded(_change(), Variant.FULL, "ws"))
     assert frame["type"] == "change" and frame["id"] == "1:2:~2:3:~7"
     assert frame["data"]["pk"] == {"id": 1}
 
