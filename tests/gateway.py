@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import orjson
 
 from pgpulse.embedded import free_port
+from pgpulse.routing.values import loads_exact
 
 
 @dataclass
@@ -169,7 +169,7 @@ class SSEStream:
                         self.last_id = eid
                     if data:
                         self._queue.put_nowait(
-                            Event(event, orjson.loads("\n".join(data)), eid)
+                            Event(event, loads_exact("\n".join(data)), eid)
                         )
                     event, eid = "message", None
                     data = []

@@ -35,6 +35,11 @@ class Column:
     """Underlying pg_type.typname (``int4``, ``text``, ``timestamptz``...)."""
     nullable: bool
     has_default: bool = False
+    code_point_order: bool = False
+    """The column's collation sorts text by code point (``C``, ``POSIX``, the
+    builtin provider), so Python's string order is PostgreSQL's."""
+    deterministic: bool = True
+    """Its collation calls strings equal only when they are byte-equal."""
 
 
 @dataclass(frozen=True)
@@ -80,13 +85,17 @@ select n.nspname as schema, c.relname as name, c.relkind::text as kind,
        coalesce(bt.typname, t.typname)::text as base_type,
        not a.attnotnull as nullable, a.atthasdef as has_default,
        coalesce(a.attnum = any(pk.conkey), false) as in_pk,
-       array_position(pk.conkey, a.attnum) as pk_pos
+       array_position(pk.conkey, a.attnum) as pk_pos,
+       a.attcollation = 100 as default_collation,
+       co.collprovider::text as coll_provider, co.collcollate as coll_collate,
+       co.collisdeterministic as coll_deterministic
 from pg_class c
 join pg_namespace n on n.oid = c.relnamespace
 join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
 join pg_type t on t.oid = a.atttypid
 left join pg_type bt on t.typtype = 'd' and bt.oid = t.typbasetype
 left join pg_constraint pk on pk.conrelid = c.oid and pk.contype = 'p'
+left join pg_collation co on co.oid = a.attcollation
 where c.relkind in ('r', 'p', 'v', 'm', 'f')
   and n.nspname not in ('pg_catalog', 'information_schema', 'pg_toast')
   and n.nspname not like 'pg_temp%' and n.nspname not like 'pg_toast_temp%'
@@ -113,6 +122,25 @@ order by con.conname
 """
 
 
+# The database's default collation (pg_database has its provider since 15).
+_DEFAULT_COLLATION_SQL = """
+select datcollate,
+       case when current_setting('server_version_num')::int >= 150000
+            then (to_jsonb(d) ->> 'datlocprovider') else 'c' end as provider
+from pg_database d where datname = current_database()
+"""
+
+_CODE_POINT_LOCALES = ("C", "POSIX")
+
+
+def _code_point_order(provider: str | None, collate: str | None) -> bool:
+    """Whether a collation sorts by code point: libc's C/POSIX or the builtin
+    provider (PostgreSQL 17+, whose locales all sort by code point)."""
+    if provider == "b":
+        return True
+    return provider == "c" and collate in _CODE_POINT_LOCALES
+
+
 class Catalog:
     """A cached snapshot of user tables; resolve names with :meth:`table`."""
 
@@ -130,6 +158,8 @@ class Catalog:
         """Re-read the catalog (after migrations or ``watch``)."""
         tables: dict[str, Table] = {}
         pk_cols: dict[str, list[tuple[int, str]]] = {}
+        default = await conn.fetchrow(_DEFAULT_COLLATION_SQL)
+        default_order = _code_point_order(default["provider"], default["datcollate"])
         for r in await conn.fetch(_TABLES_SQL):
             key = f"{r['schema']}.{r['name']}"
             table = tables.get(key)
@@ -144,6 +174,10 @@ class Catalog:
                 base_type=r["base_type"],
                 nullable=r["nullable"],
                 has_default=r["has_default"],
+                code_point_order=default_order
+                if r["default_collation"]
+                else _code_point_order(r["coll_provider"], r["coll_collate"]),
+                deterministic=r["coll_deterministic"] is not False,
             )
             if r["in_pk"]:
                 pk_cols[key].append((r["pk_pos"], r["column"]))

@@ -30,15 +30,22 @@ from pgpulse.exceptions import UnknownTableError
 from pgpulse.log import changelog, prune
 from pgpulse.log.cursor import Cursor, Snapshot
 from pgpulse.log.listener import Listener
+from pgpulse.routing import db_filters
 from pgpulse.routing.bus import Bus, Subscriber
-from pgpulse.routing.subscriptions import SubscriptionSpec, parse_subscription
-from pgpulse.routing.wire import control_event, encoded
+from pgpulse.routing.subscriptions import (
+    SubscriptionSpec,
+    build_spec,
+    parse_subscription,
+    resolve,
+)
+from pgpulse.routing.wire import control_event, encoded, encoded_tagged
 
 __all__ = ["Gateway", "cancel_and_wait"]
 
 log = logging.getLogger("pgpulse.gateway")
 
 _PRUNE_LOCK = 0x7067_7072_756E  # only one process prunes at a time
+_RESOLVED_LIMIT = 10_000  # subscriptions whose filter check is remembered
 
 
 async def cancel_and_wait(task: asyncio.Task[Any], again_after: float = 3.0) -> None:
@@ -75,11 +82,16 @@ class Gateway:
             keepalive=settings.keepalive,
             query_timeout=settings.query_timeout,
             application_name=f"{settings.application_name}-listener",
+            prepare=self.bus.prepare,
         )
         self.decoder: Decoder | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._catalog_refreshed_at = 0.0
         self._catalog_lock = asyncio.Lock()
+        self._catalog_stale = False
+        self._oneshots: set[asyncio.Task[None]] = set()
+        self._resolved: dict[tuple[str, str], SubscriptionSpec] = {}
+        """Subscriptions checked by PostgreSQL, by (table, text)."""
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -93,6 +105,7 @@ class Gateway:
         async with self.pool.acquire() as conn:
             await capture.install_schema(conn)
             await self._load_catalog(conn)
+        self.listener.on_message = self._on_message
         self._spawn(self.listener.run(), "listener")
         if self.settings.decode_wal:
             self.decoder = Decoder(
@@ -100,7 +113,6 @@ class Gateway:
                 pool=self.pool,
                 application_name=f"{self.settings.application_name}-decoder",
             )
-            self.listener.on_message = self.decoder.wake
             self._spawn(self.decoder.run(), "decoder")
         self._spawn(self._heartbeat(), "heartbeat")
         if self.settings.retention_seconds or self.settings.retention_rows:
@@ -114,7 +126,8 @@ class Gateway:
                 await asyncio.sleep(0.01)
 
     async def stop(self) -> None:
-        await asyncio.gather(*(cancel_and_wait(task) for task in self._tasks))
+        tasks = [*self._tasks, *self._oneshots]
+        await asyncio.gather(*(cancel_and_wait(task) for task in tasks))
         self._tasks.clear()
         for subscriber in list(self.bus.subscribers):
             subscriber.outbox.close("server shutting down; reconnect to resume")
@@ -142,26 +155,68 @@ class Gateway:
 
     async def _load_catalog(self, conn: Any) -> None:
         await self.catalog.refresh(conn)
+        self._resolved.clear()
         self.watched = {w.name: w for w in await capture.watched(conn)}
         self._catalog_refreshed_at = asyncio.get_running_loop().time()
+
+    def _on_message(self, payload: str) -> None:
+        """A message on the listener's channel that is not a wake-up."""
+        if payload == "wal" and self.decoder is not None:
+            self.decoder.wake(payload)
+        elif payload == "catalog":
+            # A table was watched or unwatched: read the catalog again now,
+            # and on the next unknown table even if that is soon.
+            self._catalog_stale = True
+            self._spawn_once(self.refresh_catalog(), "catalog")
+
+    def _spawn_once(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=f"pgpulse-{name}")
+        self._oneshots.add(task)
+        task.add_done_callback(self._oneshots.discard)
+        task.add_done_callback(self._on_task_done)
 
     async def refresh_catalog(self, min_age: float = 2.0) -> None:
         """Re-read catalog and watch list (rate limited: callers are clients)."""
         async with self._catalog_lock:
             now = asyncio.get_running_loop().time()
-            if now - self._catalog_refreshed_at < min_age:
+            if not self._catalog_stale and now - self._catalog_refreshed_at < min_age:
                 return
+            self._catalog_stale = False
             async with self.pool.acquire() as conn:
                 await self._load_catalog(conn)
 
     async def parse_subscriptions(self, texts: Iterable[str]) -> list[SubscriptionSpec]:
-        """Validate ``sub`` values; refreshes the catalog once on unknown tables."""
+        """Validate ``sub`` values; refreshes the catalog once on unknown tables.
+
+        PostgreSQL checks each filter and spells its literals
+        (:func:`~pgpulse.routing.subscriptions.resolve`); the result is cached
+        per filter text until the catalog is read again.
+        """
         texts = list(texts)
         try:
-            return [parse_subscription(t, self.catalog, self.watched) for t in texts]
+            requests = [
+                parse_subscription(t, self.catalog, self.watched) for t in texts
+            ]
         except UnknownTableError:
             await self.refresh_catalog()
-            return [parse_subscription(t, self.catalog, self.watched) for t in texts]
+            requests = [
+                parse_subscription(t, self.catalog, self.watched) for t in texts
+            ]
+        specs: list[SubscriptionSpec] = []
+        for request in requests:
+            key = (request.table.qualified, request.text)
+            spec = self._resolved.get(key)
+            if spec is None:
+                if request.filters:
+                    async with self.pool.acquire() as conn:
+                        spec = await resolve(request, conn)
+                else:
+                    spec = build_spec(request, {})
+                if len(self._resolved) >= _RESOLVED_LIMIT:
+                    self._resolved.pop(next(iter(self._resolved)))
+                self._resolved[key] = spec
+            specs.append(spec)
+        return specs
 
     # -- attaching subscribers -----------------------------------------------------
 
@@ -173,8 +228,9 @@ class Gateway:
     ) -> None:
         """Register *specs* and queue ``ready`` (+ the missed changes) for a client."""
         await self.wait_ready()
-        for spec in specs:
-            self.bus.subscribe(subscriber, spec)
+        await self.bus.settled()
+        for i, spec in enumerate(specs):
+            self.bus.subscribe(subscriber, spec, str(i))
         start = resume if resume is not None else self.bus.cursor()
         assert start is not None
         # A fresh client starts at the bus position, unless a large batch is
@@ -229,11 +285,19 @@ class Gateway:
                 conn, start, self.catalog.short_name, tables
             ):
                 reached = snap
+                for table, filters in self.bus.db_filters_for(subscriber).items():
+                    mine = [c for c in changes if c.table == table]
+                    if mine:
+                        await db_filters.evaluate(conn, filters[0].table, mine, filters)
                 for change in changes:
-                    variant = subscriber.match(change)
+                    variant, tags = subscriber.evaluate(change, self.bus.errors)
                     if variant is not None:
                         subscriber.outbox.put(
                             encoded(change, variant, subscriber.transport)
+                            if tags is None
+                            else encoded_tagged(
+                                change, variant, subscriber.transport, tags
+                            )
                         )
                         count += 1
                 if subscriber.outbox.closed is not None:

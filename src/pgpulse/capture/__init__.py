@@ -162,6 +162,9 @@ async def watch(
             # Running gateways look for the slot now rather than at their
             # next periodic look.
             await conn.execute("select pg_notify('pgpulse', 'wal')")
+        # Running gateways read their catalog again: the table is
+        # subscribable at once, with its new options.
+        await conn.execute("select pg_notify('pgpulse', 'catalog')")
     except asyncpg.PostgresError as exc:
         raise DatabaseError.from_asyncpg(exc) from exc
     return WatchedTable(
@@ -180,6 +183,7 @@ async def unwatch(conn: Any, target: Any, *, catalog: Catalog | None = None) -> 
     table = catalog.table(table_name_of(target))
     was = bool(await conn.fetchval("select pgpulse.unwatch($1::regclass)", table.sql))
     await disable_wal_if_unused(conn)
+    await conn.execute("select pg_notify('pgpulse', 'catalog')")
     return was
 
 

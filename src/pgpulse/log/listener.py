@@ -30,11 +30,12 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 
+from pgpulse.log.change import Change
 from pgpulse.log.changelog import (
     FAST_LIMIT,
     READ_SETTINGS,
@@ -86,6 +87,7 @@ class Listener:
         backoff_max: float = 5.0,
         application_name: str = "pgpulse-listener",
         on_state: Callable[[str], None] | None = None,
+        prepare: Callable[[list[Change], Any], Awaitable[None]] | None = None,
     ) -> None:
         self.dsn = dsn
         self.on_batch = on_batch
@@ -105,6 +107,9 @@ class Listener:
         self.backoff_max = backoff_max
         self.application_name = application_name
         self.on_state = on_state
+        self.prepare = prepare
+        """Awaited with each batch's changes and the listener's connection
+        before ``on_batch`` (filters the database evaluates: the bus)."""
         self.on_message: Callable[[str], None] | None = None
         """Called with the payload of notifications that are not wake-ups."""
         self.position: Snapshot | None = None
@@ -290,6 +295,10 @@ class Listener:
                 self._settle = None
                 self._last_wake = now
 
+    async def _prepare(self, batch: Batch) -> None:
+        if self.prepare is not None and batch.changes:
+            await self.prepare(batch.changes, self._conn)
+
     async def read(self) -> int:
         """Read and dispatch everything new; returns the number of changes.
 
@@ -306,6 +315,8 @@ class Listener:
         self.last_read_transactions = (
             0 if not changes else 1 if changes[0].xid == changes[-1].xid else 2
         )
+        async with asyncio.timeout(self.query_timeout):
+            await self._prepare(batch)
         self.on_batch(batch, batch.complete)
         count = len(changes)
         if not batch.complete:
@@ -316,6 +327,7 @@ class Listener:
                 while not batch.complete:
                     async with asyncio.timeout(self.query_timeout):
                         batch = await anext(rest)
+                        await self._prepare(batch)
                     self.on_batch(batch, batch.complete)
                     count += len(batch.changes)
         self.position = batch.snap

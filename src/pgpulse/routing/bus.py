@@ -12,133 +12,30 @@ transport and the same bytes go to every matching subscriber (:mod:`events`).
 
 from __future__ import annotations
 
-import itertools
+import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pgpulse.log.change import Change
 from pgpulse.log.changelog import Batch
 from pgpulse.log.cursor import Cursor, Snapshot
+from pgpulse.routing import db_filters
+from pgpulse.routing.db_filters import DatabaseFilter
 from pgpulse.routing.outbox import Outbox
+from pgpulse.routing.subscriber import (
+    FilterErrors,
+    Subscriber,
+    Subscription,
+    row_keys,
+    variant_of,
+)
 from pgpulse.routing.subscriptions import SubscriptionSpec
 from pgpulse.routing.wire import Variant, encoded
 
 __all__ = ["Bus", "Subscriber", "Subscription"]
 
 log = logging.getLogger("pgpulse.routing.bus")
-
-_ids = itertools.count(1)
-
-
-class Subscriber:
-    """One client connection: its transport, outbox and subscriptions."""
-
-    __slots__ = (
-        "id",
-        "label",
-        "outbox",
-        "pending",
-        "pending_size",
-        "skip",
-        "subscriptions",
-        "transport",
-    )
-
-    def __init__(self, transport: str, outbox: Outbox, label: str = "") -> None:
-        self.id = next(_ids)
-        self.transport = transport
-        self.outbox = outbox
-        self.label = label or f"client#{self.id}"
-        self.subscriptions: list[Subscription] = []
-        self.pending_size = 0
-        self.pending: list[tuple[int, bytes]] | None = None
-        """Live events held back while the client catches up from the log."""
-        self.skip: Snapshot | None = None
-        """Drop live events already delivered by the catch-up (visible here)."""
-
-    def deliver(self, change: Change, variant: Variant) -> bool:
-        """Queue the change; True if the outbox now needs a flush."""
-        if self.skip is not None and self.skip.visible(change.xid):
-            return False
-        data = encoded(change, variant, self.transport)
-        if self.pending is not None:
-            # Held back during catch-up; bounded like the outbox itself.
-            self.pending_size += len(data)
-            if self.pending_size > self.outbox.limit:
-                self.pending = []
-                self.outbox.close(
-                    f"client fell more than {self.outbox.limit} bytes behind while "
-                    "catching up; reconnect with Last-Event-ID to continue"
-                )
-                return False
-            self.pending.append((change.xid, data))
-            return False
-        return self.outbox.put_deferred(data)
-
-    def match(self, change: Change) -> Variant | None:
-        """How *change* is shown to this subscriber, or None (used by catch-up)."""
-        in_new = in_old = False
-        for sub in self.subscriptions:
-            if sub.spec.table != change.table:
-                continue
-            n, o = sub.matches(change)
-            in_new |= n
-            in_old |= o
-        return _variant(change, in_new, in_old)
-
-    def begin_catch_up(self) -> None:
-        self.pending = []
-        self.pending_size = 0
-
-    def end_catch_up(self, reached: Snapshot) -> None:
-        """Release held live events that the catch-up did not already deliver."""
-        pending, self.pending = self.pending or [], None
-        self.skip = reached
-        for xid, data in pending:
-            if not reached.visible(xid):
-                self.outbox.put(data)
-
-    def __repr__(self) -> str:
-        return f"<Subscriber {self.label}>"
-
-
-class Subscription:
-    __slots__ = ("spec", "subscriber")
-
-    def __init__(self, spec: SubscriptionSpec, subscriber: Subscriber) -> None:
-        self.spec = spec
-        self.subscriber = subscriber
-
-    def matches(self, change: Change) -> tuple[bool, bool]:
-        """Whether the new row and the old row pass this subscription's filters."""
-        predicate = self.spec.predicate
-        if predicate is None or change.op == "TRUNCATE":
-            return True, True
-        if self.spec.keys_only:
-            ok = predicate(change.pk_dict())
-            return ok, ok
-        new, old = change.row_dict(), change.old_dict()
-        return (
-            new is not None and predicate(new),
-            old is not None and predicate(old),
-        )
-
-
-def _variant(change: Change, in_new: bool, in_old: bool) -> Variant | None:
-    if change.op == "UPDATE":
-        if in_new and in_old:
-            return Variant.FULL
-        if in_new:
-            return Variant.MOVED_IN
-        if in_old:
-            return Variant.MOVED_OUT
-        return None
-    if change.op == "INSERT":
-        return Variant.FULL if in_new else None
-    if change.op == "DELETE":
-        return Variant.FULL if in_old else None
-    return Variant.FULL if (in_new or in_old) else None
 
 
 class _Routes:
@@ -160,7 +57,14 @@ class Bus:
 
     def __init__(self) -> None:
         self._routes: dict[str, _Routes] = {}
-        self._coerce: dict[tuple[str, str], Any] = {}
+        self._index_keys: dict[tuple[str, str], Any] = {}
+        self._db_filters: dict[str, dict[str, list[Any]]] = {}
+        """table → filter key → [DatabaseFilter, subscriptions using it]."""
+        self.preparing = False
+        """Between :meth:`prepare` and the dispatch of its batch."""
+        self._settled = asyncio.Event()
+        self._settled.set()
+        self.errors = FilterErrors()
         self.position: Snapshot | None = None
         """Every change visible here has been dispatched."""
         self.in_batch = False
@@ -174,30 +78,49 @@ class Bus:
 
     # -- registration ---------------------------------------------------------
 
-    def subscribe(self, subscriber: Subscriber, spec: SubscriptionSpec) -> Subscription:
-        sub = Subscription(spec, subscriber)
+    def subscribe(
+        self, subscriber: Subscriber, spec: SubscriptionSpec, ref: str = ""
+    ) -> Subscription:
+        """Route *spec*'s changes to *subscriber* from the next batch on (wait
+        for :meth:`settled` first: a batch being prepared has no verdicts for
+        a filter added meanwhile)."""
+        sub = Subscription(spec, subscriber, ref)
         routes = self._routes.setdefault(spec.table, _Routes())
-        if spec.predicate is None:
+        if not spec.filtered:
             routes.unfiltered[subscriber] = routes.unfiltered.get(subscriber, 0) + 1
         elif spec.index_column is not None:
             routes.indexed.setdefault(spec.index_column, {}).setdefault(
                 spec.index_value, set()
             ).add(sub)
-            self._coerce[(spec.table, spec.index_column)] = spec.index_coerce
+            self._index_keys[(spec.table, spec.index_column)] = spec.index_key
         else:
             routes.scanned.add(sub)
+        if spec.db_filter is not None:
+            entry = self._db_filters.setdefault(spec.table, {}).setdefault(
+                spec.db_filter.key, [spec.db_filter, 0]
+            )
+            entry[1] += 1
         subscriber.subscriptions.append(sub)
+        subscriber.per_table[spec.table] = subscriber.per_table.get(spec.table, 0) + 1
         self.subscribers.add(subscriber)
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
         spec = sub.spec
         routes = self._routes.get(spec.table)
-        if sub in sub.subscriber.subscriptions:
-            sub.subscriber.subscriptions.remove(sub)
+        subscriber = sub.subscriber
+        if sub in subscriber.subscriptions:
+            subscriber.subscriptions.remove(sub)
+            left = subscriber.per_table.get(spec.table, 1) - 1
+            if left > 0:
+                subscriber.per_table[spec.table] = left
+            else:
+                subscriber.per_table.pop(spec.table, None)
+            if spec.db_filter is not None:
+                self._release_db_filter(spec.table, spec.db_filter)
         if routes is None:
             return
-        if spec.predicate is None:
+        if not spec.filtered:
             count = routes.unfiltered.get(sub.subscriber, 0) - 1
             if count > 0:
                 routes.unfiltered[sub.subscriber] = count
@@ -217,11 +140,63 @@ class Bus:
         if routes.empty():
             del self._routes[spec.table]
 
+    def _release_db_filter(self, table: str, db_filter: DatabaseFilter) -> None:
+        by_key = self._db_filters.get(table, {})
+        entry = by_key.get(db_filter.key)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] <= 0:
+            del by_key[db_filter.key]
+            if not by_key:
+                self._db_filters.pop(table, None)
+
     def remove(self, subscriber: Subscriber) -> None:
         for sub in list(subscriber.subscriptions):
             self.unsubscribe(sub)
         self.subscribers.discard(subscriber)
         self._skipping.discard(subscriber)
+        self.errors.forget(subscriber)
+
+    async def settled(self) -> None:
+        """Wait until no batch is between :meth:`prepare` and its dispatch."""
+        while self.preparing:
+            await self._settled.wait()
+
+    def db_filters_for(self, subscriber: Subscriber) -> dict[str, list[DatabaseFilter]]:
+        """The filters PostgreSQL evaluates for *subscriber*, by table."""
+        out: dict[str, list[DatabaseFilter]] = {}
+        for sub in subscriber.subscriptions:
+            if sub.spec.db_filter is not None:
+                out.setdefault(sub.spec.table, []).append(sub.spec.db_filter)
+        return out
+
+    async def prepare(self, changes: Sequence[Change], conn: Any) -> None:
+        """Before a batch is dispatched: have PostgreSQL evaluate, in one
+        statement per table, the filters the stream cannot decide in Python
+        (:mod:`pgpulse.routing.db_filters`).  The batch must be dispatched
+        (:meth:`on_batch`) right after; until then new subscriptions wait."""
+        self.preparing = True
+        self._settled.clear()
+        try:
+            tables: dict[str, list[Change]] = {}
+            for change in changes:
+                if change.table in self._db_filters:
+                    tables.setdefault(change.table, []).append(change)
+            for table, its_changes in tables.items():
+                entries = list(self._db_filters.get(table, {}).values())
+                if entries:
+                    filters = [entry[0] for entry in entries]
+                    await db_filters.evaluate(
+                        conn, filters[0].table, its_changes, filters
+                    )
+        except BaseException:
+            self._settle()
+            raise
+
+    def _settle(self) -> None:
+        self.preparing = False
+        self._settled.set()
 
     def finish_catch_up(self, subscriber: Subscriber, reached: Snapshot) -> None:
         """The subscriber's catch-up read everything visible in *reached*."""
@@ -241,6 +216,7 @@ class Bus:
         """Listener callback: dispatch a batch (or a chunk of a large one)."""
         self.in_batch = not final
         self._batching = True
+        self._settle()
         try:
             changes = batch.changes
             i, n = 0, len(changes)
@@ -251,7 +227,16 @@ class Bus:
                 j = i + 1
                 while j < n and changes[j].table == table:
                     j += 1
-                self._publish_run(changes[i:j])
+                try:
+                    self._publish_run(changes[i:j])
+                except Exception:
+                    # A bug must not stop the stream for everyone: the
+                    # listener would re-read this batch forever.
+                    log.exception(
+                        "dispatching %d changes to %s failed; they are skipped",
+                        j - i,
+                        table,
+                    )
                 i = j
         finally:
             self._batching = False
@@ -286,7 +271,11 @@ class Bus:
         dirty = self._dirty
         joined: bytes | None = None
         others: list[Subscriber] = []
+        several: list[Subscriber] = []
         for subscriber in unfiltered:
+            if subscriber.per_table.get(run[0].table, 0) > 1:
+                several.append(subscriber)
+                continue
             # Fast path for the common subscriber: SSE, live (not catching up,
             # nothing to skip); the same bytes object goes to every one of them.
             if (
@@ -307,6 +296,8 @@ class Bus:
             for subscriber in others:
                 if subscriber.deliver(change, Variant.FULL):
                     dirty.append(subscriber.outbox)
+            for subscriber in several:
+                reached += self._deliver_evaluated(subscriber, change) - 1
             if filtered:
                 reached += self._publish_filtered(change, routes)
         self.delivered += reached
@@ -314,22 +305,41 @@ class Bus:
             self._flush()
         return reached
 
+    def _deliver_evaluated(self, subscriber: Subscriber, change: Change) -> int:
+        """Deliver *change* as :meth:`Subscriber.evaluate` decides (several
+        subscriptions on one table); returns 1 if delivered."""
+        variant, tags = subscriber.evaluate(change, self.errors)
+        if variant is None:
+            return 0
+        if subscriber.deliver(change, variant, tags):
+            self._dirty.append(subscriber.outbox)
+        return 1
+
     def _publish_filtered(self, change: Change, routes: _Routes) -> int:
         """Deliver *change* to the filtered subscribers it matches."""
         unfiltered = routes.unfiltered
         dirty = self._dirty
         reached = 0
         matched: dict[Subscriber, tuple[bool, bool]] = {}
+        evaluated: set[Subscriber] = set()
+        errors = self.errors
         for sub in self._candidates(change, routes):
             subscriber = sub.subscriber
-            if subscriber in unfiltered:
+            if subscriber in unfiltered or subscriber in evaluated:
                 continue
-            n, o = sub.matches(change)
+            if subscriber.per_table.get(change.table, 0) > 1:
+                evaluated.add(subscriber)
+                reached += self._deliver_evaluated(subscriber, change)
+                continue
+            try:
+                n, o = sub.matches(change)
+            except Exception as exc:  # a poison row costs that row, here only
+                errors.record(subscriber, change, exc)
+                continue
             if n or o:
-                pn, po = matched.get(subscriber, (False, False))
-                matched[subscriber] = (pn or n, po or o)
+                matched[subscriber] = (n, o)
         for subscriber, (n, o) in matched.items():
-            variant = _variant(change, n, o)
+            variant = variant_of(change, n, o)
             if variant is not None:
                 if subscriber.deliver(change, variant):
                     dirty.append(subscriber.outbox)
@@ -345,23 +355,20 @@ class Bus:
                 for subs in by_value.values():
                     yield from subs
             return
-        rows = (
-            [change.pk_dict()]
-            if change.row is None and change.old is None
-            else [r for r in (change.row_dict(), change.old_dict()) if r is not None]
-        )
+        try:
+            rows = [r for r in row_keys(change) if r is not None]
+        except ValueError as exc:  # the row is not JSON we can read
+            log.warning("cannot read a change to %s: %s", change.table, exc)
+            rows = []
         for column, by_value in routes.indexed.items():
-            coerce = self._coerce[(change.table, column)]
+            key_of = self._index_keys[(change.table, column)]
             seen: set[Any] = set()
             for row in rows:
-                raw = row.get(column)
-                if raw is None:
-                    continue
                 try:
-                    value = coerce(raw)
+                    value = row.key(column, key_of)
                 except (ValueError, TypeError, ArithmeticError):
-                    continue
-                if value in seen:
+                    continue  # matches() reports it for each subscriber
+                if value is None or value in seen:
                     continue
                 seen.add(value)
                 yield from by_value.get(value, ())

@@ -67,7 +67,8 @@ class Condition:
     column: str
     op: str
     value: str | tuple[str, ...] | None
-    """Raw literal; a tuple for ``in``/``cs``/``cd``; ``None`` only for ``is``."""
+    """Raw literal; a tuple for ``in`` (and ``cs``/``cd`` written as ``(a,b)``);
+    ``None`` only for ``is``."""
     negate: bool = False
 
     def __str__(self) -> str:
@@ -189,10 +190,12 @@ def _parse_operation(column: str, expr: str, source: str) -> Condition:
             f"use one of {', '.join(OPERATORS)}."
         )
     value: str | tuple[str, ...] | None
-    if op in ("in", "cs", "cd"):
-        if op != "in" and literal.startswith("{") and literal.endswith("}"):
-            literal = "(" + literal[1:-1] + ")"
+    if op == "in" or (op in ("cs", "cd") and literal.startswith("(")):
         value = parse_list(literal, source)
+    elif op in ("cs", "cd"):
+        # A PostgreSQL literal of the column's type, as PostgREST passes it:
+        # an array ({a,b}), a JSON document ({"lang":"de"}), a range ([1,5)).
+        value = _unquote(literal)
     elif op == "is":
         if literal.lower() not in _IS_VALUES:
             raise FilterError(

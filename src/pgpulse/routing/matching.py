@@ -1,236 +1,201 @@
-"""Evaluating filter trees in Python, with SQL's semantics.
+"""Evaluating filter trees in Python, exactly as PostgreSQL would.
 
-Why separate from the grammar (:mod:`pgpulse.routing.filters`): the bus must decide, for
-every change and every filtered subscription, whether a row matches, without a
-round trip to PostgreSQL.  Literals are coerced once to the column's type
-(``shipment_id=eq.42`` compares as an integer, timestamps as instants), and
-comparisons with NULL are unknown, as in SQL, so a subscription matches exactly
-the rows the same filter selects in a query.
+Why: the bus decides for every change and every filtered subscription whether a
+row matches, and most filters (``shipment_id=eq.42``, ``created_at=gt.2026-01-01``,
+``status=in.(new,done)``) can be decided here without a round trip, provided
+Python agrees with PostgreSQL on every value.  It does so by construction: the
+row values and the filter's literals are both PostgreSQL's own JSON (the
+literals are spelled by PostgreSQL when the subscription is made) and both go
+through one key function per type (:mod:`pgpulse.routing.values`).
+
+A condition is evaluated here only when that is exact (:func:`evaluable`):
+ordering text needs a collation that sorts by code point, equality needs a
+deterministic one, ``ilike`` case folding follows the database's locale, and
+arrays, jsonb, ranges, enum order and every other type are left to PostgreSQL
+(:mod:`pgpulse.routing.db_filters`).  NULL follows SQL's three-valued logic:
+a comparison with NULL is unknown, ``not`` keeps it unknown, ``x = any('{}')``
+is false even for NULL.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import re
 from collections.abc import Callable, Mapping
-from decimal import Decimal, InvalidOperation
 from typing import Any, TypeAlias
 
-from pgpulse.exceptions import FilterError
+from pgpulse.catalog import Column, Table
 from pgpulse.routing.filters import Condition, Filter, Or
+from pgpulse.routing.values import TEXT_TYPES, KeyFunction, RowKeys, key_function
 
-__all__ = ["Coerce", "Predicate", "coercer", "compile_filter"]
+__all__ = [
+    "Tri",
+    "compile_filter",
+    "conditions",
+    "evaluable",
+    "like_regex",
+    "needs_literal",
+]
 
-Predicate: TypeAlias = Callable[[Mapping[str, Any]], bool]
-Coerce: TypeAlias = Callable[[Any], Any]
+Tri: TypeAlias = Callable[[RowKeys], bool | None]
+"""A filter over one row: True, False, or None for SQL's unknown."""
 
-_INT_TYPES = {"int2", "int4", "int8", "oid"}
-_FLOAT_TYPES = {"float4", "float8", "numeric", "money"}
-
-
-def _parse_datetime(value: Any) -> Any:
-    if value is None or isinstance(value, _dt.datetime | _dt.date):
-        return value
-    text = str(value).strip().replace(" ", "T", 1)
-    parsed = _dt.datetime.fromisoformat(text)
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=_dt.UTC)
-    return parsed
-
-
-def coercer(base_type: str, category: str) -> Coerce | None:
-    """How to turn a literal or a JSON row value of this type into a comparable.
-
-    ``None`` means the type cannot be compared in Python (only ``is`` works).
-    """
-    if base_type in _INT_TYPES:
-        return lambda v: v if isinstance(v, int) and not isinstance(v, bool) else int(v)
-    if base_type in _FLOAT_TYPES:
-        return lambda v: v if isinstance(v, int | float | Decimal) else Decimal(str(v))
-    if base_type == "bool":
-
-        def to_bool(v: Any) -> bool:
-            if isinstance(v, bool):
-                return v
-            text = str(v).lower()
-            if text in ("true", "t", "1", "yes", "on"):
-                return True
-            if text in ("false", "f", "0", "no", "off"):
-                return False
-            raise ValueError(v)
-
-        return to_bool
-    if base_type in ("timestamptz", "timestamp"):
-        return _parse_datetime
-    if base_type == "date":
-        return lambda v: _dt.date.fromisoformat(str(v))
-    if base_type == "uuid":
-        return lambda v: str(v).lower()
-    if category in ("S", "E", "D", "T", "I", "N", "U", "V") or base_type == "text":
-        return str
-    return None
+_ORDERING = frozenset({"lt", "lte", "gt", "gte"})
+_EQUALITY = frozenset({"eq", "neq", "in"})
+JSON_TYPES = frozenset({"json", "jsonb"})
 
 
-def _like_regex(pattern: str, insensitive: bool) -> re.Pattern[str]:
-    out = []
-    for ch in pattern:
-        if ch in "%*":
-            out.append(".*")
-        elif ch == "_":
-            out.append(".")
-        else:
-            out.append(re.escape(ch))
-    return re.compile("^" + "".join(out) + "$", re.S | (re.I if insensitive else 0))
+def conditions(filt: Filter) -> list[Condition]:
+    """Every condition of a filter tree, in order."""
+    if isinstance(filt, Condition):
+        return [filt]
+    out: list[Condition] = []
+    for item in filt.items:
+        out.extend(conditions(item))
+    return out
 
 
-def _condition_predicate(
-    cond: Condition, coerce: Coerce | None, type_desc: str
-) -> Predicate:
-    col = cond.column
+def needs_literal(cond: Condition) -> bool:
+    """Whether PostgreSQL must spell this condition's literal (for its key)."""
+    return cond.op in _EQUALITY or cond.op in _ORDERING
+
+
+def _condition_evaluable(cond: Condition, column: Column) -> bool:
     op = cond.op
-    source = str(cond)
+    if op == "is":
+        return column.base_type not in JSON_TYPES
+    if key_function(column.base_type, column.category) is None:
+        return False
+    if column.base_type in TEXT_TYPES:
+        if op in _ORDERING:
+            return column.code_point_order
+        if op == "like":
+            return column.deterministic
+        return op in _EQUALITY and column.deterministic
+    if column.category == "E":
+        return op in _EQUALITY
+    return op in _EQUALITY or op in _ORDERING
 
-    def lit(raw: str) -> Any:
-        if coerce is None:
-            raise FilterError(
-                f"column {col!r} has type {type_desc}, which subscriptions can "
-                f"only filter with 'is' (in {source!r})."
-            )
-        try:
-            return coerce(raw)
-        except (ValueError, TypeError, InvalidOperation):
-            raise FilterError(
-                f"{raw!r} is not a valid {type_desc} value for column {col!r} "
-                f"(in {source!r})."
-            ) from None
 
-    def value_of(row: Mapping[str, Any]) -> Any:
-        raw = row.get(col)
-        if raw is None or coerce is None:
-            return raw
-        try:
-            return coerce(raw)
-        except (ValueError, TypeError, InvalidOperation):
-            return None
+def evaluable(filt: Filter, table: Table) -> bool:
+    """Whether every condition of *filt* can be decided exactly in Python."""
+    return all(
+        _condition_evaluable(cond, table.column(cond.column))
+        for cond in conditions(filt)
+    )
 
-    base: Predicate
+
+def like_regex(pattern: str, insensitive: bool = False) -> re.Pattern[str]:
+    """PostgreSQL's LIKE (after PostgREST's ``*`` → ``%``): ``%`` any run,
+    ``_`` one character, backslash escapes the next character."""
+    pattern = pattern.replace("*", "%")
+    out: list[str] = []
+    i = 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\":
+            if i + 1 == len(pattern):
+                raise ValueError("LIKE pattern must not end with escape character")
+            out.append(re.escape(pattern[i + 1]))
+            i += 2
+            continue
+        out.append(".*" if ch == "%" else "." if ch == "_" else re.escape(ch))
+        i += 1
+    return re.compile("".join(out), re.S | (re.I if insensitive else 0))
+
+
+def _compare(op: str) -> Callable[[Any, Any], bool]:
+    return {
+        "eq": lambda a, b: a == b,
+        "neq": lambda a, b: a != b,
+        "lt": lambda a, b: a < b,
+        "lte": lambda a, b: a <= b,
+        "gt": lambda a, b: a > b,
+        "gte": lambda a, b: a >= b,
+    }[op]
+
+
+def _condition(cond: Condition, column: Column, literal: Any) -> Tri:
+    """One condition, without its negation."""
+    col, op = cond.column, cond.op
+    function: KeyFunction | None = key_function(column.base_type, column.category)
     if op == "is":
         target = cond.value
-        if target is None:
+        if target is None or target == "unknown":
+            return lambda row: row.values.get(col) is None
+        want = target == "true"
+        return lambda row: row.values.get(col) is want
+    assert function is not None
+    if op == "like":
+        regex = like_regex(str(cond.value))
 
-            def base(row: Mapping[str, Any]) -> bool:
-                return row.get(col) is None
+        def like(row: RowKeys) -> bool | None:
+            raw = row.values.get(col)
+            if raw is None:
+                return None
+            if not isinstance(raw, str):
+                raise ValueError(f"expected a string, got {raw!r}")
+            return regex.fullmatch(raw) is not None
 
-        elif target == "unknown":
+        return like
+    if op == "in":
+        if not isinstance(literal, list):
+            raise ValueError(f"expected a list of values, got {literal!r}")
+        wanted = frozenset(function(item) for item in literal if item is not None)
+        has_null = any(item is None for item in literal)
+        empty = not literal
 
-            def base(row: Mapping[str, Any]) -> bool:
-                return row.get(col) is None
-
-        else:
-            want = target == "true"
-
-            def base(row: Mapping[str, Any]) -> bool:
-                return row.get(col) is want
-
-    elif op == "in":
-        assert isinstance(cond.value, tuple)
-        wanted = frozenset(lit(v) for v in cond.value)
-
-        def base(row: Mapping[str, Any]) -> bool:
-            v = value_of(row)
-            return v is not None and v in wanted
-
-    elif op in ("like", "ilike"):
-        if coerce is not str:
-            raise FilterError(
-                f"'{op}' needs a text column; {col!r} has type {type_desc} "
-                f"(in {source!r})."
-            )
-        assert isinstance(cond.value, str)
-        regex = _like_regex(cond.value, op == "ilike")
-
-        def base(row: Mapping[str, Any]) -> bool:
-            v = row.get(col)
-            return isinstance(v, str) and regex.match(v) is not None
-
-    elif op in ("cs", "cd"):
-        assert isinstance(cond.value, tuple)
-        items = frozenset(cond.value)
-
-        def base(row: Mapping[str, Any]) -> bool:
-            v = row.get(col)
-            if not isinstance(v, list):
+        def member(row: RowKeys) -> bool | None:
+            # x = ANY(array): false for an empty array (even for NULL x),
+            # unknown for NULL x or when no element equals and one is NULL.
+            if empty:
                 return False
-            have = frozenset(str(x) for x in v)
-            return items <= have if op == "cs" else have <= items
+            key = row.key(col, function)
+            if key is None:
+                return None
+            if key in wanted:
+                return True
+            return None if has_null else False
 
-    else:
-        assert isinstance(cond.value, str)
-        target_value = lit(cond.value)
-        compare: Callable[[Any, Any], bool] = {
-            "eq": lambda a, b: a == b,
-            "neq": lambda a, b: a != b,
-            "lt": lambda a, b: a < b,
-            "lte": lambda a, b: a <= b,
-            "gt": lambda a, b: a > b,
-            "gte": lambda a, b: a >= b,
-        }[op]
+        return member
+    target_key = function(literal)
+    compare = _compare(op)
 
-        def base(row: Mapping[str, Any]) -> bool:
-            v = value_of(row)
-            if v is None:
-                return False
-            try:
-                return compare(v, target_value)
-            except TypeError:
-                return False
+    def comparison(row: RowKeys) -> bool | None:
+        key = row.key(col, function)
+        if key is None:
+            return None
+        return compare(key, target_key)
 
-    if cond.negate:
-        if op == "is":
-            return lambda row: not base(row)
-        # SQL semantics: NOT (NULL op x) is still not true.
-        return lambda row: row.get(col) is not None and not base(row)
-    return base
+    return comparison
 
 
 def compile_filter(
-    filt: Filter, types: Mapping[str, tuple[str, str, str]]
-) -> Predicate:
-    """A Python predicate over a row dict, with literals coerced to column types.
+    filt: Filter, table: Table, literals: Mapping[Condition, Any]
+) -> Tri:
+    """A three-valued predicate for *filt* on rows of *table*.
 
-    *types* maps column → (base_type, category, display type); it must contain
-    every column the filter names (the caller validated them against the
-    catalog).  Raises :class:`FilterError` for values that do not fit the type.
+    *literals* maps each condition that :func:`needs_literal` to its value as
+    PostgreSQL spells it in JSON (a list for ``in``).  The caller checked with
+    :func:`evaluable` that Python decides *filt* exactly.
     """
-    tri = _compile_tri(filt, types)
-    return lambda row: tri(row) is True
-
-
-Tri: TypeAlias = Callable[[Mapping[str, Any]], bool | None]
-
-
-def _compile_tri(filt: Filter, types: Mapping[str, tuple[str, str, str]]) -> Tri:
-    """SQL's three-valued logic: a comparison with NULL is unknown (None), and
-    ``not``/``and``/``or`` propagate unknown the way PostgreSQL does, so a
-    subscription matches exactly the rows the same filter selects in SQL."""
     if isinstance(filt, Condition):
-        base_type, category, desc = types[filt.column]
-        positive = Condition(filt.column, filt.op, filt.value, negate=False)
-        base = _condition_predicate(positive, coercer(base_type, category), desc)
-        col, is_op, negate = filt.column, filt.op == "is", filt.negate
+        column = table.column(filt.column)
+        base = _condition(filt, column, literals.get(filt))
+        if not filt.negate:
+            return base
+        if filt.op == "is":
+            return lambda row: not base(row)
 
-        def condition(row: Mapping[str, Any]) -> bool | None:
-            if not is_op and row.get(col) is None:
-                return None
-            result = base(row)
-            return not result if negate else result
+        def negated(row: RowKeys) -> bool | None:
+            value = base(row)
+            return None if value is None else not value
 
-        return condition
-    parts = [_compile_tri(item, types) for item in filt.items]
+        return negated
+    parts = [compile_filter(item, table, literals) for item in filt.items]
     absorbing = isinstance(filt, Or)  # True absorbs OR, False absorbs AND
     negate = filt.negate
 
-    def combined(row: Mapping[str, Any]) -> bool | None:
+    def combined(row: RowKeys) -> bool | None:
         unknown = False
         for part in parts:
             value = part(row)

@@ -15,7 +15,7 @@ import orjson
 
 from pgpulse.log.change import Change
 
-__all__ = ["Variant", "control_event", "encoded", "payload"]
+__all__ = ["Variant", "control_event", "encoded", "encoded_tagged", "payload"]
 
 
 class Variant(enum.IntEnum):
@@ -59,8 +59,24 @@ def encoded(change: Change, variant: Variant, transport: str) -> bytes:
     return cached
 
 
-def _build(change: Change, variant: Variant, transport: str) -> bytes:
+def encoded_tagged(
+    change: Change, variant: Variant, transport: str, tags: dict[str, str]
+) -> bytes:
+    """The event for a client with several subscriptions on the change's table:
+    ``subs`` maps each subscription that sees the change (its place in
+    ``sub=``, or its WebSocket ref) to the operation it sees, so the client
+    routes without evaluating filters itself.  Built per client (rare)."""
     data = payload(change, variant)
+    return _frame(
+        change, transport, data[:-1] + b',"subs":' + orjson.dumps(tags) + b"}"
+    )
+
+
+def _build(change: Change, variant: Variant, transport: str) -> bytes:
+    return _frame(change, transport, payload(change, variant))
+
+
+def _frame(change: Change, transport: str, data: bytes) -> bytes:
     if transport == "sse":
         return (
             b"id: "

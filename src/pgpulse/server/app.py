@@ -59,6 +59,10 @@ async def metrics(request: Request) -> Response:
         f"pgpulse_changes_total {bus.changes}",
         "# TYPE pgpulse_deliveries_total counter",
         f"pgpulse_deliveries_total {bus.delivered}",
+        "# HELP pgpulse_filter_errors_total Rows skipped for a subscriber whose "
+        "filter could not evaluate them.",
+        "# TYPE pgpulse_filter_errors_total counter",
+        f"pgpulse_filter_errors_total {bus.errors.total}",
         "# TYPE pgpulse_listener_reads_total counter",
         f"pgpulse_listener_reads_total {gateway.listener.reads}",
         "# TYPE pgpulse_listener_connected gauge",

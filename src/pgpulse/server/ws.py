@@ -144,7 +144,8 @@ async def _handle(
             (spec,) = await gateway.parse_subscriptions([sub])
         except (PgPulseError, ValueError) as exc:
             return {"type": "error", "ref": ref, "reason": str(exc)}
-        refs[ref] = [gateway.bus.subscribe(subscriber, spec)]
+        await gateway.bus.settled()
+        refs[ref] = [gateway.bus.subscribe(subscriber, spec, ref)]
         cursor = gateway.bus.cursor()
         return {
             "type": "subscribed",

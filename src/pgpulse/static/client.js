@@ -62,14 +62,12 @@
  *   error instead of letting the browser retry at a fixed interval), resuming with
  *   `last_event_id` = the id of the last `ready`/`change`/`reset` event. Ids sent
  *   on heartbeats alone are not visible to EventSource users, so they are not used.
- * - Routing: a change goes to the subscriptions on its table. The server sends one
- *   connection the union of its subscriptions' filters; when two subscriptions on
- *   one table have different filters, the client evaluates each subscription's
- *   filter on `row`/`old` (same grammar as the server) so each sees only its own
- *   rows, with UPDATEs turned into moved INSERTs/DELETEs where a row enters or
- *   leaves that filter. Where the client cannot decide (an operator it does not
- *   evaluate, such as `cs`/`cd`, or a column missing from the row) it delivers
- *   the event: such a subscription may then see the union.
+ * - Routing: a change goes to the subscriptions on its table. The client never
+ *   evaluates a filter (it could not agree with PostgreSQL on collations, time
+ *   zones, numerics...): when two subscriptions on one table have different
+ *   filters, the server evaluates each and tags the event with `subs`, which of
+ *   them see it and as which operation (an UPDATE that moves a row out of one
+ *   filter reaches that subscription as a DELETE of the old row, `moved: true`).
  * - `live()` fetches its rows with `GET /v1/rest/<table>?<filters>&order=&limit=`
  *   after the stream is `ready`, buffers the changes that arrive while the fetch
  *   is in flight and applies them, in order, on top of the fetched rows (upsert
@@ -158,9 +156,7 @@ function normFilter(filter) {
   throw new TypeError(`expected a filter like "shipment_id=eq.42", got ${JSON.stringify(filter)}`);
 }
 
-// -- filter grammar (PostgREST style, the same as src/pgpulse/filters.py) ----------
-
-const OPERATORS = new Set(["eq", "neq", "lt", "lte", "gt", "gte", "like", "ilike", "in", "is", "cs", "cd"]);
+// -- filter grammar: only split, to build URLs (the server parses and evaluates) -----
 
 /** Split on `sep` outside parentheses and double quotes. */
 export function splitTop(text, sep = ",") {
@@ -196,248 +192,23 @@ export function splitTop(text, sep = ",") {
   return out;
 }
 
-function unquote(item) {
-  const text = item.trim();
-  if (text.length >= 2 && text[0] === '"' && text[text.length - 1] === '"') {
-    return text.slice(1, -1).replace(/\\(.)/g, "$1");
-  }
-  return text;
-}
-
-function parseList(text, source) {
-  if (!(text.startsWith("(") && text.endsWith(")"))) {
-    throw new SyntaxError(`expected a list like (a,b) in ${JSON.stringify(source)}`);
-  }
-  const inner = text.slice(1, -1);
-  return inner.trim() ? splitTop(inner).map(unquote) : [];
-}
-
-function parseOperation(column, expr, source) {
-  let negate = false;
-  if (expr.startsWith("not.")) {
-    negate = true;
-    expr = expr.slice(4);
-  }
-  const dot = expr.indexOf(".");
-  const op = dot < 0 ? expr : expr.slice(0, dot);
-  let literal = dot < 0 ? "" : expr.slice(dot + 1);
-  if (dot < 0 || !OPERATORS.has(op)) {
-    throw new SyntaxError(`unknown or missing operator in filter ${JSON.stringify(source)}`);
-  }
-  let value;
-  if (op === "in" || op === "cs" || op === "cd") {
-    if (op !== "in" && literal.startsWith("{") && literal.endsWith("}")) {
-      literal = `(${literal.slice(1, -1)})`;
-    }
-    value = parseList(literal, source);
-  } else if (op === "is") {
-    value = literal.toLowerCase();
-  } else {
-    value = unquote(literal);
-  }
-  return { type: "cond", column, op, value, negate };
-}
-
-function parseLogic(kind, body, source, negate) {
-  if (!body.startsWith("(") || !body.endsWith(")")) {
-    throw new SyntaxError(`${kind} needs a parenthesized list in ${JSON.stringify(source)}`);
-  }
-  const items = splitTop(body.slice(1, -1)).map((raw) => parseLogicItem(raw.trim(), source));
-  return { type: kind, items, negate };
-}
-
-function parseLogicItem(raw, source) {
-  let negate = false;
-  if (raw.startsWith("not.") && /^(or|and)\(/.test(raw.slice(4))) {
-    negate = true;
-    raw = raw.slice(4);
-  }
-  for (const kind of ["or", "and"]) {
-    if (raw.startsWith(`${kind}(`)) return parseLogic(kind, raw.slice(kind.length), source, negate);
-  }
-  const parts = raw.split(".");
-  for (let i = 1; i < parts.length; i++) {
-    if (OPERATORS.has(parts[i]) || (parts[i] === "not" && OPERATORS.has(parts[i + 1]))) {
-      return parseOperation(parts.slice(0, i).join("."), parts.slice(i).join("."), source);
-    }
-  }
-  throw new SyntaxError(`expected 'column.op.value' inside ${JSON.stringify(source)}`);
-}
-
-/**
- * Parse `a=eq.1;b=in.(x,y)` into a list of filter nodes (all must hold).
- * @param {string} text
- */
-export function parseFilters(text) {
-  const out = [];
-  for (const part of splitTop(text, ";")) {
-    if (!part.trim()) continue;
-    const eq = part.indexOf("=");
-    if (eq < 0) throw new SyntaxError(`filter ${JSON.stringify(part)} must look like 'column=op.value'`);
-    const key = part.slice(0, eq).trim();
-    const value = part.slice(eq + 1);
-    if (["or", "and", "not.or", "not.and"].includes(key)) {
-      out.push(parseLogic(key.replace(/^not\./, ""), value, part, key.startsWith("not.")));
-    } else {
-      out.push(parseOperation(key, value, part));
-    }
-  }
-  return out;
-}
-
 const NUMERIC = /^-?\d+(\.\d+)?([eE][-+]?\d+)?$/;
-const DATELIKE = /^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}(:?\d{2})?)?$/;
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
-function toTime(text) {
-  let iso = text.replace(" ", "T");
-  if (/^\d{4}-\d{2}-\d{2}T[\d:.]+$/.test(iso)) iso += "Z"; // naive = UTC, as the server does
-  if (/T.*[+-]\d{2}$/.test(iso)) iso += ":00";
-  return Date.parse(iso);
-}
-
-/** Compare a row value with a literal: <0, 0, >0, or undefined when undecidable. */
-function compare(value, literal) {
-  let a;
-  let b;
-  if (typeof value === "number") {
-    a = value;
-    b = NUMERIC.test(literal.trim()) ? Number(literal) : NaN;
-  } else if (typeof value === "boolean") {
-    const text = literal.toLowerCase();
-    if (["true", "t", "1", "yes", "on"].includes(text)) b = 1;
-    else if (["false", "f", "0", "no", "off"].includes(text)) b = 0;
-    else return undefined;
-    a = value ? 1 : 0;
-  } else if (typeof value === "string") {
-    if (NUMERIC.test(value) && NUMERIC.test(literal)) {
-      a = Number(value);
-      b = Number(literal);
-    } else if (DATELIKE.test(value) && DATELIKE.test(literal)) {
-      a = toTime(value);
-      b = toTime(literal);
-    } else if (UUID.test(value) && UUID.test(literal)) {
-      a = value.toLowerCase();
-      b = literal.toLowerCase();
-    } else {
-      a = value;
-      b = literal;
-    }
-  } else {
-    return undefined;
-  }
-  if (typeof a === "number" && (Number.isNaN(a) || Number.isNaN(b))) return undefined;
-  return a < b ? -1 : a > b ? 1 : 0;
-}
-
-function likeRegex(pattern, insensitive) {
-  let source = "";
-  for (const ch of pattern) {
-    if (ch === "%" || ch === "*") source += ".*";
-    else if (ch === "_") source += ".";
-    else source += ch.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&");
-  }
-  return new RegExp(`^${source}$`, insensitive ? "is" : "s");
-}
-
-function not(result) {
-  return result === undefined ? undefined : !result;
-}
-
-function testCondition(node, row) {
-  if (!Object.prototype.hasOwnProperty.call(row, node.column)) return undefined;
-  const value = row[node.column];
-  if (node.op === "is") {
-    let result;
-    if (node.value === "null" || node.value === "unknown") result = value == null;
-    else if (node.value === "true") result = value === true;
-    else if (node.value === "false") result = value === false;
-    else return undefined;
-    return node.negate ? !result : result;
-  }
-  if (value == null) return false; // SQL: NULL compares to nothing, negated or not
-  let result;
-  switch (node.op) {
-    case "in": {
-      let unknown = false;
-      result = false;
-      for (const item of node.value) {
-        const c = compare(value, item);
-        if (c === 0) {
-          result = true;
-          break;
-        }
-        if (c === undefined) unknown = true;
-      }
-      if (!result && unknown) return undefined;
-      break;
-    }
-    case "like":
-    case "ilike":
-      if (typeof value !== "string") return undefined;
-      result = likeRegex(node.value, node.op === "ilike").test(value);
-      break;
-    case "cs":
-    case "cd": {
-      if (!Array.isArray(value)) return undefined;
-      const have = new Set(value.map(String));
-      const items = new Set(node.value);
-      const sub = node.op === "cs" ? items : have;
-      const sup = node.op === "cs" ? have : items;
-      result = [...sub].every((x) => sup.has(x));
-      break;
-    }
-    default: {
-      const c = compare(value, node.value);
-      if (c === undefined) return undefined;
-      result = { eq: c === 0, neq: c !== 0, lt: c < 0, lte: c <= 0, gt: c > 0, gte: c >= 0 }[node.op];
-    }
-  }
-  return node.negate ? !result : result;
-}
-
-function testAll(nodes, row, any) {
-  let unknown = false;
-  for (const node of nodes) {
-    const r = testNode(node, row);
-    if (r === any) return any;
-    if (r === undefined) unknown = true;
-  }
-  return unknown ? undefined : !any;
-}
-
-function testNode(node, row) {
-  if (node.type === "cond") return testCondition(node, row);
-  const result = testAll(node.items, row, node.type === "or");
-  return node.negate ? not(result) : result;
-}
 
 /**
- * Whether `row` satisfies a filter string or parsed filter list.
- * @returns {boolean|undefined} undefined when the client cannot decide.
+ * How one subscription sees a change. With several subscriptions on one table,
+ * the server says in `subs` which of them see the change and as which operation
+ * (its own filters, evaluated exactly as PostgreSQL would): the client never
+ * evaluates a filter itself.
  */
-export function matchesFilter(filter, row) {
-  const nodes = typeof filter === "string" ? parseFilters(filter) : filter;
-  if (!row || typeof row !== "object") return false;
-  return testAll(nodes, row, false);
-}
-
-/** The change as one subscription with this filter should see it, or null. */
-function narrow(nodes, ev) {
-  if (ev.op === "TRUNCATE") return ev;
-  const wasIn = ev.old ? testAll(nodes, ev.old, false) : undefined;
-  const isIn = ev.row ? testAll(nodes, ev.row, false) : undefined;
-  if (ev.op === "INSERT" && !ev.moved) return isIn === false ? null : ev;
-  if (ev.op === "DELETE" && !ev.moved) return wasIn === false ? null : ev;
-  // An UPDATE, or a move relative to the connection's union of filters. A side
-  // the server left out was outside the union, hence outside this filter.
-  const before = ev.old ? wasIn : ev.op === "UPDATE" ? isIn : false;
-  const after = ev.row ? isIn : false;
-  if (before === undefined || after === undefined) return ev;
-  if (before && after) return ev.op === "UPDATE" ? ev : { ...ev, op: "UPDATE", moved: undefined };
-  if (after) return ev.op === "INSERT" ? ev : { ...ev, op: "INSERT", moved: true };
-  if (before) return ev.op === "DELETE" ? ev : { ...ev, op: "DELETE", row: null, moved: true };
-  return null;
+function seenBy(ev, index) {
+  if (!ev.subs) return ev;
+  const op = ev.subs[String(index)];
+  if (op === undefined) return null;
+  const { subs: _subs, ...own } = ev;
+  if (op === ev.op) return own;
+  if (op === "INSERT") return { ...own, op: "INSERT", old: null, moved: true };
+  if (op === "DELETE") return { ...own, op: "DELETE", row: null, moved: true };
+  return own;
 }
 
 // -- ordering for live() -------------------------------------------------------------
@@ -694,7 +465,7 @@ export class Pulse {
       }
       data.id = e.lastEventId || null;
       this.stats.changes++;
-      this._route(data, members);
+      this._route(data, members, specs);
     });
     es.addEventListener("reset", (e) => {
       if (!current()) return;
@@ -796,15 +567,11 @@ export class Pulse {
     }, delay);
   }
 
-  _route(ev, members) {
+  _route(ev, members, specs) {
     const table = ev.table.startsWith("public.") ? ev.table.slice(7) : ev.table;
-    const targets = [];
-    for (const sub of members) if (sub.active && sub.table === table) targets.push(sub);
-    if (!targets.length) return;
-    const filters = new Set(targets.map((s) => s.filter));
-    for (const sub of targets) {
-      if (!sub.active) continue;
-      const own = filters.size > 1 && sub.filter ? sub._narrow(ev) : ev;
+    for (const sub of members) {
+      if (!sub.active || sub.table !== table) continue;
+      const own = seenBy(ev, specs.indexOf(sub.spec));
       if (own) sub._deliver(own);
     }
   }
@@ -849,7 +616,6 @@ export class Subscription {
     /** False once unsubscribed (or the connection closed). */
     this.active = true;
     this._handlers = options;
-    this._nodes = undefined;
   }
 
   /** Stop receiving changes; the connection drops the subscription (coalesced). */
@@ -857,17 +623,6 @@ export class Subscription {
     if (!this.active) return;
     this.active = false;
     this._pulse._remove(this);
-  }
-
-  _narrow(ev) {
-    if (this._nodes === undefined) {
-      try {
-        this._nodes = parseFilters(this.filter);
-      } catch {
-        this._nodes = null; // the server is the judge of the grammar
-      }
-    }
-    return this._nodes ? narrow(this._nodes, ev) : ev;
   }
 
   _deliver(ev) {
