@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import orjson
 from httpx_sse import aconnect_sse
 
 from pgpulse.exceptions import PgPulseError, ValidationError
+from pgpulse.routing.values import loads_exact
 
 __all__ = ["Client", "Event", "changes"]
 
@@ -46,6 +46,9 @@ class Event:
     moved: bool = False
     """The row moved into (INSERT) or out of (DELETE) the subscription's filter."""
     reason: str = ""
+    subs: dict[str, str] | None = None
+    """With several subscriptions on one table: which of them (their place in
+    ``subscribe(...)``) see this change, and as which operation."""
 
     @classmethod
     def from_change(cls, event_id: str | None, data: dict[str, Any]) -> Event:
@@ -59,6 +62,7 @@ class Event:
             old=data["old"],
             ts=data["ts"],
             moved=bool(data.get("moved", False)),
+            subs=data.get("subs"),
         )
 
 
@@ -125,9 +129,9 @@ class Client:
                         if sse.id:
                             self.last_event_id = sse.id
                         if sse.event == "change":
-                            yield Event.from_change(sse.id, orjson.loads(sse.data))
+                            yield Event.from_change(sse.id, loads_exact(sse.data))
                         elif sse.event == "reset":
-                            reason = orjson.loads(sse.data).get("reason", "")
+                            reason = loads_exact(sse.data).get("reason", "")
                             yield Event(kind="reset", id=sse.id, reason=reason)
                         elif sse.event == "error":
                             log.warning("gateway closed the stream: %s", sse.data)
@@ -176,7 +180,7 @@ async def changes(
         await gateway.attach(subscriber, specs, resume)
         while True:
             for chunk in await outbox.get():
-                message = orjson.loads(chunk)
+                message = loads_exact(chunk.decode())
                 if message.get("type") == "change":
                     yield Event.from_change(message["id"], message["data"])
                 elif message.get("type") == "reset":
