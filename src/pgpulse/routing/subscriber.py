@@ -16,7 +16,7 @@ from pgpulse.log.change import Change
 from pgpulse.log.cursor import Snapshot
 from pgpulse.routing.outbox import Outbox
 from pgpulse.routing.subscriptions import SubscriptionSpec
-from pgpulse.routing.values import RowKeys, loads_exact
+from pgpulse.routing.values import RowKeys
 from pgpulse.routing.wire import Variant, encoded, encoded_tagged
 
 __all__ = ["FilterErrors", "Subscriber", "Subscription", "row_keys", "variant_of"]
@@ -32,12 +32,12 @@ def row_keys(change: Change) -> tuple[RowKeys | None, RowKeys | None]:
     cached = change._keys
     if cached is None:
         if change.row is None and change.old is None:
-            keys = RowKeys(loads_exact(change.pk))
+            keys = RowKeys(change.pk)
             cached = (keys, keys)
         else:
             cached = (
-                None if change.row is None else RowKeys(loads_exact(change.row)),
-                None if change.old is None else RowKeys(loads_exact(change.old)),
+                None if change.row is None else RowKeys(change.row),
+                None if change.old is None else RowKeys(change.old),
             )
         change._keys = cached
     return cached  # type: ignore[no-any-return]

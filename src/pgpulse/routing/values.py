@@ -51,18 +51,23 @@ def loads_exact(text: str) -> Any:
     """Parse PostgreSQL's JSON keeping every number exact.
 
     orjson (fast) reads non-integer numbers as floats and integers beyond 64
-    bits as floats (``numeric`` 9.99 is not the float 9.99); when a row holds
-    such a number it is parsed again with decimals.
+    bits as floats (``numeric`` 9.99 is not the float 9.99) and fails on
+    numbers past the double range; only then is the text parsed again with
+    decimals (slower, exact).
     """
     try:
         value = orjson.loads(text)
     except orjson.JSONDecodeError:
-        return json.loads(text, parse_float=Decimal)
+        return _loads_decimal(text)
     if isinstance(value, dict):
         for item in value.values():
             if type(item) is float:
-                return json.loads(text, parse_float=Decimal)
+                return _loads_decimal(text)
     return value
+
+
+def _loads_decimal(text: str) -> Any:
+    return json.loads(text, parse_float=Decimal)
 
 
 def _integer(value: Any) -> int:
@@ -265,14 +270,31 @@ class RowKeys:
     """One side (new or old) of a change, with each column's key computed once.
 
     Many subscribers filter on the same columns: the key of a timestamp is
-    parsed once per change, not once per subscriber.
+    parsed once per change, not once per subscriber.  The row is parsed with
+    orjson; only a column read as a float (a non-integer, or an integer past
+    64 bits) makes it parse the row again exactly, so filters on integers and
+    text never pay for decimals.
     """
 
-    __slots__ = ("_keys", "values")
+    __slots__ = ("_exact", "_keys", "_text", "values")
 
-    def __init__(self, values: dict[str, Any]) -> None:
-        self.values = values
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._exact: dict[str, Any] | None = None
+        try:
+            self.values: dict[str, Any] = orjson.loads(text)
+        except orjson.JSONDecodeError:  # a number past the double range
+            self.values = self._exact = _loads_decimal(text)
         self._keys: dict[str, Any] = {}
+
+    def raw(self, column: str) -> Any:
+        """The column's JSON value, numbers exact."""
+        value = self.values.get(column)
+        if type(value) is float:
+            if self._exact is None:
+                self._exact = _loads_decimal(self._text)
+            value = self._exact.get(column)
+        return value
 
     def key(self, column: str, function: KeyFunction) -> Any:
         """The key of *column* (``None`` for SQL NULL); raises ``ValueError``
@@ -281,7 +303,7 @@ class RowKeys:
             return self._keys[column]
         except KeyError:
             pass
-        raw = self.values.get(column)
+        raw = self.raw(column)
         key = None if raw is None else function(raw)
         self._keys[column] = key
         return key
