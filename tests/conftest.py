@@ -94,8 +94,10 @@ def gateway_factory(database: str) -> Iterator[Any]:
 
     started: list[GatewayProcess] = []
 
-    def start(*args: str, dsn: str | None = None) -> GatewayProcess:
-        gw = GatewayProcess(dsn or database, args=list(args)).start()
+    def start(
+        *args: str, dsn: str | None = None, env: dict[str, str] | None = None
+    ) -> GatewayProcess:
+        gw = GatewayProcess(dsn or database, args=list(args), env=env or {}).start()
         started.append(gw)
         return gw
 

@@ -29,6 +29,8 @@ class GatewayProcess:
     args: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
     log_path: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+    """Extra environment for the process (e.g. PGPULSE_JWT_SECRET)."""
 
     @property
     def url(self) -> str:
@@ -38,7 +40,7 @@ class GatewayProcess:
         if not self.port:
             self.port = free_port()
         self.log_path = f"/tmp/pgpulse-gw-{self.port}.log"
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         env.pop("DATABASE_URL", None)
         with open(self.log_path, "ab") as log:
             self.proc = self._spawn(log, env)

@@ -50,6 +50,25 @@ class Settings:
     """Decode tables watched with source 'wal' (one process at a time does)."""
     demo: bool = False
     application_name: str = "pgpulse"
+    max_subscriptions: int = 100
+    """Subscriptions per connection (SSE ``sub=`` values, WebSocket subscribes)."""
+    max_url_bytes: int = 8192
+    """Longest request target (path and query) accepted; longer is a 414."""
+    max_header_bytes: int = 16384
+    """Largest total of request headers accepted; larger is a 431."""
+    max_cursor_bytes: int = 8192
+    """Longest ``Last-Event-ID`` accepted."""
+    max_ws_message_bytes: int = 65536
+    """Largest WebSocket message from a client; larger closes with 1009."""
+    max_connections_per_user: int | None = None
+    """Open streams per user (the token's ``sub``); more is a 429."""
+    config_file: str | None = None
+    """``pgpulse.toml`` (``[auth]``, ``[policies]``); None: look in the working
+    directory."""
+    metrics_token: str | None = field(
+        default_factory=lambda: os.environ.get("PGPULSE_METRICS_TOKEN") or None
+    )
+    """Bearer token for /metrics once auth is on (env PGPULSE_METRICS_TOKEN)."""
 
     def to_env(self) -> str:
         return json.dumps(dataclasses.asdict(self))

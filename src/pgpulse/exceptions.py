@@ -11,6 +11,7 @@ Hierarchy::
     │   ├── UnknownColumnError    column not in the table
     │   └── NoPrimaryKeyError     a watched table needs a primary key
     ├── CursorError               a resume cursor (Last-Event-ID) is malformed
+    ├── AuthError                 no or bad token (401); no policy allows it (403)
     └── DatabaseError             PostgreSQL said no; keeps sqlstate/detail/hint
 
 User-facing messages say what was wrong and what to do; the CLI and the HTTP layer
@@ -23,6 +24,7 @@ import difflib
 from collections.abc import Iterable
 
 __all__ = [
+    "AuthError",
     "ConfigurationError",
     "CursorError",
     "DatabaseError",
@@ -94,6 +96,17 @@ class NoPrimaryKeyError(ValidationError):
             f"by primary key. Add one (ALTER TABLE {table} ADD PRIMARY KEY (...)) "
             "and watch it again."
         )
+
+
+class AuthError(PgPulseError):
+    """The request is not authenticated (401) or not allowed (403).
+
+    ``status`` is the HTTP status to answer with; the message says what to do
+    without revealing what the caller may not see."""
+
+    def __init__(self, message: str, status: int = 401) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class CursorError(PgPulseError, ValueError):

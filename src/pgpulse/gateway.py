@@ -16,17 +16,24 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import asyncpg
+from starlette.requests import HTTPConnection
 
 from pgpulse import capture
+from pgpulse.auth.access import OPEN, Access
+from pgpulse.auth.config import AuthSettings
+from pgpulse.auth.identity import Authenticate, identify
+from pgpulse.auth.policies import Policies
+from pgpulse.auth.rls import RowSecurity
 from pgpulse.capture import WatchedTable
 from pgpulse.capture.decoder import Decoder
 from pgpulse.catalog import Catalog
 from pgpulse.config import Settings
-from pgpulse.exceptions import UnknownTableError
+from pgpulse.exceptions import AuthError, UnknownTableError
 from pgpulse.log import changelog, prune
 from pgpulse.log.cursor import Cursor, Snapshot
 from pgpulse.log.listener import Listener
@@ -40,7 +47,10 @@ from pgpulse.routing.subscriptions import (
 )
 from pgpulse.routing.wire import control_event, encoded, encoded_tagged
 
-__all__ = ["Gateway", "cancel_and_wait"]
+__all__ = ["AUTH_EXPIRED", "Gateway", "cancel_and_wait"]
+
+#: Reason prefix of a stream ended because the client's token expired.
+AUTH_EXPIRED = "auth_expired"
 
 log = logging.getLogger("pgpulse.gateway")
 
@@ -66,12 +76,29 @@ async def cancel_and_wait(task: asyncio.Task[Any], again_after: float = 3.0) -> 
         task.exception()  # retrieved: logged already, not "never retrieved"
 
 
+def _nothing() -> None:
+    pass
+
+
 class Gateway:
     """Everything one process needs to serve subscribers."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        auth: AuthSettings | None = None,
+        authenticate: Authenticate | None = None,
+    ) -> None:
+        """*auth*: token verification and policies (``pgpulse.toml``; off
+        when None); *authenticate*: an application's own hook, an async
+        callable turning a request into :class:`~pgpulse.auth.identity.Claims`
+        (or None), tried before tokens."""
         self.settings = settings
+        self.auth = auth or AuthSettings()
+        self.authenticate = authenticate
         self.bus = Bus()
+        self.bus.row_security = RowSecurity()
         self.catalog = Catalog()
         self.watched: dict[str, WatchedTable] = {}
         self.pool: Any = None
@@ -90,8 +117,11 @@ class Gateway:
         self._catalog_lock = asyncio.Lock()
         self._catalog_stale = False
         self._oneshots: set[asyncio.Task[None]] = set()
-        self._resolved: dict[tuple[str, str], SubscriptionSpec] = {}
-        """Subscriptions checked by PostgreSQL, by (table, text)."""
+        self._expiries: dict[int, asyncio.TimerHandle] = {}
+        self._streams: dict[str, int] = {}
+        """Open streams per user (``max_connections_per_user``)."""
+        self._resolved: dict[tuple[str, str, str], SubscriptionSpec] = {}
+        """Subscriptions checked by PostgreSQL, by table, text and rules."""
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -156,6 +186,8 @@ class Gateway:
     async def _load_catalog(self, conn: Any) -> None:
         await self.catalog.refresh(conn)
         self._resolved.clear()
+        if self.bus.row_security is not None:
+            self.bus.row_security.forget()
         self.watched = {w.name: w for w in await capture.watched(conn)}
         self._catalog_refreshed_at = asyncio.get_running_loop().time()
 
@@ -185,7 +217,41 @@ class Gateway:
             async with self.pool.acquire() as conn:
                 await self._load_catalog(conn)
 
-    async def parse_subscriptions(self, texts: Iterable[str]) -> list[SubscriptionSpec]:
+    async def identify(self, connection: HTTPConnection) -> Access:
+        """What the sender of *connection* may read (raises AuthError)."""
+        if not self.auth.enabled and self.authenticate is None:
+            return OPEN
+        claims = await identify(connection, self.auth.auth, self.authenticate)
+        return Access(claims, self.auth.policies or Policies({}))
+
+    def admit(self, access: Access) -> Callable[[], None]:
+        """Count one more open stream for the caller's user; raises
+        :class:`AuthError` (429) past ``max_connections_per_user``.  Returns
+        the function that releases it."""
+        user = access.claims.subject
+        limit = self.settings.max_connections_per_user
+        if user is None or limit is None:
+            return _nothing
+        if self._streams.get(user, 0) >= limit:
+            raise AuthError(
+                f"user {user!r} already has {limit} open streams, the most "
+                "allowed; close one first",
+                status=429,
+            )
+        self._streams[user] = self._streams.get(user, 0) + 1
+
+        def release() -> None:
+            left = self._streams.get(user, 1) - 1
+            if left > 0:
+                self._streams[user] = left
+            else:
+                self._streams.pop(user, None)
+
+        return release
+
+    async def parse_subscriptions(
+        self, texts: Iterable[str], access: Access = OPEN
+    ) -> list[SubscriptionSpec]:
         """Validate ``sub`` values; refreshes the catalog once on unknown tables.
 
         PostgreSQL checks each filter and spells its literals
@@ -195,16 +261,16 @@ class Gateway:
         texts = list(texts)
         try:
             requests = [
-                parse_subscription(t, self.catalog, self.watched) for t in texts
+                parse_subscription(t, self.catalog, self.watched, access) for t in texts
             ]
         except UnknownTableError:
             await self.refresh_catalog()
             requests = [
-                parse_subscription(t, self.catalog, self.watched) for t in texts
+                parse_subscription(t, self.catalog, self.watched, access) for t in texts
             ]
         specs: list[SubscriptionSpec] = []
         for request in requests:
-            key = (request.table.qualified, request.text)
+            key = request.key
             spec = self._resolved.get(key)
             if spec is None:
                 if request.filters:
@@ -231,6 +297,8 @@ class Gateway:
         await self.bus.settled()
         for i, spec in enumerate(specs):
             self.bus.subscribe(subscriber, spec, str(i))
+        if subscriber.expires_at is not None:
+            self._expire_at(subscriber, subscriber.expires_at)
         start = resume if resume is not None else self.bus.cursor()
         assert start is not None
         # A fresh client starts at the bus position, unless a large batch is
@@ -288,7 +356,13 @@ class Gateway:
                 for table, filters in self.bus.db_filters_for(subscriber).items():
                     mine = [c for c in changes if c.table == table]
                     if mine:
-                        await db_filters.evaluate(conn, filters[0].table, mine, filters)
+                        await db_filters.evaluate(
+                            conn,
+                            filters[0].table,
+                            mine,
+                            filters,
+                            self.bus.row_security,
+                        )
                 for change in changes:
                     variant, tags = subscriber.evaluate(change, self.bus.errors)
                     if variant is not None:
@@ -306,7 +380,22 @@ class Gateway:
             log.debug("caught up %s with %d changes", subscriber.label, count)
             return reached
 
+    def _expire_at(self, subscriber: Subscriber, when: float) -> None:
+        """End the stream when the client's token expires (``auth_expired``):
+        the client gets a new token and resumes from its last event id."""
+        delay = max(0.0, when - time.time())
+        outbox = subscriber.outbox
+
+        def expire() -> None:
+            outbox.close(f"{AUTH_EXPIRED}: the token expired; resume with a new one")
+
+        handle = asyncio.get_running_loop().call_later(delay, expire)
+        self._expiries[subscriber.id] = handle
+
     def detach(self, subscriber: Subscriber) -> None:
+        handle = self._expiries.pop(subscriber.id, None)
+        if handle is not None:
+            handle.cancel()
         self.bus.remove(subscriber)
 
     # -- background work ----------------------------------------------------------

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from pgpulse.auth.config import load_auth
 from pgpulse.cli._common import (
     console,
     database_option,
@@ -15,6 +16,7 @@ from pgpulse.cli._common import (
     setup_logging,
 )
 from pgpulse.config import Settings
+from pgpulse.exceptions import PgPulseError
 
 
 def parse_duration(text: str) -> float:
@@ -252,8 +254,8 @@ async def preflight(
     "--config",
     default=None,
     metavar="FILE",
-    help="pgpulse.toml with the connection budget (default: ./pgpulse.toml or "
-    "[tool.pgpulse] in ./pyproject.toml).",
+    help="pgpulse.toml with the connection budget, [auth] and [policies] "
+    "(default: ./pgpulse.toml or [tool.pgpulse] in ./pyproject.toml).",
 )
 @database_option
 def serve(
@@ -269,5 +271,11 @@ def serve(
     setup_logging(verbose)
     settings = build_settings(resolve_database(database_url), **options)
     settings.workers = workers
+    settings.config_file = config
+    try:
+        # A bad policy or a secret in the file stops here, with its message.
+        load_auth(config)
+    except PgPulseError as exc:
+        raise click.ClickException(f"not starting: {exc}") from None
     run(preflight(settings, workers, migrate, migrations_dir, config))
     run_gateway(settings, workers)

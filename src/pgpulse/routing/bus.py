@@ -17,6 +17,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from pgpulse.auth.rls import RowSecurity
 from pgpulse.log.change import Change
 from pgpulse.log.changelog import Batch
 from pgpulse.log.cursor import Cursor, Snapshot
@@ -102,6 +103,8 @@ class Bus:
             entry[1] += 1
         subscriber.subscriptions.append(sub)
         subscriber.per_table[spec.table] = subscriber.per_table.get(spec.table, 0) + 1
+        if spec.columns is not None:
+            subscriber.columns[spec.table] = spec.columns
         self.subscribers.add(subscriber)
         return sub
 
@@ -171,6 +174,9 @@ class Bus:
                 out.setdefault(sub.spec.table, []).append(sub.spec.db_filter)
         return out
 
+    row_security: RowSecurity | None = None
+    """The tables' own policies, for subscriptions under row-level security."""
+
     async def prepare(self, changes: Sequence[Change], conn: Any) -> None:
         """Before a batch is dispatched: have PostgreSQL evaluate, in one
         statement per table, the filters the stream cannot decide in Python
@@ -188,7 +194,11 @@ class Bus:
                 if entries:
                     filters = [entry[0] for entry in entries]
                     await db_filters.evaluate(
-                        conn, filters[0].table, its_changes, filters
+                        conn,
+                        filters[0].table,
+                        its_changes,
+                        filters,
+                        self.row_security,
                     )
         except BaseException:
             self._settle()
@@ -282,6 +292,7 @@ class Bus:
                 subscriber.transport == "sse"
                 and subscriber.pending is None
                 and subscriber.skip is None
+                and not subscriber.columns
             ):
                 if joined is None:
                     joined = b"".join([encoded(c, Variant.FULL, "sse") for c in run])

@@ -15,7 +15,11 @@ log (``jsonb_populate_record``)::
 
 Its cost grows with the number of distinct filters, not subscribers; the
 verdicts are kept on the change (:attr:`Change.verdicts`) for every subscriber
-with that filter.  A row PostgreSQL cannot evaluate (a column whose type
+with that filter.  Tables read under row-level security
+(:mod:`pgpulse.auth.rls`) add one statement per distinct (role, claims) group,
+run as that role with its claims, each filter ANDed to the table's policies.
+
+A row PostgreSQL cannot evaluate (a column whose type
 changed since the change was logged) costs that row for those filters: the
 batch is evaluated again row by row and the row gets no verdict (the bus then
 skips it for those subscribers, logged and counted), never the batch.
@@ -30,12 +34,13 @@ from typing import Any
 
 import asyncpg
 
-from pgpulse.catalog import Table
+from pgpulse.auth.rls import RowSecurity
+from pgpulse.catalog import Table, quote_ident
 from pgpulse.log.change import Change
 from pgpulse.query._sql import Params, render_filter
 from pgpulse.routing.filters import Filter
 
-__all__ = ["DatabaseFilter", "evaluate"]
+__all__ = ["DatabaseFilter", "Viewer", "evaluate"]
 
 log = logging.getLogger("pgpulse.routing")
 
@@ -45,20 +50,31 @@ _ALIAS = "t0"
 
 
 @dataclass(frozen=True)
+class Viewer:
+    """Whose eyes a filter is evaluated with, for row-level security."""
+
+    role: str | None
+    claims: str
+    """The claims as JSON text (``request.jwt.claims``)."""
+
+
+@dataclass(frozen=True)
 class DatabaseFilter:
-    """The filters of one subscription, evaluated by PostgreSQL (ANDed)."""
+    """The filters of one subscription, evaluated by PostgreSQL (ANDed), and,
+    with a viewer, the table's row-level security for that viewer."""
 
     table: Table
     filters: tuple[Filter, ...]
+    viewer: Viewer | None = None
 
     @property
     def key(self) -> str:
         """Identifies the filter: subscribers with the same one share verdicts."""
-        return f"{self.table.qualified}|{self.filters!r}"
+        return f"{self.table.qualified}|{self.filters!r}|{self.viewer!r}"
 
-    def render(self, params: Params) -> str:
-        parts = [render_filter(f, self.table, _ALIAS, params) for f in self.filters]
-        return " AND ".join(f"({p})" for p in parts)
+    def render(self, params: Params, alias: str = _ALIAS) -> str:
+        parts = [render_filter(f, self.table, alias, params) for f in self.filters]
+        return " AND ".join(f"({p})" for p in parts) or "true"
 
 
 def _sides(changes: Sequence[Change]) -> tuple[list[str], list[tuple[Change, int]]]:
@@ -82,15 +98,22 @@ def _sides(changes: Sequence[Change]) -> tuple[list[str], list[tuple[Change, int
     return texts, owners
 
 
-def _statement(table: Table, filters: Sequence[DatabaseFilter]) -> tuple[str, Params]:
+def _statement(
+    table: Table, filters: Sequence[DatabaseFilter], security: str | None = None
+) -> tuple[str, Params]:
+    """One result column per filter; with *security* (a table's policies for
+    one role, which name its columns unqualified or by the table's name) the
+    rebuilt row is named after the table."""
     params = Params()
     rows = params.add(None)
-    columns = ", ".join(f"({f.render(params)})" for f in filters)
+    alias = _ALIAS if security is None else table.name
+    guard = "" if security is None else f"({security}) AND "
+    columns = ", ".join(f"{guard}({f.render(params, alias)})" for f in filters)
     sql = (
-        f"select x.i, {columns}\n"
-        f"from unnest({rows}::text[]) with ordinality as x(j, i)\n"
-        f"cross join lateral jsonb_populate_record(null::{table.sql}, x.j::jsonb)"
-        f' as "{_ALIAS}"'
+        f"select x.pgpulse_ord, {columns}\n"
+        f"from unnest({rows}::text[]) with ordinality as x(pgpulse_row, pgpulse_ord)\n"
+        f"cross join lateral jsonb_populate_record(null::{table.sql}, "
+        f"x.pgpulse_row::jsonb) as {quote_ident(alias)}"
     )
     return sql, params
 
@@ -110,14 +133,35 @@ def _record(owners: list[tuple[Change, int]], index: int, key: str, value: Any) 
         pair[side] = selected
 
 
-async def _run(conn: Any, sql: str, params: Params, texts: list[str]) -> list[Any]:
+async def _run(
+    conn: Any,
+    sql: str,
+    params: Params,
+    texts: list[str],
+    viewer: Viewer | None = None,
+) -> list[Any]:
     params.values[0] = texts
-    if conn.is_in_transaction():
-        # A failed statement must not abort the caller's transaction (the
-        # listener's cursor, a resume's snapshot): run it in a savepoint.
-        async with conn.transaction():
-            return list(await conn.fetch(sql, *params.values))
-    return list(await conn.fetch(sql, *params.values))
+    if viewer is None and not conn.is_in_transaction():
+        return list(await conn.fetch(sql, *params.values))
+    # A failed statement must not abort the caller's transaction (the
+    # listener's cursor, a resume's snapshot), and a viewer's role must not
+    # outlive the statement: run it in a savepoint (or a transaction), then
+    # roll that back.
+    nested = conn.is_in_transaction()
+    await conn.execute("savepoint pgpulse_filters" if nested else "begin read only")
+    try:
+        if viewer is not None:
+            await conn.execute(
+                "select set_config('role', $1, true), "
+                "set_config('request.jwt.claims', $2, true)",
+                viewer.role,
+                viewer.claims,
+            )
+        return list(await conn.fetch(sql, *params.values))
+    finally:
+        await conn.execute(
+            "rollback to savepoint pgpulse_filters" if nested else "rollback"
+        )
 
 
 _ROW_ERRORS = (asyncpg.DataError, asyncpg.SyntaxOrAccessError, asyncpg.PostgresError)
@@ -138,33 +182,58 @@ async def evaluate(
     table: Table,
     changes: Sequence[Change],
     filters: Iterable[DatabaseFilter],
+    security: RowSecurity | None = None,
 ) -> None:
     """Record on each change of *table* the verdict of every filter in *filters*
     for its new and old row (``change.verdicts[filter.key] = [new, old]``)."""
     texts, owners = _sides(changes)
-    wanted = list({f.key: f for f in filters}.values())
-    if not texts or not wanted:
+    groups: dict[Viewer | None, dict[str, DatabaseFilter]] = {}
+    for f in filters:
+        groups.setdefault(f.viewer, {})[f.key] = f
+    if not texts:
         return
+    for viewer, by_key in groups.items():
+        policy = None
+        if viewer is not None:
+            if viewer.role is None or security is None:
+                policy = "false"  # no role to read as: nothing is visible
+            else:
+                policy = await security.expression(conn, table.sql, viewer.role)
+        await _evaluate_group(
+            conn, table, texts, owners, list(by_key.values()), viewer, policy
+        )
+
+
+async def _evaluate_group(
+    conn: Any,
+    table: Table,
+    texts: list[str],
+    owners: list[tuple[Change, int]],
+    wanted: list[DatabaseFilter],
+    viewer: Viewer | None,
+    policy: str | None,
+) -> None:
     for start in range(0, len(wanted), _PER_STATEMENT):
         chunk = wanted[start : start + _PER_STATEMENT]
-        sql, params = _statement(table, chunk)
+        sql, params = _statement(table, chunk, policy)
         try:
-            results = [(0, r) for r in await _run(conn, sql, params, texts)]
+            results = [(0, r) for r in await _run(conn, sql, params, texts, viewer)]
         except _ROW_ERRORS as exc:
             if _is_connection_error(exc):
                 raise
             log.warning(
-                "evaluating %d filters on %d rows of %s failed (%s); "
+                "evaluating %d filters on %d rows of %s%s failed (%s); "
                 "evaluating row by row",
                 len(chunk),
                 len(texts),
                 table.qualified,
+                "" if viewer is None else f" as role {viewer.role}",
                 exc,
             )
             results = []
             for i, text in enumerate(texts):
                 try:
-                    rows = await _run(conn, sql, params, [text])
+                    rows = await _run(conn, sql, params, [text], viewer)
                 except _ROW_ERRORS as row_exc:
                     if _is_connection_error(row_exc):
                         raise

@@ -133,6 +133,8 @@ class Subscriber:
     """One client connection: its transport, outbox and subscriptions."""
 
     __slots__ = (
+        "columns",
+        "expires_at",
         "id",
         "label",
         "outbox",
@@ -153,6 +155,10 @@ class Subscriber:
         self.per_table: dict[str, int] = {}
         """Subscriptions per table: with two or more on one table, each event
         says which of them see it, and how (:meth:`tags`)."""
+        self.columns: dict[str, frozenset[str]] = {}
+        """Per table, the only columns its events may carry (a policy's)."""
+        self.expires_at: float | None = None
+        """When the client's token expires (the stream ends then)."""
         self.pending_size = 0
         self.pending: list[tuple[int, bytes]] | None = None
         """Live events held back while the client catches up from the log."""
@@ -168,10 +174,11 @@ class Subscriber:
         """Queue the change; True if the outbox now needs a flush."""
         if self.skip is not None and self.skip.visible(change.xid):
             return False
+        columns = self.columns.get(change.table) if self.columns else None
         data = (
-            encoded(change, variant, self.transport)
+            encoded(change, variant, self.transport, columns)
             if tags is None
-            else encoded_tagged(change, variant, self.transport, tags)
+            else encoded_tagged(change, variant, self.transport, tags, columns)
         )
         if self.pending is not None:
             # Held back during catch-up; bounded like the outbox itself.

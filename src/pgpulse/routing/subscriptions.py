@@ -26,11 +26,18 @@ from typing import Any
 
 import asyncpg
 
+from pgpulse.auth.access import OPEN, Access
 from pgpulse.capture import WatchedTable
 from pgpulse.catalog import Catalog, Table, quote_ident
-from pgpulse.exceptions import FilterError, UnknownTableError, ValidationError
+from pgpulse.exceptions import (
+    ConfigurationError,
+    FilterError,
+    UnknownColumnError,
+    UnknownTableError,
+    ValidationError,
+)
 from pgpulse.query._sql import Params, bind_array, bind_text, render_filter
-from pgpulse.routing.db_filters import DatabaseFilter
+from pgpulse.routing.db_filters import DatabaseFilter, Viewer
 from pgpulse.routing.filters import Condition, Filter, columns_of, parse_filters
 from pgpulse.routing.matching import (
     JSON_TYPES,
@@ -64,7 +71,22 @@ class SubscriptionRequest:
     name: str
     """Name as shown to clients."""
     filters: tuple[Filter, ...]
+    """The client's filters, then its policy's (all ANDed)."""
     keys_only: bool
+    columns: frozenset[str] | None = None
+    """The columns the caller may see (None: every published column)."""
+    viewer: Viewer | None = None
+    """Row-level security by PostgreSQL for this role and claims."""
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """Same key, same compiled subscription (for caching)."""
+        columns = None if self.columns is None else sorted(self.columns)
+        return (
+            self.table.qualified,
+            self.text,
+            f"{self.filters!r}|{columns!r}|{self.viewer!r}",
+        )
 
 
 @dataclass(frozen=True)
@@ -86,6 +108,8 @@ class SubscriptionSpec:
     index_value: Any = None
     index_key: KeyFunction | None = None
     keys_only: bool = False
+    columns: frozenset[str] | None = None
+    """Events carry only these columns (a policy's allow-list)."""
 
     @property
     def filtered(self) -> bool:
@@ -101,10 +125,14 @@ def published_columns(table: Table, watched: WatchedTable) -> list[str]:
 
 
 def parse_subscription(
-    text: str, catalog: Catalog, watched: Mapping[str, WatchedTable]
+    text: str,
+    catalog: Catalog,
+    watched: Mapping[str, WatchedTable],
+    access: Access = OPEN,
 ) -> SubscriptionRequest:
-    """Parse one ``sub`` value and check its names; raises a
-    :class:`ValidationError` (then :func:`resolve` it)."""
+    """Parse one ``sub`` value and check its names and the caller's access;
+    raises a :class:`ValidationError` or an :class:`AuthError` (then
+    :func:`resolve` it)."""
     if not text or len(text) > MAX_SUBSCRIPTION_LENGTH:
         raise ValidationError(
             "a subscription looks like 'table' or 'table:column=op.value' "
@@ -122,24 +150,35 @@ def parse_subscription(
             ),
             why=f"is not watched; run `pgpulse watch {table.name}` to publish it",
         )
-    filters = tuple(parse_filters(filter_text)) if filter_text.strip() else ()
     display = catalog.display_name(table)
-    published = published_columns(table, info)
+    rules = access.rules(table, display)
+    filters = tuple(parse_filters(filter_text)) if filter_text.strip() else ()
+    captured = published_columns(table, info)
+    visible = [c for c in captured if rules.columns is None or c in rules.columns]
     for filt in filters:
         for column in columns_of(filt):
-            table.column(column)
-            if column not in published:
-                why = (
-                    "publishes primary keys only"
-                    if info.publish == "keys"
-                    else "does not publish it"
-                )
-                raise FilterError(
-                    f"cannot filter on column {column!r}: table {display!r} {why}. "
-                    f"Filterable columns: {', '.join(published)}."
-                )
+            if column not in visible:
+                # Excluded and hidden columns are unknown: a filter must not
+                # probe them, and the message must not name them.
+                raise UnknownColumnError(display, column, visible)
         _check_json(filt, table, negated=False, source=text)
-    return SubscriptionRequest(text, table, display, filters, info.publish == "keys")
+    for filt in rules.filters:
+        for column in columns_of(filt):
+            if column not in captured:
+                raise ConfigurationError(
+                    f"the policy of table {display!r} filters on column {column!r}, "
+                    "which is not captured; watch the table with that column"
+                )
+        _check_json(filt, table, negated=False, source=f"the policy of {display!r}")
+    return SubscriptionRequest(
+        text,
+        table,
+        display,
+        filters + rules.filters,
+        info.publish == "keys",
+        rules.columns,
+        rules.viewer,
+    )
 
 
 def _check_json(filt: Filter, table: Table, negated: bool, source: str) -> None:
@@ -185,7 +224,9 @@ async def resolve(request: SubscriptionRequest, conn: Any) -> SubscriptionSpec:
     ]
     extra: list[str] = []
     wanted: list[Condition] = []
-    python = all(evaluable(f, table) for f in request.filters)
+    python = request.viewer is None and all(
+        evaluable(f, table) for f in request.filters
+    )
     for filt in request.filters:
         for cond in conditions(filt):
             column = table.column(cond.column)
@@ -245,11 +286,15 @@ def build_spec(
         filters=request.filters,
         predicate=None,
         keys_only=request.keys_only,
+        columns=request.columns,
     )
+    if request.viewer is not None or not all(
+        evaluable(f, table) for f in request.filters
+    ):
+        db_filter = DatabaseFilter(table, request.filters, request.viewer)
+        return replace(spec, db_filter=db_filter)
     if not request.filters:
         return spec
-    if not all(evaluable(f, table) for f in request.filters):
-        return replace(spec, db_filter=DatabaseFilter(table, request.filters))
     predicates = [compile_filter(f, table, literals) for f in request.filters]
     predicate: Tri
     if len(predicates) == 1:

@@ -22,9 +22,12 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
+from pgpulse.auth.config import AuthSettings, load_auth
+from pgpulse.auth.identity import Authenticate
 from pgpulse.config import Settings
 from pgpulse.gateway import Gateway
-from pgpulse.server.sse import events_endpoint
+from pgpulse.server.limits import oversized
+from pgpulse.server.sse import events_endpoint, json_error
 from pgpulse.server.ws import websocket_endpoint
 
 __all__ = ["app_from_env", "create_app"]
@@ -49,8 +52,28 @@ async def healthz(request: Request) -> Response:
     )
 
 
+def _private(request: Request, gateway: Gateway) -> Response | None:
+    """Once auth is on, /metrics and the list of watched tables are only for
+    holders of PGPULSE_METRICS_TOKEN (a bearer token), not the public."""
+    if not gateway.auth.enabled and gateway.authenticate is None:
+        return None
+    token = gateway.settings.metrics_token
+    if token and request.headers.get("authorization") == f"Bearer {token}":
+        return None
+    return JSONResponse(
+        {
+            "error": "not public while auth is on; send "
+            "'Authorization: Bearer <PGPULSE_METRICS_TOKEN>'"
+        },
+        status_code=401,
+    )
+
+
 async def metrics(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
+    refused = _private(request, gateway)
+    if refused is not None:
+        return refused
     bus = gateway.bus
     lines = [
         "# TYPE pgpulse_clients gauge",
@@ -83,6 +106,9 @@ async def index(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
     if gateway.settings.demo and (STATIC_DIR / "demo.html").exists():
         return FileResponse(STATIC_DIR / "demo.html", media_type="text/html")
+    refused = _private(request, gateway)
+    if refused is not None:
+        return refused
     return JSONResponse(
         {
             "service": "pgpulse",
@@ -111,14 +137,24 @@ class GatewayApp:
     other routes (and the lifespan) are plain Starlette.
     """
 
-    def __init__(self, starlette: Starlette) -> None:
+    def __init__(self, starlette: Starlette, settings: Settings) -> None:
         self.starlette = starlette
+        self.settings = settings
 
     @property
     def state(self) -> Any:
         return self.starlette.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            refusal = oversized(scope, self.settings)
+            if refusal is not None:
+                status, message = refusal
+                if scope["type"] == "websocket":
+                    await send({"type": "websocket.close", "code": 1009})
+                else:
+                    await json_error(send, status, message)
+                return
         if scope["type"] == "http" and scope["path"] == "/v1/events":
             scope["app"] = self.starlette
             await events_endpoint(scope, receive, send)
@@ -126,12 +162,25 @@ class GatewayApp:
         await self.starlette(scope, receive, send)
 
 
-def create_app(settings: Settings) -> GatewayApp:
-    """The gateway application for *settings*."""
+def create_app(
+    settings: Settings,
+    *,
+    auth: AuthSettings | None = None,
+    authenticate: Authenticate | None = None,
+) -> GatewayApp:
+    """The gateway application for *settings*.
+
+    *auth* defaults to ``[auth]``/``[policies]`` of the configuration file
+    (``settings.config_file``, else ``pgpulse.toml`` in the working
+    directory); *authenticate* is an application's own identity hook (see
+    :class:`~pgpulse.gateway.Gateway`).  Both are checked before the first
+    request: a bad policy stops the start with a message naming it.
+    """
+    auth = auth if auth is not None else load_auth(settings.config_file)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        gateway = Gateway(settings)
+        gateway = Gateway(settings, auth=auth, authenticate=authenticate)
         app.state.gateway = gateway
         await gateway.start()
         log.info(
@@ -164,7 +213,7 @@ def create_app(settings: Settings) -> GatewayApp:
             )
         )
     return GatewayApp(
-        Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+        Starlette(routes=routes, middleware=middleware, lifespan=lifespan), settings
     )
 
 

@@ -21,8 +21,8 @@ import orjson
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
-from pgpulse.exceptions import CursorError, PgPulseError, UnknownTableError
-from pgpulse.gateway import Gateway
+from pgpulse.exceptions import AuthError, CursorError, PgPulseError, UnknownTableError
+from pgpulse.gateway import AUTH_EXPIRED, Gateway
 from pgpulse.log.cursor import Cursor
 from pgpulse.routing.bus import Subscriber
 from pgpulse.routing.outbox import Outbox
@@ -60,6 +60,15 @@ async def json_error(
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+def _challenge(exc: AuthError) -> list[tuple[bytes, bytes]]:
+    """``WWW-Authenticate`` for a 401 (RFC 6750)."""
+    if exc.status != 401:
+        return []
+    reason = str(exc).replace('"', "'")
+    value = f'Bearer error="invalid_token", error_description="{reason}"'
+    return [(b"www-authenticate", value.encode("latin-1", "replace"))]
 
 
 def client_label(scope: Scope, subs: list[str]) -> str:
@@ -102,9 +111,33 @@ async def events_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
     raw_cursor = request.query_params.get("last_event_id") or request.headers.get(
         "last-event-id"
     )
+    settings = gateway.settings
+    if len(subs) > settings.max_subscriptions:
+        await json_error(
+            send,
+            400,
+            f"{len(subs)} subscriptions in one stream; at most "
+            f"{settings.max_subscriptions} are accepted",
+            cors,
+        )
+        return
+    if raw_cursor and len(raw_cursor) > settings.max_cursor_bytes:
+        await json_error(
+            send,
+            400,
+            f"the event id is {len(raw_cursor)} bytes; at most "
+            f"{settings.max_cursor_bytes} are accepted",
+            cors,
+        )
+        return
     try:
+        access = await gateway.identify(request)
         resume = Cursor.decode(raw_cursor) if raw_cursor else None
-        specs = await gateway.parse_subscriptions(subs)
+        specs = await gateway.parse_subscriptions(subs, access)
+        release = gateway.admit(access)
+    except AuthError as exc:
+        await json_error(send, exc.status, str(exc), cors + _challenge(exc))
+        return
     except UnknownTableError as exc:
         await json_error(send, 404, str(exc), cors)
         return
@@ -117,11 +150,14 @@ async def events_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
         return
 
     label = client_label(scope, subs)
+    if access.claims.subject is not None:
+        label = f"{label} user {access.claims.subject}"
     stream = _Stream(send, label, asyncio.current_task())
     outbox = Outbox(gateway.settings.outbox_limit, stream.on_close)
     stream.outbox = outbox
     outbox.direct = stream.write_now
     subscriber = Subscriber("sse", outbox, label)
+    subscriber.expires_at = access.claims.expires_at
     headers = SSE_HEADERS + cors
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     stream.cycle = _chunked_cycle(send)
@@ -137,6 +173,7 @@ async def events_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
         if task is not None:
             task.uncancel()
     finally:
+        release()
         stream.discard()
         gateway.detach(subscriber)
         for task in (watcher, attach):
@@ -250,11 +287,13 @@ class _Stream:
             if outbox.closed is not None:
                 if not outbox.closed.startswith("client disconnected"):
                     self.sending = True
+                    expired = outbox.closed.startswith(AUTH_EXPIRED)
+                    kind = AUTH_EXPIRED if expired else "error"
                     await self.send(
                         {
                             "type": "http.response.body",
                             "body": control_event(
-                                "sse", "error", {"reason": outbox.closed}
+                                "sse", kind, {"reason": outbox.closed}
                             ),
                             "more_body": False,
                         }

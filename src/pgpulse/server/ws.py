@@ -22,8 +22,9 @@ from typing import Any
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from pgpulse.exceptions import PgPulseError
-from pgpulse.gateway import Gateway
+from pgpulse.auth.access import Access
+from pgpulse.exceptions import AuthError, PgPulseError
+from pgpulse.gateway import AUTH_EXPIRED, Gateway
 from pgpulse.log.cursor import Cursor
 from pgpulse.routing.bus import Subscriber, Subscription
 from pgpulse.routing.outbox import Outbox
@@ -50,10 +51,44 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     params = websocket.query_params
     subs = params.getlist("sub")
     raw_cursor = params.get("last_event_id")
+    try:
+        access = await gateway.identify(websocket)
+        release = gateway.admit(access)
+    except AuthError as exc:
+        # Refused before the handshake completes: the client sees a 403.
+        log.info("refused WebSocket: %s", exc)
+        await websocket.close(code=1008, reason=str(exc)[:120])
+        return
+    try:
+        await _serve(websocket, gateway, access, subs, raw_cursor)
+    finally:
+        release()
+
+
+async def _serve(
+    websocket: WebSocket,
+    gateway: Gateway,
+    access: Access,
+    subs: list[str],
+    raw_cursor: str | None,
+) -> None:
+    settings = gateway.settings
     await websocket.accept()
+    if len(subs) > settings.max_subscriptions or (
+        raw_cursor and len(raw_cursor) > settings.max_cursor_bytes
+    ):
+        reason = (
+            f"at most {settings.max_subscriptions} subscriptions and a "
+            f"{settings.max_cursor_bytes}-byte event id per connection"
+        )
+        await websocket.send_text(
+            orjson.dumps({"type": "error", "reason": reason}).decode()
+        )
+        await websocket.close(code=1008, reason="too large")
+        return
     try:
         resume = Cursor.decode(raw_cursor) if raw_cursor else None
-        specs = await gateway.parse_subscriptions(subs)
+        specs = await gateway.parse_subscriptions(subs, access)
     except (PgPulseError, ValueError) as exc:
         await websocket.send_text(
             orjson.dumps({"type": "error", "reason": str(exc)}).decode()
@@ -65,12 +100,15 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     label = f"ws {client.host if client else '?'}:{client.port if client else 0}"
     outbox = Outbox(gateway.settings.outbox_limit)
     subscriber = Subscriber("ws", outbox, label)
+    subscriber.expires_at = access.claims.expires_at
     refs: dict[str, list[Subscription]] = {}
     writer = asyncio.create_task(_write(websocket, outbox))
     try:
         await gateway.attach(subscriber, specs, resume)
         refs["initial"] = list(subscriber.subscriptions)
-        reader = asyncio.create_task(_read(websocket, gateway, subscriber, refs))
+        reader = asyncio.create_task(
+            _read(websocket, gateway, subscriber, refs, access)
+        )
         done, _ = await asyncio.wait(
             {writer, reader}, return_when=asyncio.FIRST_COMPLETED
         )
@@ -80,6 +118,10 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         await asyncio.gather(writer, reader, return_exceptions=True)
         if outbox.closed and not outbox.closed.startswith("client"):
             log.warning("disconnecting %s: %s", label, outbox.closed)
+            kind = AUTH_EXPIRED if outbox.closed.startswith(AUTH_EXPIRED) else "error"
+            await websocket.send_text(
+                orjson.dumps({"type": kind, "reason": outbox.closed}).decode()
+            )
             await websocket.close(code=1013, reason=outbox.closed[:120])
     except WebSocketDisconnect:
         pass
@@ -102,6 +144,7 @@ async def _read(
     gateway: Gateway,
     subscriber: Subscriber,
     refs: dict[str, list[Subscription]],
+    access: Access,
 ) -> None:
     while True:
         message = await websocket.receive()
@@ -112,7 +155,14 @@ async def _read(
         text = message.get("text")
         if text is None:
             text = (message.get("bytes") or b"").decode("utf-8", "replace")
-        reply = await _handle(text, gateway, subscriber, refs)
+        limit = gateway.settings.max_ws_message_bytes
+        if len(text) > limit:
+            subscriber.outbox.close(
+                f"client sent a message of {len(text)} bytes; at most {limit} "
+                "are accepted"
+            )
+            return
+        reply = await _handle(text, gateway, subscriber, refs, access)
         subscriber.outbox.put(orjson.dumps(reply))
 
 
@@ -121,6 +171,7 @@ async def _handle(
     gateway: Gateway,
     subscriber: Subscriber,
     refs: dict[str, list[Subscription]],
+    access: Access,
 ) -> dict[str, Any]:
     try:
         message = orjson.loads(text)
@@ -140,8 +191,15 @@ async def _handle(
             }
         if ref in refs:
             return {"type": "error", "ref": ref, "reason": f"ref {ref!r} is in use"}
+        limit = gateway.settings.max_subscriptions
+        if len(subscriber.subscriptions) >= limit:
+            return {
+                "type": "error",
+                "ref": ref,
+                "reason": f"at most {limit} subscriptions per connection",
+            }
         try:
-            (spec,) = await gateway.parse_subscriptions([sub])
+            (spec,) = await gateway.parse_subscriptions([sub], access)
         except (PgPulseError, ValueError) as exc:
             return {"type": "error", "ref": ref, "reason": str(exc)}
         await gateway.bus.settled()
