@@ -123,10 +123,13 @@ class SSEStream:
         subs: list[str],
         last_event_id: str | None = None,
         header: bool = True,
+        token: str | None = None,
     ) -> None:
         params: list[tuple[str, str | int | float | bool | None]] = [
             ("sub", s) for s in subs
         ]
+        if token is not None:
+            params.append(("access_token", token))
         headers = {}
         if last_event_id is not None:
             if header:

@@ -45,7 +45,7 @@ from pgpulse.routing.subscriptions import (
     parse_subscription,
     resolve,
 )
-from pgpulse.routing.wire import control_event, encoded, encoded_tagged
+from pgpulse.routing.wire import control_event
 
 __all__ = ["AUTH_EXPIRED", "Gateway", "cancel_and_wait"]
 
@@ -366,13 +366,7 @@ class Gateway:
                 for change in changes:
                     variant, tags = subscriber.evaluate(change, self.bus.errors)
                     if variant is not None:
-                        subscriber.outbox.put(
-                            encoded(change, variant, subscriber.transport)
-                            if tags is None
-                            else encoded_tagged(
-                                change, variant, subscriber.transport, tags
-                            )
-                        )
+                        subscriber.outbox.put(subscriber.encode(change, variant, tags))
                         count += 1
                 if subscriber.outbox.closed is not None:
                     break

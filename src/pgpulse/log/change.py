@@ -43,9 +43,10 @@ class Change:
     """Wire encodings built so far (:func:`pgpulse.routing.wire.encoded`)."""
     _sse_full: bytes | None = field(default=None, repr=False)
     """The most common encoding (the full change over SSE), kept apart."""
-    verdicts: dict[str, list[bool]] | None = field(default=None, repr=False)
+    verdicts: dict[str, list[bool] | str] | None = field(default=None, repr=False)
     """Filters evaluated by PostgreSQL: key → [new row selected, old row
-    selected] (:mod:`pgpulse.routing.db_filters`)."""
+    selected], or why the filter cannot be evaluated for its viewer at all
+    (:mod:`pgpulse.routing.db_filters`)."""
     _keys: Any = field(default=None, repr=False)
     """The rows as compared by the routing (:func:`pgpulse.routing.bus.row_keys`)."""
 

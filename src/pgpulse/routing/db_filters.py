@@ -22,7 +22,10 @@ run as that role with its claims, each filter ANDed to the table's policies.
 A row PostgreSQL cannot evaluate (a column whose type
 changed since the change was logged) costs that row for those filters: the
 batch is evaluated again row by row and the row gets no verdict (the bus then
-skips it for those subscribers, logged and counted), never the batch.
+skips it for those subscribers, logged and counted), never the batch.  Under
+row-level security a failure instead ends that (role, claims) group's streams
+with the reason: its own policies raise for it, so it cannot be told which
+rows it may see, and a silent gap would break "nothing lost".
 """
 
 from __future__ import annotations
@@ -124,7 +127,7 @@ def _record(owners: list[tuple[Change, int]], index: int, key: str, value: Any) 
     if verdicts is None:
         verdicts = change.verdicts = {}
     pair = verdicts.get(key)
-    if pair is None:
+    if not isinstance(pair, list):
         pair = verdicts[key] = [False, False]
     selected = value is True
     if side == 2:
@@ -221,19 +224,24 @@ async def _evaluate_group(
         except _ROW_ERRORS as exc:
             if _is_connection_error(exc):
                 raise
+            if viewer is not None:
+                # The caller's own policies raise for its claims: it cannot
+                # be told which rows it may see.  Cut that group off, with
+                # the reason; every other group goes on.
+                _cut_off(table, owners, chunk, viewer, exc)
+                continue
             log.warning(
-                "evaluating %d filters on %d rows of %s%s failed (%s); "
+                "evaluating %d filters on %d rows of %s failed (%s); "
                 "evaluating row by row",
                 len(chunk),
                 len(texts),
                 table.qualified,
-                "" if viewer is None else f" as role {viewer.role}",
                 exc,
             )
             results = []
             for i, text in enumerate(texts):
                 try:
-                    rows = await _run(conn, sql, params, [text], viewer)
+                    rows = await _run(conn, sql, params, [text])
                 except _ROW_ERRORS as row_exc:
                     if _is_connection_error(row_exc):
                         raise
@@ -243,3 +251,23 @@ async def _evaluate_group(
             index = offset + record[0] - 1
             for k, f in enumerate(chunk):
                 _record(owners, index, f.key, record[k + 1])
+
+
+def _cut_off(
+    table: Table,
+    owners: list[tuple[Change, int]],
+    chunk: list[DatabaseFilter],
+    viewer: Viewer,
+    exc: BaseException,
+) -> None:
+    reason = (
+        f"row-level security of {table.qualified} fails for role {viewer.role}: "
+        f"{str(exc).splitlines()[0]}"
+    )
+    log.warning("%s; ending the streams of that role and claims", reason)
+    for change, _side in owners:
+        verdicts = change.verdicts
+        if verdicts is None:
+            verdicts = change.verdicts = {}
+        for f in chunk:
+            verdicts[f.key] = reason

@@ -19,7 +19,14 @@ from pgpulse.routing.subscriptions import SubscriptionSpec
 from pgpulse.routing.values import RowKeys
 from pgpulse.routing.wire import Variant, encoded, encoded_tagged
 
-__all__ = ["FilterErrors", "Subscriber", "Subscription", "row_keys", "variant_of"]
+__all__ = [
+    "FilterErrors",
+    "PolicyFailure",
+    "Subscriber",
+    "Subscription",
+    "row_keys",
+    "variant_of",
+]
 
 log = logging.getLogger("pgpulse.bus")
 
@@ -43,6 +50,11 @@ def row_keys(change: Change) -> tuple[RowKeys | None, RowKeys | None]:
     return cached  # type: ignore[no-any-return]
 
 
+class PolicyFailure(Exception):
+    """The caller's row-level security cannot be evaluated at all (its
+    policies raise for its claims): the stream ends with the reason."""
+
+
 class FilterErrors:
     """Counts (and logs, without flooding) rows a filter could not evaluate."""
 
@@ -53,6 +65,9 @@ class FilterErrors:
     def record(
         self, subscriber: Subscriber, change: Change, exc: BaseException
     ) -> None:
+        if isinstance(exc, PolicyFailure):
+            subscriber.outbox.close(str(exc))
+            return
         self.total += 1
         seen = self._logged.get(subscriber.id, 0) + 1
         self._logged[subscriber.id] = seen
@@ -119,6 +134,8 @@ class Subscription:
             pair = None if verdicts is None else verdicts.get(db_filter.key)
             if pair is None:
                 raise LookupError("PostgreSQL could not evaluate the filter on it")
+            if isinstance(pair, str):
+                raise PolicyFailure(pair)
             return pair[0], pair[1]
         predicate = spec.predicate
         assert predicate is not None
@@ -174,12 +191,7 @@ class Subscriber:
         """Queue the change; True if the outbox now needs a flush."""
         if self.skip is not None and self.skip.visible(change.xid):
             return False
-        columns = self.columns.get(change.table) if self.columns else None
-        data = (
-            encoded(change, variant, self.transport, columns)
-            if tags is None
-            else encoded_tagged(change, variant, self.transport, tags, columns)
-        )
+        data = self.encode(change, variant, tags)
         if self.pending is not None:
             # Held back during catch-up; bounded like the outbox itself.
             self.pending_size += len(data)
@@ -193,6 +205,15 @@ class Subscriber:
             self.pending.append((change.xid, data))
             return False
         return self.outbox.put_deferred(data)
+
+    def encode(
+        self, change: Change, variant: Variant, tags: dict[str, str] | None = None
+    ) -> bytes:
+        """The event as this client may see it (its policy's columns only)."""
+        columns = self.columns.get(change.table) if self.columns else None
+        if tags is None:
+            return encoded(change, variant, self.transport, columns)
+        return encoded_tagged(change, variant, self.transport, tags, columns)
 
     def evaluate(
         self, change: Change, errors: FilterErrors
