@@ -22,7 +22,11 @@ class Settings:
     port: int = 8000
     workers: int = 1
     rest_enabled: bool = False
-    """Serve ``/v1/rest/{table}`` (reads; off until auth rules exist)."""
+    """Serve ``/v1/rest/{table}`` reads (on by default once auth is configured)."""
+    rest_schemas: list[str] = field(default_factory=lambda: ["public"])
+    """Schemas REST exposes (their watched tables, published columns)."""
+    rest_tables: list[str] = field(default_factory=list)
+    """Tables opened for REST though not watched (all their columns)."""
     cors_origins: list[str] = field(default_factory=list)
     heartbeat: float = 15.0
     """Seconds between SSE heartbeat comments."""

@@ -47,7 +47,10 @@ from pgpulse.routing.subscriptions import (
 )
 from pgpulse.routing.wire import control_event
 
-__all__ = ["AUTH_EXPIRED", "Gateway", "cancel_and_wait"]
+__all__ = ["AUTH_EXPIRED", "CATCH_UP_FAILED", "Gateway", "cancel_and_wait"]
+
+#: Reason prefix of a stream ended because reading the missed changes failed.
+CATCH_UP_FAILED = "reading the missed changes from the log failed"
 
 #: Reason prefix of a stream ended because the client's token expired.
 AUTH_EXPIRED = "auth_expired"
@@ -317,11 +320,31 @@ class Gateway:
         if not catch_up:
             return
         try:
+            # Each read waits at most query_timeout for a lock or a statement
+            # (changelog.read_since); a large backlog may take longer in all.
             reached = await self._catch_up(subscriber, specs, start)
-        except BaseException:
+        except asyncio.CancelledError:
             subscriber.pending = None
             raise
+        except Exception as exc:
+            self._catch_up_failed(subscriber, exc)
+            return
         self.bus.finish_catch_up(subscriber, reached)
+
+    def _catch_up_failed(self, subscriber: Subscriber, exc: BaseException) -> None:
+        """Nothing after the gap may reach a client whose catch-up failed: its
+        Last-Event-ID would move past changes it never got.  So it leaves the
+        bus (the live events held for it are dropped) and its stream ends with
+        the reason; it reconnects from its own last event id and reads them."""
+        self.bus.remove(subscriber)
+        subscriber.pending = None
+        what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        reason = (
+            f"{CATCH_UP_FAILED} ({what}); reconnect with your last event id "
+            "to read them"
+        )
+        log.warning("%s: %s", subscriber.label, reason)
+        subscriber.outbox.close(reason)
 
     async def _catch_up(
         self, subscriber: Subscriber, specs: list[SubscriptionSpec], start: Cursor
@@ -350,7 +373,11 @@ class Gateway:
             reached = now
             count = 0
             async for snap, changes in changelog.read_since(
-                conn, start, self.catalog.short_name, tables
+                conn,
+                start,
+                self.catalog.short_name,
+                tables,
+                timeout=self.settings.query_timeout,
             ):
                 reached = snap
                 for table, filters in self.bus.db_filters_for(subscriber).items():

@@ -14,6 +14,8 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+from pgpulse.auth.access import OPEN, Access
+from pgpulse.auth.config import AuthSettings
 from pgpulse.catalog import Catalog
 from pgpulse.server.rest import rest_read
 from tests.integration.query_support import hand, seeded_database, table_counts
@@ -22,15 +24,25 @@ from tests.integration.query_support import hand, seeded_database, table_counts
 @dataclass
 class Settings:
     rest_enabled: bool = True
+    rest_schemas: list[str] = field(default_factory=lambda: ["public"])
+    rest_tables: list[str] = field(default_factory=list)
 
 
 @dataclass
 class GatewayStub:
-    """The three attributes the endpoint reads from the real gateway."""
+    """What the endpoint reads from the real gateway: its pool and catalog,
+    auth off, every seeded table opened for REST (exposure has its own test,
+    test_rest_exposure.py, on a real gateway)."""
 
     pool: asyncpg.Pool
     catalog: Catalog
     settings: Settings = field(default_factory=Settings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    authenticate: None = None
+    watched: dict[str, Any] = field(default_factory=dict)
+
+    async def identify(self, request: Any) -> Access:
+        return OPEN
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +57,9 @@ async def gateway(dsn) -> AsyncIterator[GatewayStub]:
     try:
         async with pool.acquire() as conn:
             catalog = await Catalog.load(conn)
-        yield GatewayStub(pool, catalog)
+        stub = GatewayStub(pool, catalog)
+        stub.settings.rest_tables = list(catalog.tables)
+        yield stub
     finally:
         await pool.close()
 

@@ -47,7 +47,24 @@ def gateway_options(func: click.decorators.FC) -> click.decorators.FC:
         click.option(
             "--rest/--no-rest",
             default=None,
-            help="Serve GET /v1/rest/{table} reads (env PGPULSE_REST=1).",
+            help="Serve GET /v1/rest/{table} reads (env PGPULSE_REST=1; on by "
+            "default with auth).",
+        ),
+        click.option(
+            "--rest-table",
+            "rest_tables",
+            multiple=True,
+            metavar="TABLE",
+            help="Open a table for REST though it is not watched (all its "
+            "columns; repeat). Watched tables are exposed with their published "
+            "columns.",
+        ),
+        click.option(
+            "--rest-schema",
+            "rest_schemas",
+            multiple=True,
+            metavar="SCHEMA",
+            help="Schema REST exposes (repeat; default: public).",
         ),
         click.option(
             "--retention",
@@ -121,6 +138,8 @@ def build_settings(
     keep_rows: int | None,
     heartbeat: float = 15.0,
     keepalive: float = 5.0,
+    rest_tables: tuple[str, ...] = (),
+    rest_schemas: tuple[str, ...] = (),
     outbox_limit: int = 16 * 1024 * 1024,
     query_timeout: float = 10.0,
     prune_every: float = 60.0,
@@ -137,6 +156,8 @@ def build_settings(
         port=port,
         cors_origins=list(cors_origins),
         rest_enabled=rest,
+        rest_tables=list(rest_tables),
+        rest_schemas=list(rest_schemas) or ["public"],
         retention_seconds=seconds or None,
         retention_rows=keep_rows,
         heartbeat=heartbeat,

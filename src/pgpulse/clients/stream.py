@@ -11,16 +11,18 @@ and scripts that have no gateway to talk to.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import logging
 import random
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from httpx_sse import aconnect_sse
 
-from pgpulse.exceptions import PgPulseError, ValidationError
+from pgpulse.exceptions import AuthError, ValidationError
 from pgpulse.routing.values import loads_exact
 
 __all__ = ["Client", "Event", "changes"]
@@ -66,16 +68,23 @@ class Event:
         )
 
 
+TokenSource = str | Callable[[], str | Awaitable[str]]
+
+
 class Client:
     """Subscribe to a pgpulse gateway over SSE.
 
-    ``url`` is the gateway's base URL (``http://localhost:8000``).
+    ``url`` is the gateway's base URL (``http://localhost:8000``); ``token`` a
+    JWT, or a function (async or not) returning a fresh one, called again when
+    the gateway ends the stream at the token's expiry (``auth_expired``) or
+    refuses it; the stream then resumes from the last event id.
     """
 
     def __init__(
         self,
         url: str,
         *,
+        token: TokenSource | None = None,
         headers: dict[str, str] | None = None,
         backoff_max: float = 10.0,
         http: httpx.AsyncClient | None = None,
@@ -83,6 +92,9 @@ class Client:
         self.url = url.rstrip("/")
         self.headers = headers or {}
         self.backoff_max = backoff_max
+        self._token_source = token
+        self._token: str | None = token if isinstance(token, str) else None
+        self._token_stale = callable(token)
         self._http = http or httpx.AsyncClient(timeout=httpx.Timeout(30, read=None))
         self.last_event_id: str | None = None
 
@@ -107,22 +119,37 @@ class Client:
             raise ValidationError("subscribe to at least one table")
         self.last_event_id = last_event_id
         attempt = 0
+        refused = False
         while True:
             params: list[tuple[str, str]] = [("sub", s) for s in subs]
             if self.last_event_id:
                 params.append(("last_event_id", self.last_event_id))
+            await self._refresh_token()
+            headers = dict(self.headers)
+            if self._token:
+                headers["authorization"] = f"Bearer {self._token}"
             try:
                 async with aconnect_sse(
                     self._http,
                     "GET",
                     self.url + "/v1/events",
                     params=params,
-                    headers=self.headers,
+                    headers=headers,
                 ) as source:
                     response = source.response
+                    if (
+                        response.status_code == 401
+                        and callable(self._token_source)
+                        and not refused
+                    ):
+                        # Expired while we were away: one try with a new one.
+                        await response.aread()
+                        refused = self._token_stale = True
+                        continue
                     if 400 <= response.status_code < 500:
                         await response.aread()
                         raise ValidationError(_error_message(response))
+                    refused = False
                     response.raise_for_status()
                     async for sse in source.aiter_sse():
                         attempt = 0
@@ -133,13 +160,34 @@ class Client:
                         elif sse.event == "reset":
                             reason = loads_exact(sse.data).get("reason", "")
                             yield Event(kind="reset", id=sse.id, reason=reason)
+                        elif sse.event == "auth_expired":
+                            self._token_stale = callable(self._token_source)
+                            if not self._token_stale:
+                                raise AuthError(
+                                    "the token expired; pass a function "
+                                    "as token= to renew it"
+                                )
+                            attempt = -1  # resume at once with the new token
                         elif sse.event == "error":
                             log.warning("gateway closed the stream: %s", sse.data)
             except (httpx.TransportError, httpx.HTTPStatusError) as exc:
                 log.info("connection to %s lost (%s); reconnecting", self.url, exc)
+            if attempt < 0:
+                attempt = 0
+                continue
             delay = min(self.backoff_max, 0.2 * 2**attempt) * (0.5 + random.random())
             attempt += 1
             await asyncio.sleep(delay)
+
+    async def _refresh_token(self) -> None:
+        source = self._token_source
+        if not self._token_stale or not callable(source):
+            return
+        self._token_stale = False
+        token = source()
+        if inspect.isawaitable(token):
+            token = await token
+        self._token = str(token) if token is not None else None
 
 
 def _error_message(response: httpx.Response) -> str:
@@ -172,20 +220,40 @@ async def changes(
     )
     gateway = Gateway(settings)
     await gateway.start()
+    last = last_event_id
+    attempt = 0
     try:
         specs = await gateway.parse_subscriptions(subs)
-        outbox = Outbox(limit=256 * 1024 * 1024)
-        subscriber = Subscriber("ws", outbox, "python consumer")
-        resume = Cursor.decode(last_event_id) if last_event_id else None
-        await gateway.attach(subscriber, specs, resume)
         while True:
-            for chunk in await outbox.get():
-                message = loads_exact(chunk.decode())
-                if message.get("type") == "change":
-                    yield Event.from_change(message["id"], message["data"])
-                elif message.get("type") == "reset":
-                    yield Event(kind="reset", id=None, reason=message["reason"])
-            if outbox.closed:
-                raise PgPulseError(outbox.closed)
+            outbox = Outbox(limit=256 * 1024 * 1024)
+            subscriber = Subscriber("ws", outbox, "python consumer")
+            resume = Cursor.decode(last) if last else None
+            # Attaching reads the backlog into the outbox, with backpressure:
+            # it must run while this loop drains it.
+            attach = asyncio.create_task(gateway.attach(subscriber, specs, resume))
+            try:
+                while outbox.closed is None:
+                    for chunk in await outbox.get():
+                        message = loads_exact(chunk.decode())
+                        kind = message.get("type")
+                        if kind == "change":
+                            last = message["id"]
+                            attempt = 0
+                            yield Event.from_change(message["id"], message["data"])
+                        elif kind == "reset":
+                            last = None
+                            yield Event(kind="reset", id=None, reason=message["reason"])
+                        elif kind == "ready" and last is None:
+                            last = message["cursor"]
+            finally:
+                attach.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await attach
+                gateway.detach(subscriber)
+            # The log is durable: whatever ended this attachment (a failed
+            # catch-up, falling too far behind), carry on from the last change.
+            log.warning("stream ended (%s); resuming from %s", outbox.closed, last)
+            await asyncio.sleep(min(5.0, 0.1 * 2**attempt) * (0.5 + random.random()))
+            attempt += 1
     finally:
         await gateway.stop()

@@ -209,15 +209,23 @@ async def read_since(
     name_of: NameOf,
     tables: list[str] | None = None,
     chunk: int = 200,
+    timeout: float | None = None,
 ) -> AsyncIterator[tuple[Snapshot, list[Change]]]:
     """Everything after *cursor*, in chunks, inside one REPEATABLE READ snapshot.
 
     Yields ``(snapshot, changes)``; the snapshot (the same for every chunk) is the
     position reached once all chunks are consumed.  Changes carry event ids that
-    resume correctly if the reader stops half-way.
+    resume correctly if the reader stops half-way.  With *timeout* (seconds),
+    a lock or a statement that waits longer fails instead of waiting forever.
     """
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         await conn.execute(_SET_LOCAL)
+        if timeout is not None:
+            millis = max(1, int(timeout * 1000))
+            await conn.execute(
+                f"set local lock_timeout = {millis}; "
+                f"set local statement_timeout = {millis}"
+            )
         now = await current_position(conn)
         phases: list[tuple[Snapshot, Snapshot, int | None]] = []
         if cursor.after_id is not None:

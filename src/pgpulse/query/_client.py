@@ -10,7 +10,7 @@ import asyncpg
 
 from pgpulse.catalog import Catalog
 from pgpulse.query._builder import QueryBuilder
-from pgpulse.query._plan import Schema
+from pgpulse.query._plan import Exposure, Schema
 
 __all__ = ["APPLICATION_NAME", "Client", "connect"]
 
@@ -33,10 +33,11 @@ class Client:
         *,
         owns_pool: bool = False,
         hidden_schemas: Iterable[str] = (),
+        exposure: Exposure | None = None,
     ) -> None:
         self._pool = pool
         self._owns_pool = owns_pool
-        self._schema = Schema(catalog, hidden_schemas)
+        self._schema = Schema(catalog, hidden_schemas, exposure)
 
     @classmethod
     async def from_pool(

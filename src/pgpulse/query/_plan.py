@@ -11,15 +11,15 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Literal, Protocol
 
-from pgpulse.catalog import Catalog, ForeignKey, Table
+from pgpulse.catalog import Catalog, Column, ForeignKey, Table
 from pgpulse.exceptions import UnknownColumnError, UnknownTableError
 from pgpulse.query._errors import QueryError, RelationshipError, SelectError
 from pgpulse.query._select import Embed, Field, Item, Star
 from pgpulse.routing.filters import Condition, Filter, columns_of
 
-__all__ = ["Level", "Order", "Relation", "Schema", "build_plan"]
+__all__ = ["Exposure", "Level", "Order", "Relation", "Schema", "build_plan"]
 
 Path = tuple[str, ...]
 Kind = Literal["many_to_one", "one_to_many", "one_to_one", "many_to_many"]
@@ -35,24 +35,83 @@ class Order:
     path: Path = ()
 
 
-class Schema:
-    """The catalog as the query layer may see it (some schemas can be hidden)."""
+class Exposure(Protocol):
+    """What a query may see of the catalog (the REST endpoint's rules): a
+    table it may not read is unknown, its hidden columns are unknown, and its
+    policy's filters apply wherever it appears."""
 
-    def __init__(self, catalog: Catalog, hidden: Iterable[str] = ()) -> None:
+    def exposed(self, table: Table) -> bool:
+        """Whether *table* exists for this query (else: unknown)."""
+
+    def columns(self, table: Table) -> frozenset[str] | None:
+        """Its visible columns (None: all); raises AuthError when denied."""
+
+    def filters(self, table: Table) -> tuple[Filter, ...]:
+        """Filters ANDed to every read of *table* (a policy's)."""
+
+
+class Schema:
+    """The catalog as the query layer may see it (some schemas can be hidden,
+    and an :class:`Exposure` can narrow tables and columns further)."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        hidden: Iterable[str] = (),
+        exposure: Exposure | None = None,
+    ) -> None:
         self.catalog = catalog
         self.hidden = frozenset(hidden)
+        self.exposure = exposure
+
+    def _visible(self, table: Table) -> bool:
+        if table.schema in self.hidden:
+            return False
+        return self.exposure is None or self.exposure.exposed(table)
 
     def table(self, name: str) -> Table:
-        table = self.catalog.table(name)
-        if table.schema in self.hidden:
+        try:
+            table = self.catalog.table(name)
+        except UnknownTableError:
+            raise UnknownTableError(name, self.names()) from None
+        if not self._visible(table):
             raise UnknownTableError(name, self.names())
         return table
 
     def tables(self) -> Iterator[Table]:
-        return (t for t in self.catalog.tables.values() if t.schema not in self.hidden)
+        return (t for t in self.catalog.tables.values() if self._visible(t))
 
     def names(self) -> list[str]:
-        return [n for n in self.catalog.names() if n.split(".")[0] not in self.hidden]
+        visible = {t.qualified for t in self.tables()}
+        return [
+            n
+            for n in self.catalog.names()
+            if (n if "." in n else self._qualify(n)) in visible
+        ]
+
+    def _qualify(self, name: str) -> str:
+        for schema in self.catalog.search_path:
+            if f"{schema}.{name}" in self.catalog.tables:
+                return f"{schema}.{name}"
+        return name
+
+    def columns(self, table: Table) -> list[str]:
+        """The columns a query may name, in table order."""
+        allowed = None if self.exposure is None else self.exposure.columns(table)
+        return [c for c in table.columns if allowed is None or c in allowed]
+
+    def column(self, table: Table, name: str) -> Column:
+        """A column a query may name (hidden ones are unknown)."""
+        visible = self.columns(table)
+        if name not in visible:
+            raise UnknownColumnError(table.name, name, visible)
+        return table.column(name)
+
+    def restricted(self, table: Table) -> bool:
+        return self.exposure is not None and self.exposure.columns(table) is not None
+
+    def filters(self, table: Table) -> tuple[Filter, ...]:
+        return () if self.exposure is None else self.exposure.filters(table)
 
 
 @dataclass(frozen=True)
@@ -175,6 +234,8 @@ class Level:
     orders: list[Order] = field(default_factory=list)
     limit: int | None = None
     offset: int | None = None
+    columns: tuple[str, ...] | None = None
+    """What ``*`` means when not every column is visible (None: all)."""
 
     @property
     def alias(self) -> str:
@@ -198,6 +259,9 @@ class _Builder:
         self, table: Table, items: tuple[Item, ...], embed: Embed | None = None
     ) -> Level:
         level = Level(table, next(self.counter))
+        level.filters.extend(self.schema.filters(table))
+        if self.schema.restricted(table):
+            level.columns = tuple(self.schema.columns(table))
         if embed is not None:
             level.key = embed.key
             level.inner = embed.inner
@@ -205,11 +269,11 @@ class _Builder:
         keys: dict[str, str] = {}
         for item in items:
             if isinstance(item, Star):
-                for name in table.columns:
+                for name in self.schema.columns(table):
                     self.claim(keys, name, "'*'", table)
                 level.outputs.append(item)
             elif isinstance(item, Field):
-                table.column(item.name)
+                self.schema.column(table, item.name)
                 self.claim(keys, item.key, repr(item.name), table)
                 level.outputs.append(item)
             else:
@@ -245,11 +309,14 @@ def find_level(root: Level, path: Path, select_text: str) -> Level:
     return level
 
 
-def _resolve_column(level: Level, name: str, select_text: str) -> tuple[Level, str]:
-    if name in level.table.columns:
+def _resolve_column(
+    schema: Schema, level: Level, name: str, select_text: str
+) -> tuple[Level, str]:
+    visible = schema.columns(level.table)
+    if name in visible:
         return level, name
     head, dot, rest = name.partition(".")
-    if dot and head not in level.table.columns:
+    if dot and head not in visible:
         child = level.child(head)
         if child is None:
             raise QueryError(
@@ -257,19 +324,27 @@ def _resolve_column(level: Level, name: str, select_text: str) -> tuple[Level, s
                 f"nor an embedded table in select({select_text!r}); embed it first, "
                 f"e.g. select('*, {head}(*)')."
             )
-        return _resolve_column(child, rest, select_text)
-    raise UnknownColumnError(level.table.name, name, level.table.columns)
+        return _resolve_column(schema, child, rest, select_text)
+    raise UnknownColumnError(level.table.name, name, visible)
 
 
-def place_filter(root: Level, path: Path, filt: Filter, select_text: str) -> Level:
+def place_filter(
+    root: Level,
+    path: Path,
+    filt: Filter,
+    select_text: str,
+    schema: Schema | None = None,
+) -> Level:
     """Attach *filt* to the level it names; returns that level."""
+    schema = schema or Schema(Catalog())
     level = find_level(root, path, select_text)
     if isinstance(filt, Condition):
-        level, column = _resolve_column(level, filt.column, select_text)
+        level, column = _resolve_column(schema, level, filt.column, select_text)
         filt = replace(filt, column=column)
     else:
+        visible = schema.columns(level.table)
         for column in sorted(columns_of(filt)):
-            if column not in level.table.columns:
+            if column not in visible:
                 head = column.partition(".")[0]
                 if "." in column and level.child(head) is not None:
                     raise QueryError(
@@ -277,7 +352,7 @@ def place_filter(root: Level, path: Path, filt: Filter, select_text: str) -> Lev
                         f"the embedded {head!r}; pass reference_table={head!r} and "
                         "name its columns without the prefix."
                     )
-                level.table.column(column)
+                schema.column(level.table, column)
     level.filters.append(filt)
     return level
 
@@ -295,16 +370,17 @@ def build_plan(
     """The checked level tree of a query (raises on any unknown name)."""
     root = _Builder(schema, select_text).level(table, items)
     for path, filt in filters:
-        place_filter(root, path, filt, select_text)
+        place_filter(root, path, filt, select_text, schema)
     for order in orders:
         level = find_level(root, order.path, select_text)
-        if order.column not in level.table.columns and "." in order.column:
+        visible = schema.columns(level.table)
+        if order.column not in visible and "." in order.column:
             raise QueryError(
                 f"order({order.column!r}) names an embedded column; to order the "
                 f"embedded list use order({order.column.split('.')[-1]!r}, "
                 f"foreign_table={'.'.join(order.column.split('.')[:-1])!r})."
             )
-        level.table.column(order.column)
+        schema.column(level.table, order.column)
         level.orders.append(order)
     for path, count in limits:
         find_level(root, path, select_text).limit = count

@@ -107,7 +107,14 @@ def _select_list(level: Level, include: Callable[[Level], bool]) -> list[str]:
     a = _q(level.alias)
     for item in level.outputs:
         if isinstance(item, Star):
-            out.append(f"{a}.*")
+            if level.columns is None:
+                out.append(f"{a}.*")
+            else:
+                # Not every column is visible: '*' means the visible ones.
+                out.extend(
+                    column_ref(level.alias, level.table.column(c))
+                    for c in level.columns
+                )
         elif isinstance(item, Field):
             ref = column_ref(level.alias, level.table.column(item.name))
             if item.cast:

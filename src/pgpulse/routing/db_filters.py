@@ -144,6 +144,25 @@ async def _run(
     viewer: Viewer | None = None,
 ) -> list[Any]:
     params.values[0] = texts
+    try:
+        return await _run_once(conn, sql, params, viewer)
+    except asyncpg.PostgresError as exc:
+        if getattr(exc, "sqlstate", None) not in _STALE_PLAN:
+            raise
+    # The table changed (ALTER TABLE) since the statement was prepared: its
+    # rows were planned with the old row type.  Prepare it again, once.
+    await conn.reload_schema_state()
+    return await _run_once(conn, sql, params, viewer)
+
+
+#: "attribute N of type record has wrong type", "cached plan must not change
+#: result type": a prepared statement that predates a change of the table.
+_STALE_PLAN = {"42804", "0A000"}
+
+
+async def _run_once(
+    conn: Any, sql: str, params: Params, viewer: Viewer | None
+) -> list[Any]:
     if viewer is None and not conn.is_in_transaction():
         return list(await conn.fetch(sql, *params.values))
     # A failed statement must not abort the caller's transaction (the

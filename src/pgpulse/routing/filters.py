@@ -208,27 +208,40 @@ def _parse_operation(column: str, expr: str, source: str) -> Condition:
     return Condition(_check_column(column, source), op, value, negate)
 
 
-def _parse_logic(kind: str, body: str, source: str, negate: bool) -> Filter:
-    items = parse_list(body, source) if body.startswith("(") else None
-    if items is None:
-        raise FilterError(f"{kind} needs a parenthesized list in {source!r}")
+#: How deep or=/and= may nest, and how many terms one filter may hold:
+#: enough for any hand-written filter, and a bound on the work (and the
+#: recursion) a request can ask for.
+MAX_DEPTH = 16
+MAX_TERMS = 1024
+
+
+def _parse_logic(
+    kind: str, body: str, source: str, negate: bool, depth: int = 1
+) -> Filter:
+    if depth > MAX_DEPTH:
+        raise FilterError(
+            f"{source[:80]!r}... nests or=/and= more than {MAX_DEPTH} levels deep; "
+            "flatten it (and=(a,b,c) instead of and=(a,and(b,c)))"
+        )
+    if not (body.startswith("(") and body.endswith(")")):
+        raise FilterError(f"{kind} needs a parenthesized list in {source[:200]!r}")
     parsed: list[Filter] = []
     for raw in split_top(body[1:-1]):
         raw = raw.strip()
-        parsed.append(_parse_logic_item(raw, source))
+        parsed.append(_parse_logic_item(raw, source, depth))
     if not parsed:
-        raise FilterError(f"{kind}=() is empty in {source!r}")
+        raise FilterError(f"{kind}=() is empty in {source[:200]!r}")
     return (Or if kind == "or" else And)(tuple(parsed), negate)
 
 
-def _parse_logic_item(raw: str, source: str) -> Filter:
+def _parse_logic_item(raw: str, source: str, depth: int) -> Filter:
     """An item inside or=(...): ``col.op.value``, ``or(...)`` or ``not.and(...)``."""
     negate = False
     if raw.startswith("not.") and raw[4:].startswith(("or(", "and(")):
         negate, raw = True, raw[4:]
     for kind in ("or", "and"):
         if raw.startswith(kind + "("):
-            return _parse_logic(kind, raw[len(kind) :], source, negate)
+            return _parse_logic(kind, raw[len(kind) :], source, negate, depth + 1)
     column, dot, expr = raw.partition(".")
     if not dot:
         raise FilterError(f"expected 'column.op.value' inside {source!r}, got {raw!r}")
@@ -255,7 +268,8 @@ def parse_filter(key: str, value: str) -> Filter:
 
 
 def parse_filters(text: str, sep: str = ";") -> list[Filter]:
-    """Parse ``a=eq.1;b=in.(x,y)`` (filters joined by *sep*)."""
+    """Parse ``a=eq.1;b=in.(x,y)`` (filters joined by *sep*); at most
+    :data:`MAX_DEPTH` levels and :data:`MAX_TERMS` conditions and list items."""
     out: list[Filter] = []
     for part in split_top(text, sep):
         if not part.strip():
@@ -267,7 +281,26 @@ def parse_filters(text: str, sep: str = ";") -> list[Filter]:
                 "(e.g. 'shipment_id=eq.42')."
             )
         out.append(parse_filter(key.strip(), value))
+    check_size(out)
     return out
+
+
+def check_size(filters: Iterable[Filter]) -> None:
+    """Raise :class:`FilterError` when *filters* hold more than
+    :data:`MAX_TERMS` conditions and list items."""
+    count = 0
+    stack: list[Filter] = list(filters)
+    while stack and count <= MAX_TERMS:
+        item = stack.pop()
+        if isinstance(item, Condition):
+            count += 1 + (len(item.value) if isinstance(item.value, tuple) else 0)
+        else:
+            stack.extend(item.items)
+    if count > MAX_TERMS:
+        raise FilterError(
+            f"the filter has more than {MAX_TERMS} conditions and list items; "
+            "split it into several subscriptions or requests"
+        )
 
 
 def columns_of(filt: Filter) -> set[str]:

@@ -20,8 +20,14 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from pgpulse.exceptions import DatabaseError, UnknownTableError, ValidationError
+from pgpulse.exceptions import (
+    AuthError,
+    DatabaseError,
+    UnknownTableError,
+    ValidationError,
+)
 from pgpulse.query import Client, QueryBuilder, SingleRowError, apply_params
+from pgpulse.server.exposure import RestExposure
 
 __all__ = ["HIDDEN_SCHEMAS", "OBJECT_MEDIA_TYPE", "rest_read"]
 
@@ -123,19 +129,43 @@ def _content_range(offset: int, rows: int, total: int | None) -> str:
 async def rest_read(request: Request) -> Response:
     """Answer ``GET /v1/rest/{table}`` (see the module docstring)."""
     gateway = request.app.state.gateway
-    if not gateway.settings.rest_enabled:
+    settings = gateway.settings
+    auth_on = gateway.auth.enabled or gateway.authenticate is not None
+    if not settings.rest_enabled and not auth_on:
         return _error(403, _DISABLED)
+    try:
+        access = await gateway.identify(request)
+    except AuthError as exc:
+        return _error(exc.status, str(exc))
     table = request.path_params["table"]
-    client = Client(gateway.pool, gateway.catalog, hidden_schemas=HIDDEN_SCHEMAS)
+    exposure = RestExposure(
+        gateway.catalog,
+        gateway.watched,
+        access,
+        settings.rest_schemas,
+        settings.rest_tables,
+    )
+    client = Client(
+        gateway.pool,
+        gateway.catalog,
+        hidden_schemas=HIDDEN_SCHEMAS,
+        exposure=exposure,
+    )
     try:
         client.schema.table(table)
     except UnknownTableError as exc:
         return _error(404, str(exc))
     try:
         builder, offset = _build(request, client, table)
-        result = await builder.execute()
+        builder.sql()  # plans the query: every table's rules are known now
+        if exposure.viewers:
+            result = await _as_viewer(gateway.pool, builder, exposure)
+        else:
+            result = await builder.execute()
     except _HTTPProblem as exc:
         return _error(exc.status, str(exc), **exc.extra)
+    except AuthError as exc:
+        return _error(exc.status, str(exc))
     except ValidationError as exc:
         return _error(400, str(exc))
     except SingleRowError as exc:
@@ -150,6 +180,24 @@ async def rest_read(request: Request) -> Response:
     partial = total is not None and (offset > 0 or offset + rows < total)
     status = 206 if partial and isinstance(result.data, list) else 200
     return _json(status, result.data, headers)
+
+
+async def _as_viewer(pool: Any, builder: QueryBuilder, exposure: RestExposure) -> Any:
+    """Run the read as the caller's role with its claims (row-level security
+    mode: PostgreSQL applies the tables' own policies)."""
+    if len(exposure.viewers) != 1:
+        raise AuthError("one request reads under one role", status=400)
+    ((role, claims),) = exposure.viewers
+    if role is None:
+        raise AuthError("row-level security needs a role in the token", status=403)
+    async with pool.acquire() as conn, conn.transaction(readonly=True):
+        await conn.execute(
+            "select set_config('role', $1, true), "
+            "set_config('request.jwt.claims', $2, true)",
+            role,
+            claims,
+        )
+        return await builder.execute(conn)
 
 
 def _database_error(exc: DatabaseError) -> Response:

@@ -164,6 +164,7 @@ async def events_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
     outbox.put(f"retry: {gateway.settings.retry_ms}\n\n".encode())
     watcher = asyncio.create_task(_watch_disconnect(receive, outbox))
     attach = asyncio.create_task(gateway.attach(subscriber, specs, resume))
+    attach.add_done_callback(lambda task: _attach_done(task, subscriber, gateway))
     try:
         await stream.run(attach)
     except asyncio.CancelledError:
@@ -179,6 +180,19 @@ async def events_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
         for task in (watcher, attach):
             task.cancel()
         await asyncio.gather(watcher, attach, return_exceptions=True)
+
+
+def _attach_done(
+    task: asyncio.Task[None], subscriber: Subscriber, gateway: Gateway
+) -> None:
+    """An attach that failed unexpectedly ends the stream at once: no live
+    event may be written after a handshake that did not complete."""
+    if task.cancelled() or task.exception() is None:
+        return
+    exc = task.exception()
+    log.error("attaching %s failed: %r", subscriber.label, exc)
+    gateway.detach(subscriber)
+    subscriber.outbox.close(f"server error while attaching: {exc}; reconnect")
 
 
 class _Stream:

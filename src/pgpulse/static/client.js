@@ -77,7 +77,10 @@
  *   window is trimmed and refetched when a delete empties a slot. With `select`,
  *   include the primary key columns.
  *
- * Options of `connect()`: `url` (base URL, default "" = same origin), `backoff`
+ * Options of `connect()`: `token` (a JWT, or a function, async or not, returning
+ * one: it is called again when the server ends the stream with `auth_expired` or
+ * refuses the token, and the stream resumes from the last event id), `url` (base
+ * URL, default "" = same origin), `backoff`
  * (`{initial: 500, max: 10000, factor: 2, jitter: 0.3}`, milliseconds), `debounce`
  * (ms), `cursor` (resume from a saved cursor), and for tests `EventSource`/`fetch`.
  *
@@ -267,6 +270,10 @@ export class Pulse {
     this.backoff = { ...DEFAULT_BACKOFF, ...(options.backoff || {}) };
     this.debounce = options.debounce ?? 10;
     this.probeTimeout = options.probeTimeout ?? 5000;
+    // A token: a string, or a function (async or not) returning a fresh one.
+    this._tokenSource = options.token ?? null;
+    this._token = typeof this._tokenSource === "string" ? this._tokenSource : null;
+    this._tokenStale = typeof this._tokenSource === "function";
     this._EventSource = options.EventSource ?? globalThis.EventSource;
     this._fetch = options.fetch ?? ((...args) => globalThis.fetch(...args));
     /** Current connection state (see STATES). */
@@ -405,7 +412,25 @@ export class Pulse {
   _streamUrl(specs, cursor) {
     const params = specs.map((spec) => `sub=${encodeURIComponent(spec)}`);
     if (cursor) params.push(`last_event_id=${encodeURIComponent(cursor)}`);
+    // EventSource cannot send headers: the token goes in the query.
+    if (this._token) params.push(`access_token=${encodeURIComponent(this._token)}`);
     return `${this.url}/v1/events?${params.join("&")}`;
+  }
+
+  /** Ask the token function for a new token (once per stale token). */
+  async _refreshToken() {
+    if (typeof this._tokenSource !== "function" || !this._tokenStale) return;
+    this._tokenStale = false;
+    try {
+      const token = await this._tokenSource();
+      this._token = token == null ? null : String(token);
+    } catch (error) {
+      report(error);
+    }
+  }
+
+  _headers(extra = {}) {
+    return this._token ? { ...extra, Authorization: `Bearer ${this._token}` } : extra;
   }
 
   _closeStream() {
@@ -417,6 +442,15 @@ export class Pulse {
   }
 
   _open() {
+    if (this._tokenStale) {
+      // Get a fresh token first; the stream opens once it is there.
+      this._closeStream();
+      const gen = this._gen;
+      this._refreshToken().then(() => {
+        if (gen === this._gen && this.state !== "closed") this._open();
+      });
+      return;
+    }
     this._closeStream();
     const gen = this._gen;
     const specs = this._specs;
@@ -442,6 +476,7 @@ export class Pulse {
       const info = parseJSON(e.data) ?? {};
       this.cursor = e.lastEventId || info.cursor || this.cursor;
       this._attempt = 0;
+      this._refusedOnce = false;
       this.stats.connects++;
       this._readyInfo = info;
       this._setState("live", { cursor: this.cursor, resumed: Boolean(info.resumed) });
@@ -474,6 +509,21 @@ export class Pulse {
       this.stats.resets++;
       for (const sub of members) if (sub.active && current()) sub._reset(info);
     });
+    es.addEventListener("auth_expired", (e) => {
+      if (!current()) return;
+      // The token expired: get a new one and resume from the last event id.
+      const info = parseJSON(e.data) ?? {};
+      this._tokenStale = typeof this._tokenSource === "function";
+      this._closeStream();
+      if (!this._tokenStale) {
+        this._fatal = new PulseError(info.reason ?? "token expired", { status: 401 });
+        this._setState("error", { message: this._fatal.message, status: 401 });
+        for (const sub of members) if (sub.active) sub._fail(this._fatal);
+        return;
+      }
+      this._attempt = 0;
+      this._retry({ reason: info.reason ?? "token expired" });
+    });
     es.addEventListener("error", (e) => {
       if (!current()) return;
       if (typeof e.data === "string") {
@@ -493,6 +543,14 @@ export class Pulse {
   async _diagnose(gen, url, specs, members) {
     const probe = await this._probe(url);
     if (gen !== this._gen || this.state === "closed") return;
+    if (probe.status === 401 && typeof this._tokenSource === "function" && !this._refusedOnce) {
+      // The token may have expired while we were away: one fresh try.
+      this._refusedOnce = true;
+      this._tokenStale = true;
+      this._retry({ reason: probe.message, status: 401 });
+      return;
+    }
+    this._refusedOnce = false;
     if (!(probe.status >= 400 && probe.status < 500 && probe.status !== 408 && probe.status !== 429)) {
       this._retry({ reason: probe.message, status: probe.status || undefined });
       return;
@@ -535,7 +593,7 @@ export class Pulse {
     const timer = setTimeout(() => ctrl.abort(), this.probeTimeout);
     try {
       const res = await this._fetch(url, {
-        headers: { Accept: "text/event-stream" },
+        headers: this._headers({ Accept: "text/event-stream" }),
         cache: "no-store",
         signal: ctrl.signal,
       });
@@ -589,7 +647,11 @@ export class Pulse {
     const url = `${this.url}/v1/rest/${encodeURIComponent(table)}${params.length ? "?" : ""}${params.join("&")}`;
     let res;
     try {
-      res = await this._fetch(url, { headers: { Accept: "application/json" }, cache: "no-store", signal });
+      res = await this._fetch(url, {
+        headers: this._headers({ Accept: "application/json" }),
+        cache: "no-store",
+        signal,
+      });
     } catch (error) {
       throw new PulseError(`could not fetch ${table}: ${error?.message ?? error}`);
     }
