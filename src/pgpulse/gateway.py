@@ -31,6 +31,7 @@ from pgpulse.auth.policies import Policies
 from pgpulse.auth.rls import RowSecurity
 from pgpulse.capture import WatchedTable
 from pgpulse.capture.decoder import Decoder
+from pgpulse.capture.privileges import check_schema
 from pgpulse.catalog import Catalog
 from pgpulse.config import Settings
 from pgpulse.exceptions import AuthError, UnknownTableError
@@ -136,6 +137,9 @@ class Gateway:
             server_settings={"application_name": self.settings.application_name},
         )
         async with self.pool.acquire() as conn:
+            # Without the rights to install the capture schema, say which
+            # command does (an admin's `pgpulse setup --grant ROLE`).
+            await check_schema(conn)
             await capture.install_schema(conn)
             await self._load_catalog(conn)
         self.listener.on_message = self._on_message

@@ -24,20 +24,22 @@ async def test_token_function_renews_and_nothing_is_lost(
 ) -> None:
     await two_tenants(conn)
     gw = gateway_factory("--config", write_config(tmp_path), env=ENV)
-    tokens = [token({"tenant_id": 1, "sub": "u"}, expires_in=2) for _ in range(40)]
+    # The page asks the test for each new token (as it would its auth server).
+    await page.expose_function(
+        "newToken", lambda: token({"tenant_id": 1, "sub": "u"}, expires_in=2)
+    )
     await page.goto(gw.url + "/healthz")
     await page.evaluate(SETUP)
     await page.evaluate(
-        """(tokens) => {
+        """() => {
              window.issued = 0;
              window.got = [];
              window.pulse = pg.connect({
                backoff: { initial: 50, max: 400 },
-               token: async () => tokens[window.issued++],
+               token: async () => { window.issued++; return await newToken(); },
              });
              pulse.subscribe("docs", { onChange: (ev) => got.push(ev.pk.id) });
-           }""",
-        tokens,
+           }"""
     )
     await page.wait_for_function("() => pulse.state === 'live'")
     for i in range(1, 101):

@@ -196,6 +196,8 @@ class Decoder:
                     # The same few log writes, thousands of times: plan them
                     # once, not per batch (custom plans re-plan every time).
                     "plan_cache_mode": "force_generic_plan",
+                    # Small writes; compiling them would cost more than running.
+                    "jit": "off",
                 },
             )
             wal_log = self._wal_log = WalLog(self._writer, self.chunk)

@@ -14,6 +14,7 @@ from pgpulse.cli.capture import unwatch, watch, watched
 from pgpulse.cli.demo import demo
 from pgpulse.cli.prune import prune
 from pgpulse.cli.serve import serve
+from pgpulse.cli.setup import setup_command
 from pgpulse.cli.tail import tail
 
 __all__ = ["main"]
@@ -33,7 +34,7 @@ def main() -> None:
     """
 
 
-for command in (serve, watch, unwatch, watched, tail, prune, demo):
+for command in (serve, watch, unwatch, watched, tail, prune, demo, setup_command):
     main.add_command(command)
 
 try:

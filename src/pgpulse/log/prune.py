@@ -66,7 +66,7 @@ async def prune(
     while True:
         async with conn.transaction():
             # Both cuts are xid ranges: index scans, never the whole log.
-            await conn.execute("set local enable_seqscan = off")
+            await conn.execute("set local enable_seqscan = off; set local jit = off")
             row = await conn.fetchrow(
                 """
                 with gone as (
@@ -120,7 +120,7 @@ async def _age_boundary(conn: Any, too_old: dt.datetime) -> str | None:
     a change is kept, and a change after the boundary that is already old
     waits for a later prune."""
     async with conn.transaction(readonly=True):
-        await conn.execute("set local enable_seqscan = off")
+        await conn.execute("set local enable_seqscan = off; set local jit = off")
         first = await conn.fetchrow(_FIRST_FROM, "0")
         if first is None or first["ts"] >= too_old:
             return None
