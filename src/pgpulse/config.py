@@ -42,6 +42,10 @@ class Settings:
     """Seconds between listener keepalive reads when idle."""
     query_timeout: float = 10.0
     """A listener read slower than this means a dead connection: reconnect."""
+    listener_url: str | None = None
+    """A direct connection for the listener (and the wal decoder) when
+    ``database_url`` goes through a pooler in transaction mode (env
+    PGPULSE_LISTENER_URL)."""
     pool_size: int = 2
     """Connections for catch-up reads and REST (the listener has its own)."""
     retention_seconds: float | None = 7 * 24 * 3600.0

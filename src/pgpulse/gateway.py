@@ -107,7 +107,7 @@ class Gateway:
         self.watched: dict[str, WatchedTable] = {}
         self.pool: Any = None
         self.listener = Listener(
-            settings.database_url,
+            settings.listener_url or settings.database_url,
             self.bus.on_batch,
             self.catalog.short_name,
             keepalive=settings.keepalive,
@@ -130,8 +130,13 @@ class Gateway:
     # -- lifecycle ------------------------------------------------------------------
 
     async def start(self) -> None:
+        # A separate listener URL means the pool's goes through a pooler
+        # (PgBouncer before 1.21 keeps no prepared statements in transaction
+        # mode): no statement cache then.
+        pooled = self.settings.listener_url is not None
         self.pool = await asyncpg.create_pool(
             self.settings.database_url,
+            statement_cache_size=0 if pooled else 100,
             min_size=0,
             max_size=self.settings.pool_size,
             server_settings={"application_name": self.settings.application_name},
@@ -146,7 +151,8 @@ class Gateway:
         self._spawn(self.listener.run(), "listener")
         if self.settings.decode_wal:
             self.decoder = Decoder(
-                self.settings.database_url,
+                # Replication needs a direct connection, as the listener does.
+                self.settings.listener_url or self.settings.database_url,
                 pool=self.pool,
                 application_name=f"{self.settings.application_name}-decoder",
             )
@@ -157,9 +163,12 @@ class Gateway:
         await self.wait_ready()
 
     async def wait_ready(self, timeout: float = 30.0) -> None:
-        """Wait until the listener has a position to hand to new clients."""
+        """Wait until the listener has a position to hand to new clients
+        (raises the listener's reason if it stopped for good)."""
         async with asyncio.timeout(timeout):
             while self.bus.position is None:
+                if self.listener.fatal is not None:
+                    raise self.listener.fatal
                 await asyncio.sleep(0.01)
 
     async def stop(self) -> None:

@@ -15,10 +15,12 @@ from typing import Any
 
 import asyncpg
 
+from pgpulse.capture.privileges import check_schema
 from pgpulse.capture.schema import SCHEMA_VERSION, install_schema
 from pgpulse.capture.wal import disable_wal_if_unused, enable_wal
 from pgpulse.catalog import Catalog, Table
 from pgpulse.exceptions import (
+    ConfigurationError,
     DatabaseError,
     NoPrimaryKeyError,
     ValidationError,
@@ -141,12 +143,16 @@ async def watch(
     :class:`NoPrimaryKeyError` or :class:`ValidationError` before touching the
     database when the request is wrong.
     """
+    await check_schema(conn)
     await install_schema(conn)
     catalog = catalog or await Catalog.load(conn)
     table = catalog.table(table_name_of(target))
     _check_options(table, publish, columns, exclude, source)
-    if source == "wal":
-        await enable_wal(conn)
+    try:
+        if source == "wal":
+            await enable_wal(conn)
+    except asyncpg.InsufficientPrivilegeError as exc:
+        raise await _missing_privilege(conn, table, exc) from None
     try:
         await conn.execute(
             "select pgpulse.watch($1::regclass, $2, $3::text[], $4::text[], $5)",
@@ -165,6 +171,8 @@ async def watch(
         # Running gateways read their catalog again: the table is
         # subscribable at once, with its new options.
         await conn.execute("select pg_notify('pgpulse', 'catalog')")
+    except asyncpg.InsufficientPrivilegeError as exc:
+        raise await _missing_privilege(conn, table, exc) from None
     except asyncpg.PostgresError as exc:
         raise DatabaseError.from_asyncpg(exc) from exc
     return WatchedTable(
@@ -173,6 +181,40 @@ async def watch(
         tuple(columns) if columns is not None else None,
         tuple(exclude or ()),
         source,
+    )
+
+
+async def _missing_privilege(
+    conn: Any, table: Table, exc: BaseException
+) -> ConfigurationError:
+    """What a role lacks to watch *table*, and the command that grants it."""
+    role = await conn.fetchval("select current_user")
+    database = await conn.fetchval("select current_database()")
+    message = str(exc).splitlines()[0]
+    if "replication" in message:
+        fix = (
+            f"the wal source needs the REPLICATION attribute: ALTER ROLE {role} "
+            f"REPLICATION (on Amazon RDS: GRANT rds_replication TO {role})"
+        )
+    elif (
+        "owner" in message
+        or "trigger" in message
+        or f"for table {table.name}" in message
+    ):
+        fix = (
+            f"capture puts a trigger on {table.qualified}, which only its owner or "
+            f"a role with TRIGGER on it may do: ALTER TABLE {table.sql} OWNER TO "
+            f"{role}, or GRANT TRIGGER ON {table.sql} TO {role}"
+        )
+    elif "database" in message:
+        fix = (
+            "the wal source creates a publication, which needs CREATE on the "
+            f"database: GRANT CREATE ON DATABASE {database} TO {role}"
+        )
+    else:
+        fix = f"as the database owner run: pgpulse setup --grant {role}"
+    return ConfigurationError(
+        f"role {role!r} cannot watch {table.qualified} ({message}); {fix}"
     )
 
 

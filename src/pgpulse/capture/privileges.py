@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
+
 from pgpulse.capture.schema import SCHEMA_VERSION, install_schema, installed_version
 from pgpulse.catalog import quote_ident
 from pgpulse.exceptions import ConfigurationError
@@ -63,7 +65,15 @@ async def check_schema(conn: Any) -> None:
     """Raise a :class:`ConfigurationError` naming the command to run when the
     capture schema is missing or older than this pgpulse, and this
     connection's role cannot install it."""
-    current = await installed_version(conn)
+    try:
+        current = await installed_version(conn)
+    except asyncpg.InsufficientPrivilegeError:
+        role = await conn.fetchval("select current_user")
+        raise ConfigurationError(
+            f"role {role!r} may not use the capture schema; as the database owner "
+            f"run: pgpulse setup --grant {role} (or emit it as a migration with "
+            "--emit-migration)"
+        ) from None
     if current is not None and current >= SCHEMA_VERSION:
         return
     can_create = await conn.fetchval(

@@ -51,6 +51,14 @@ def gateway_options(func: click.decorators.FC) -> click.decorators.FC:
             "default with auth).",
         ),
         click.option(
+            "--listener-url",
+            envvar="PGPULSE_LISTENER_URL",
+            default=None,
+            metavar="URL",
+            help="A direct connection for the listener when --database-url goes "
+            "through a pooler in transaction mode (PgBouncer).",
+        ),
+        click.option(
             "--rest-table",
             "rest_tables",
             multiple=True,
@@ -140,6 +148,7 @@ def build_settings(
     keepalive: float = 5.0,
     rest_tables: tuple[str, ...] = (),
     rest_schemas: tuple[str, ...] = (),
+    listener_url: str | None = None,
     outbox_limit: int = 16 * 1024 * 1024,
     query_timeout: float = 10.0,
     prune_every: float = 60.0,
@@ -157,6 +166,7 @@ def build_settings(
         cors_origins=list(cors_origins),
         rest_enabled=rest,
         rest_tables=list(rest_tables),
+        listener_url=listener_url,
         rest_schemas=list(rest_schemas) or ["public"],
         retention_seconds=seconds or None,
         retention_rows=keep_rows,
@@ -216,13 +226,23 @@ async def preflight(
 
     from pgpulse.budget import check_budget, load_budget
     from pgpulse.capture import install_schema
+    from pgpulse.capture.privileges import check_schema
+    from pgpulse.log.listener import CHANNEL, check_session
 
     # Fail here, with one clear line, rather than inside the server's startup.
     conn = await asyncpg.connect(settings.database_url, timeout=10)
     try:
+        await check_schema(conn)
         await install_schema(conn)
     finally:
         await conn.close()
+    listener_url = settings.listener_url or settings.database_url
+    probe = await asyncpg.connect(listener_url, timeout=10)
+    try:
+        await probe.execute(f"listen {CHANNEL}")
+        await check_session(probe, listener_url)
+    finally:
+        await probe.close()
     if migrate:
         from pgpulse.migrate import MigrationError, apply_migrations
 

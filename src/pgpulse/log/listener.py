@@ -35,6 +35,7 @@ from typing import Any
 
 import asyncpg
 
+from pgpulse.exceptions import ConfigurationError
 from pgpulse.log.change import Change
 from pgpulse.log.changelog import (
     FAST_LIMIT,
@@ -45,7 +46,7 @@ from pgpulse.log.changelog import (
 )
 from pgpulse.log.cursor import Snapshot
 
-__all__ = ["Listener"]
+__all__ = ["Listener", "PoolerError", "check_session"]
 
 log = logging.getLogger("pgpulse.log.listener")
 
@@ -59,6 +60,42 @@ _CONNECTION_ERRORS = (
     TimeoutError,
     ConnectionError,
 )
+
+
+class PoolerError(ConfigurationError):
+    """The listener's connection goes through a transaction-mode pooler."""
+
+
+async def check_session(conn: Any, dsn: str, timeout: float = 10.0) -> None:
+    """Raise :class:`PoolerError` unless *conn* (connected to *dsn*, already
+    LISTENing on the pgpulse channel) keeps its session.
+
+    Through a pooler in transaction mode (PgBouncer's usual setting) LISTEN is
+    forgotten as soon as the statement ends, and a listener would never wake.
+    The test: while a second connection holds a transaction open, *conn* must
+    still be listening; through such a pooler the check lands on another
+    server connection (no channel), or waits for one.
+    """
+    other = await asyncpg.connect(dsn, timeout=timeout)
+    try:
+        async with other.transaction():
+            await other.fetchval("select pg_backend_pid()")
+            try:
+                channels = await asyncio.wait_for(
+                    conn.fetchval("select array(select pg_listening_channels())"), 2.0
+                )
+            except TimeoutError:
+                channels = None
+    finally:
+        await other.close()
+    if not channels or CHANNEL not in channels:
+        raise PoolerError(
+            "the listener's connection does not keep its session (LISTEN was "
+            "forgotten): it goes through a pooler in transaction mode, such as "
+            "PgBouncer. Give the listener a direct connection with "
+            "--listener-url (env PGPULSE_LISTENER_URL); the pool may stay "
+            "behind the pooler."
+        )
 
 
 def _stretch(count: int) -> int:
@@ -114,6 +151,8 @@ class Listener:
         """Called with the payload of notifications that are not wake-ups."""
         self.position: Snapshot | None = None
         """Everything visible in this snapshot has been handed to the bus."""
+        self.fatal: Exception | None = None
+        """Why the listener stopped for good (a connection that cannot LISTEN)."""
         self.pruned_xid = 0
         self.connected = asyncio.Event()
         self.reads = 0
@@ -133,6 +172,12 @@ class Listener:
                 await self._follow()
             except asyncio.CancelledError:
                 await self._leave()
+                await self._close()
+                raise
+            except PoolerError as exc:
+                # Retrying cannot help: stop, with the reason, for the gateway
+                # to report (Gateway.wait_ready).
+                self.fatal = exc
                 await self._close()
                 raise
             except Exception as exc:  # the one listener must outlive anything
@@ -176,6 +221,7 @@ class Listener:
         )
         self._conn.add_termination_listener(lambda _c: self._wake.set())
         await self._conn.add_listener(CHANNEL, self._on_notify)
+        await self._check_session()
         await self._register()
         if self.position is None:
             text = await self._conn.fetchval("select pg_current_snapshot()::text")
@@ -185,6 +231,9 @@ class Listener:
         log.info("listener connected; following the change log from %s", self.position)
         # Catch up on whatever committed while we were away.
         self._wake.set()
+
+    async def _check_session(self) -> None:
+        await check_session(self._conn, self.dsn, self.query_timeout)
 
     async def _register(self) -> None:
         """Join ``pgpulse.listeners`` wanting wake-ups (drops dead entries)."""
