@@ -24,7 +24,7 @@ from typing import Any
 import asyncpg
 
 from pgpulse import capture
-from pgpulse.embedded import EmbeddedCluster, _bin_dir
+from pgpulse.embedded import EmbeddedCluster, _bin_dir, distribution_bin_dir
 
 __all__ = [
     "NODE_DIR",
@@ -155,13 +155,20 @@ ALL_DATABASES = (
 class BenchCluster:
     """The embedded PostgreSQL the benchmark starts for itself."""
 
-    def __init__(self, existing: EmbeddedCluster | None = None) -> None:
+    def __init__(
+        self, existing: EmbeddedCluster | None = None, build: str = "embedded"
+    ) -> None:
         """Start a private cluster, or use a running *existing* one (the test
-        suite's) and only create and drop the benchmark databases in it."""
+        suite's) and only create and drop the benchmark databases in it.
+        *build*: ``embedded`` (the wheel's PostgreSQL) or ``system`` (the
+        distribution's, with its JIT on)."""
         self.existing = existing
+        self.build = build
         self.base = Path(tempfile.mkdtemp(prefix="pgpulse-bench-"))
         self.cluster = existing or EmbeddedCluster(
-            self.base / "data", settings=dict(PG_SETTINGS)
+            self.base / "data",
+            settings=dict(PG_SETTINGS),
+            bin_dir=distribution_bin_dir() if build == "system" else None,
         )
         self.version = ""
 

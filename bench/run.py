@@ -18,6 +18,7 @@ from bench.env import (
 )
 from bench.loadgen import LoadGen
 from bench.scenarios import Ctx
+from bench.scenarios.builds import run_builds
 from bench.scenarios.capture_parts import run_capture_parts
 from bench.scenarios.dbcost import run_dbcost
 from bench.scenarios.fanout import run_fanout
@@ -63,6 +64,18 @@ PLANS: dict[str, dict[str, dict[str, Any]]] = {
         "routing": {"counts": [1000, 5000, 10000], "rate": 200.0, "duration": 8.0},
         "instructions": {"transactions": 5000, "clients": 16, "seconds": 8.0},
         "parts": {"transactions": (200, 1200), "rows": (100, 5100)},
+        "builds": {
+            "counts": [1, 100],
+            "rate": 50,
+            "duration": 4.0,
+            "cost": {
+                "clients": 16,
+                "seconds": 6.0,
+                "rounds": 2,
+                "bulk_rows": 20000,
+                "bulk_reps": 1,
+            },
+        },
     },
     "quick": {
         "floor": {"rates": [100], "duration": 1.0},
@@ -90,6 +103,18 @@ PLANS: dict[str, dict[str, dict[str, Any]]] = {
         "routing": {"counts": [20, 40], "rate": 50.0, "duration": 1.5},
         "instructions": {"transactions": 300, "clients": 4, "seconds": 2.0},
         "parts": {"transactions": (20, 120), "rows": (10, 510)},
+        "builds": {
+            "counts": [1],
+            "rate": 20,
+            "duration": 1.0,
+            "cost": {
+                "clients": 4,
+                "seconds": 1.0,
+                "rounds": 1,
+                "bulk_rows": 500,
+                "bulk_reps": 1,
+            },
+        },
     },
 }
 
@@ -102,6 +127,7 @@ RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
     "dbcost": run_dbcost,
     "instructions": run_instructions,
     "parts": run_capture_parts,
+    "builds": run_builds,
 }
 
 #: Order of ``all``.

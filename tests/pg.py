@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from pgpulse.embedded import EmbeddedCluster
+from pgpulse.embedded import EmbeddedCluster, distribution_bin_dir
 
 TEST_SETTINGS = {
     "wal_level": "logical",
@@ -51,22 +51,6 @@ class TestServer:
         return f"t{os.getpid()}_{next(_counter)}"
 
 
-def system_bin_dir() -> Path:
-    """The distribution's PostgreSQL (the newest installed major version)."""
-    found = sorted(
-        Path("/usr/lib/postgresql").glob("*/bin/postgres"),
-        key=lambda p: (
-            int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0
-        ),
-    )
-    if not found:
-        raise RuntimeError(
-            "the distribution's PostgreSQL is not installed; the test suite runs "
-            "on it too: apt-get install -y postgresql (./run test installs it)"
-        )
-    return found[-1].parent
-
-
 @contextmanager
 def running_server(build: str = "embedded") -> Iterator[TestServer]:
     base = Path(tempfile.mkdtemp(prefix="pgpulse-test-"))
@@ -76,7 +60,7 @@ def running_server(build: str = "embedded") -> Iterator[TestServer]:
         cluster = EmbeddedCluster(
             base / "data",
             settings=settings,
-            bin_dir=system_bin_dir(),
+            bin_dir=distribution_bin_dir(),
             initdb_options=[
                 "--locale-provider=icu",
                 "--icu-locale=en-US",

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pgpulse.exceptions import EmbeddedPostgresError
 
-__all__ = ["EmbeddedCluster", "default_data_dir"]
+__all__ = ["EmbeddedCluster", "default_data_dir", "distribution_bin_dir"]
 
 SERVICE_USER = "pgpulse"
 
@@ -39,6 +39,24 @@ def _bin_dir() -> Path:
             "install pgpulse with its dependencies or pass --database-url"
         )
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+def distribution_bin_dir() -> Path:
+    """The distribution's PostgreSQL binaries (the newest installed major
+    version, e.g. Debian's ``/usr/lib/postgresql/15/bin``), for running a
+    cluster of that build (the test suite and benchmarks do)."""
+
+    def major(path: Path) -> int:
+        name = path.parent.parent.name
+        return int(name) if name.isdigit() else 0
+
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=major)
+    if not found:
+        raise EmbeddedPostgresError(
+            "the distribution's PostgreSQL is not installed: apt-get install -y "
+            "postgresql (./run test installs it)"
+        )
+    return found[-1].parent
 
 
 def default_data_dir() -> Path:

@@ -49,6 +49,21 @@ TINY: dict[str, dict[str, Any]] = {
     },
     "instructions": {"transactions": 50, "clients": 2, "seconds": 1.0},
     "parts": {"transactions": (5, 25), "rows": (5, 105)},
+    "builds": {
+        "counts": [1],
+        "rate": 20,
+        "duration": 0.5,
+        "cost": {
+            "clients": 2,
+            "seconds": 0.5,
+            "rounds": 1,
+            "bulk_rows": 50,
+            "bulk_reps": 1,
+        },
+        # One more cluster of the distribution's build (the test itself runs
+        # on both builds).
+        "builds": ("system",),
+    },
 }
 
 
@@ -150,6 +165,11 @@ def test_benchmark_scenarios_produce_well_formed_results(
     else:
         assert parts["status"] == "cannot" and "valgrind" in parts["reason"]
 
+    system = results["builds"]["builds"]["system"]
+    assert system["status"] == "ok" and system["jit_available"]
+    assert system["latency"]["systems"]["pgpulse"][0]["status"] == "ok"
+    assert system["dbcost"]["tps"]["pgpulse"] > 0
+
     json.dumps(results)  # the raw results are JSON-serialisable
     verdicts = {t["verdict"] for t in targets(results)}
     assert verdicts <= {"met", "NOT met", "not measured"}
@@ -169,6 +189,7 @@ def test_benchmark_scenarios_produce_well_formed_results(
         "## 4. Cost",
         "## 5. Filtered routing",
         "## 6. Where the work goes",
+        "## 8. On the PostgreSQL users run",
     ):
         assert heading in page
     (tmp_path / "benchmarks.md").write_text(page)
