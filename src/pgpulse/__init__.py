@@ -24,9 +24,13 @@ from pgpulse.exceptions import (
 )
 from pgpulse.gateway import Gateway
 from pgpulse.log.cursor import Cursor, Snapshot
+from pgpulse.query import QueryClient, connect
 from pgpulse.server.app import create_app
 
 __version__ = "0.1.0"
+
+#: ``pgpulse.connect(url)``: the query client (:func:`pgpulse.query.connect`).
+#: The streaming client is :class:`Client` (``pgpulse.Client(gateway_url)``).
 
 __all__ = [
     "Client",
@@ -40,6 +44,7 @@ __all__ = [
     "Gateway",
     "NoPrimaryKeyError",
     "PgPulseError",
+    "QueryClient",
     "Settings",
     "Snapshot",
     "UnknownColumnError",
@@ -48,6 +53,7 @@ __all__ = [
     "WatchedTable",
     "__version__",
     "changes",
+    "connect",
     "create_app",
     "install_schema",
     "unwatch",

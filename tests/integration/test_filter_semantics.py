@@ -26,7 +26,7 @@ from pgpulse.config import Settings
 from pgpulse.exceptions import PgPulseError
 from pgpulse.gateway import Gateway
 from pgpulse.log.cursor import Cursor
-from pgpulse.query import Client
+from pgpulse.query import QueryClient
 from pgpulse.routing.bus import Subscriber
 from pgpulse.routing.outbox import Outbox
 from pgpulse.routing.values import loads_exact
@@ -68,7 +68,7 @@ def _seen(event: dict[str, Any]) -> tuple[str, int, bool]:
     return event["op"], event["pk"]["id"], moved
 
 
-async def _rest(client: Client, case: Case) -> set[int] | str:
+async def _rest(client: QueryClient, case: Case) -> set[int] | str:
     """The ids the REST endpoint's SQL selects (the query builder)."""
     from pgpulse.routing.filters import parse_filters
 
@@ -115,7 +115,7 @@ async def _run(
     columns: Columns,
     pool: Any,
 ) -> str:
-    client = Client(pool, gw.catalog)
+    client = QueryClient(pool, gw.catalog)
     cases = [generator.filter() for _ in range(FILTERS)]
     start = gw.bus.cursor()
     assert start is not None

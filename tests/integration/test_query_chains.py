@@ -16,7 +16,7 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
-from pgpulse.query import Client, QueryBuilder, connect
+from pgpulse.query import QueryBuilder, QueryClient, connect
 from tests.integration.query_support import canon, hand, seeded_database
 
 
@@ -27,7 +27,7 @@ async def dsn(pg_server, template_db) -> AsyncIterator[str]:
 
 
 @pytest.fixture(scope="module")
-async def db(dsn) -> AsyncIterator[Client]:
+async def db(dsn) -> AsyncIterator[QueryClient]:
     async with connect(dsn, min_size=1, max_size=2) as client:
         yield client
 
@@ -42,14 +42,14 @@ async def ref(dsn) -> AsyncIterator[asyncpg.Connection]:
 @dataclass(frozen=True)
 class Case:
     name: str
-    build: Callable[[Client], QueryBuilder]
+    build: Callable[[QueryClient], QueryBuilder]
     sql: str
     ordered: bool = True
     single: bool = False
     count_sql: str | None = None
 
 
-def docs(db: Client) -> QueryBuilder:
+def docs(db: QueryClient) -> QueryBuilder:
     return db.table("documents")
 
 

@@ -9,7 +9,13 @@ import pytest
 
 import pgpulse.query
 from pgpulse.exceptions import DatabaseError, UnknownTableError
-from pgpulse.query import APPLICATION_NAME, Client, QueryBuilder, Result, SingleRowError
+from pgpulse.query import (
+    APPLICATION_NAME,
+    QueryBuilder,
+    QueryClient,
+    Result,
+    SingleRowError,
+)
 from tests.integration.query_support import load_schema
 
 
@@ -39,7 +45,7 @@ async def test_connect_as_context_manager_merges_server_settings(database):
 async def test_client_from_an_existing_pool_leaves_it_open(database):
     pool = await asyncpg.create_pool(database, min_size=1, max_size=1)
     try:
-        async with await Client.from_pool(pool) as db:
+        async with await QueryClient.from_pool(pool) as db:
             assert (await db.table("pgpulse.changes").select("id")).data == []
         assert not pool.is_closing()
     finally:

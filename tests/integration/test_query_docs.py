@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from pgpulse.query import Client, QueryBuilder, connect
+from pgpulse.query import QueryBuilder, QueryClient, connect
 from pgpulse.routing.filters import parse_filters
 from tests.integration.query_support import seeded_database
 
@@ -32,7 +32,7 @@ def examples(text: str) -> list[re.Match[str]]:
     return list(EXAMPLE.finditer(text))
 
 
-def build(db: Client, code: str) -> QueryBuilder:
+def build(db: QueryClient, code: str) -> QueryBuilder:
     builder = eval(code, {"db": db, "parse_filters": parse_filters})
     assert isinstance(builder, QueryBuilder), code
     return builder
@@ -44,7 +44,7 @@ def sql_block(builder: QueryBuilder) -> str:
     return "\n".join(lines) + "\n"
 
 
-def regenerate(db: Client, text: str) -> str:
+def regenerate(db: QueryClient, text: str) -> str:
     def fill(match: re.Match[str]) -> str:
         code = match.group(1)
         return f"```python\n{code}```\n\n```sql\n{sql_block(build(db, code))}```"
@@ -59,7 +59,7 @@ async def dsn(pg_server, template_db) -> AsyncIterator[str]:
 
 
 @pytest.fixture(scope="module")
-async def db(dsn) -> AsyncIterator[Client]:
+async def db(dsn) -> AsyncIterator[QueryClient]:
     async with connect(dsn, min_size=1, max_size=1) as client:
         yield client
 

@@ -8,7 +8,13 @@ import asyncpg
 import pytest
 
 from pgpulse.exceptions import UnknownColumnError, UnknownTableError
-from pgpulse.query import Client, QueryError, RelationshipError, SelectError, connect
+from pgpulse.query import (
+    QueryClient,
+    QueryError,
+    RelationshipError,
+    SelectError,
+    connect,
+)
 from tests.integration.query_support import seeded_database
 
 DEEP = (
@@ -32,7 +38,7 @@ async def dsn(pg_server, template_db) -> AsyncIterator[str]:
 
 
 @pytest.fixture(scope="module")
-async def db(dsn) -> AsyncIterator[Client]:
+async def db(dsn) -> AsyncIterator[QueryClient]:
     async with connect(dsn, min_size=1, max_size=1) as client:
         yield client
 

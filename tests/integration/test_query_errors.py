@@ -15,7 +15,7 @@ from pgpulse.exceptions import (
     UnknownTableError,
     ValidationError,
 )
-from pgpulse.query import Client, QueryBuilder, QueryError, SelectError, connect
+from pgpulse.query import QueryBuilder, QueryClient, QueryError, SelectError, connect
 from tests.integration.query_support import seeded_database, table_counts
 
 
@@ -26,16 +26,16 @@ async def dsn(pg_server, template_db) -> AsyncIterator[str]:
 
 
 @pytest.fixture(scope="module")
-async def db(dsn) -> AsyncIterator[Client]:
+async def db(dsn) -> AsyncIterator[QueryClient]:
     async with connect(dsn, min_size=1, max_size=2) as client:
         yield client
 
 
-def docs(db: Client) -> QueryBuilder:
+def docs(db: QueryClient) -> QueryBuilder:
     return db.table("documents")
 
 
-MESSAGES: list[tuple[str, Callable[[Client], Any], type[Exception], str]] = [
+MESSAGES: list[tuple[str, Callable[[QueryClient], Any], type[Exception], str]] = [
     (
         "unknown_table",
         lambda db: db.table("document").sql(),
@@ -220,7 +220,7 @@ async def test_bad_value_for_the_column_type_is_a_database_error_with_sqlstate(d
     assert str(info.value) == 'invalid input syntax for type integer: "abc"'
 
 
-INJECTIONS: list[tuple[str, Callable[[Client], QueryBuilder]]] = [
+INJECTIONS: list[tuple[str, Callable[[QueryClient], QueryBuilder]]] = [
     ("value", lambda db: docs(db).eq("title", "'; drop table documents; --")),
     ("value_in_list", lambda db: docs(db).in_("title", ["a'); drop table users; --"])),
     ("value_in_int_list", lambda db: docs(db).in_("id", ["1); drop table users; --"])),

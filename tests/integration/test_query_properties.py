@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pgpulse.exceptions import DatabaseError, ValidationError
-from pgpulse.query import Client, QueryBuilder, connect
+from pgpulse.query import QueryBuilder, QueryClient, connect
 from pgpulse.routing.filters import (
     OPERATORS,
     And,
@@ -47,7 +47,7 @@ async def dsn(pg_server, template_db) -> AsyncIterator[str]:
 
 
 @pytest.fixture(scope="module")
-async def db(dsn) -> AsyncIterator[Client]:
+async def db(dsn) -> AsyncIterator[QueryClient]:
     async with connect(dsn, min_size=1, max_size=2) as client:
         yield client
 

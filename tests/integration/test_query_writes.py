@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from pgpulse.exceptions import DatabaseError, UnknownColumnError
-from pgpulse.query import Client, QueryError, SingleRowError, connect
+from pgpulse.query import QueryClient, QueryError, SingleRowError, connect
 from tests.integration.query_support import seeded_database
 
 
@@ -25,7 +25,7 @@ async def dsn(pg_server, template_db) -> AsyncIterator[str]:
 
 
 @pytest.fixture(scope="module")
-async def db(dsn) -> AsyncIterator[Client]:
+async def db(dsn) -> AsyncIterator[QueryClient]:
     async with connect(dsn, min_size=1, max_size=2) as client:
         yield client
 

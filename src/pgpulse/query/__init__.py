@@ -19,7 +19,7 @@ Names are validated against the catalog before anything runs.  See docs/query.md
 from __future__ import annotations
 
 from pgpulse.query._builder import Connection, QueryBuilder
-from pgpulse.query._client import APPLICATION_NAME, Client, connect
+from pgpulse.query._client import APPLICATION_NAME, QueryClient, connect
 from pgpulse.query._errors import (
     QueryError,
     RelationshipError,
@@ -32,9 +32,9 @@ from pgpulse.query._result import Result
 __all__ = [
     "APPLICATION_NAME",
     "RESERVED_PARAMS",
-    "Client",
     "Connection",
     "QueryBuilder",
+    "QueryClient",
     "QueryError",
     "RelationshipError",
     "Result",

@@ -12,14 +12,14 @@ from pgpulse.catalog import Catalog
 from pgpulse.query._builder import QueryBuilder
 from pgpulse.query._plan import Exposure, Schema
 
-__all__ = ["APPLICATION_NAME", "Client", "connect"]
+__all__ = ["APPLICATION_NAME", "QueryClient", "connect"]
 
 #: ``application_name`` of pooled connections, so they are easy to spot in
 #: ``pg_stat_activity`` and in connection budgets.
 APPLICATION_NAME = "pgpulse-query"
 
 
-class Client:
+class QueryClient:
     """Builders over one pool; names are checked against a cached catalog.
 
     Build one with :func:`connect`, or wrap a pool you already have with
@@ -46,7 +46,7 @@ class Client:
         catalog: Catalog | None = None,
         *,
         hidden_schemas: Iterable[str] = (),
-    ) -> Client:
+    ) -> QueryClient:
         """A client on an existing pool, sharing *catalog* or loading one."""
         if catalog is None:
             async with pool.acquire() as conn:
@@ -84,7 +84,7 @@ class Client:
         if self._owns_pool:
             await self._pool.close()
 
-    async def __aenter__(self) -> Client:
+    async def __aenter__(self) -> QueryClient:
         return self
 
     async def __aexit__(
@@ -96,7 +96,7 @@ class Client:
         await self.close()
 
 
-async def _open(dsn: str | None, pool_kwargs: dict[str, Any]) -> Client:
+async def _open(dsn: str | None, pool_kwargs: dict[str, Any]) -> QueryClient:
     settings = {"application_name": APPLICATION_NAME}
     settings.update(pool_kwargs.pop("server_settings", None) or {})
     pool = await asyncpg.create_pool(dsn, server_settings=settings, **pool_kwargs)
@@ -106,7 +106,7 @@ async def _open(dsn: str | None, pool_kwargs: dict[str, Any]) -> Client:
     except BaseException:
         await pool.close()
         raise
-    return Client(pool, catalog, owns_pool=True)
+    return QueryClient(pool, catalog, owns_pool=True)
 
 
 class _Connecting:
@@ -115,12 +115,12 @@ class _Connecting:
     def __init__(self, dsn: str | None, pool_kwargs: dict[str, Any]) -> None:
         self._dsn = dsn
         self._kwargs = pool_kwargs
-        self._client: Client | None = None
+        self._client: QueryClient | None = None
 
-    def __await__(self) -> Generator[Any, None, Client]:
+    def __await__(self) -> Generator[Any, None, QueryClient]:
         return _open(self._dsn, dict(self._kwargs)).__await__()
 
-    async def __aenter__(self) -> Client:
+    async def __aenter__(self) -> QueryClient:
         self._client = await _open(self._dsn, dict(self._kwargs))
         return self._client
 

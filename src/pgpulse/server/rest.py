@@ -26,7 +26,7 @@ from pgpulse.exceptions import (
     UnknownTableError,
     ValidationError,
 )
-from pgpulse.query import Client, QueryBuilder, SingleRowError, apply_params
+from pgpulse.query import QueryBuilder, QueryClient, SingleRowError, apply_params
 from pgpulse.server.exposure import RestExposure
 
 __all__ = ["HIDDEN_SCHEMAS", "OBJECT_MEDIA_TYPE", "rest_read"]
@@ -92,7 +92,9 @@ def _range(request: Request) -> tuple[int, int | None] | None:
     return start, end
 
 
-def _build(request: Request, client: Client, table: str) -> tuple[QueryBuilder, int]:
+def _build(
+    request: Request, client: QueryClient, table: str
+) -> tuple[QueryBuilder, int]:
     """The builder for this request and the offset of its first row."""
     params = request.query_params
     select = params.getlist("select")
@@ -145,7 +147,7 @@ async def rest_read(request: Request) -> Response:
         settings.rest_schemas,
         settings.rest_tables,
     )
-    client = Client(
+    client = QueryClient(
         gateway.pool,
         gateway.catalog,
         hidden_schemas=HIDDEN_SCHEMAS,
