@@ -1,4 +1,12 @@
-"""Gateway settings, from CLI flags or ``PGPULSE_*`` environment variables.
+"""Gateway settings: every one settable per key, from the command line, the
+environment or a file.
+
+Precedence: ``pgpulse serve`` flags, then ``PGPULSE_<NAME>`` environment
+variables (``PGPULSE_PORT=9000``; ``DATABASE_URL`` too), then ``[serve]`` in
+``pgpulse.toml`` (``[tool.pgpulse.serve]`` in ``pyproject.toml``), then the
+defaults below.  A value of the wrong type is refused with a message naming
+the key and what it expects.  docs/configuration.md lists every key (a test
+keeps it in step with this class).
 
 Why a dataclass that round-trips through JSON: ``serve --workers N`` starts N
 processes, and each rebuilds the same settings from ``PGPULSE_SETTINGS``.
@@ -8,19 +16,30 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import re
+import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-__all__ = ["Settings"]
+from pgpulse.exceptions import ConfigurationError
+
+__all__ = ["Settings", "describe", "env_name", "load_settings"]
 
 
 @dataclass
 class Settings:
     database_url: str
+    """PostgreSQL URL (also ``DATABASE_URL``)."""
     host: str = "127.0.0.1"
+    """Address to listen on."""
     port: int = 8000
+    """TCP port to listen on (1-65535)."""
     workers: int = 1
+    """Gateway processes, each with its own listener connection."""
     rest_enabled: bool = False
     """Serve ``/v1/rest/{table}`` reads (on by default once auth is configured)."""
     rest_schemas: list[str] = field(default_factory=lambda: ["public"])
@@ -28,6 +47,7 @@ class Settings:
     rest_tables: list[str] = field(default_factory=list)
     """Tables opened for REST though not watched (all their columns)."""
     cors_origins: list[str] = field(default_factory=list)
+    """Browser origins allowed to use the gateway (CORS, WebSocket)."""
     heartbeat: float = 15.0
     """Seconds between SSE heartbeat comments."""
     retry_ms: int = 2000
@@ -57,7 +77,9 @@ class Settings:
     decode_wal: bool = True
     """Decode tables watched with source 'wal' (one process at a time does)."""
     demo: bool = False
+    """Serve the demo page at ``/``."""
     application_name: str = "pgpulse"
+    """``application_name`` of the gateway's connections."""
     max_subscriptions: int = 100
     """Subscriptions per connection (SSE ``sub=`` values, WebSocket subscribes)."""
     max_url_bytes: int = 8192
@@ -87,10 +109,168 @@ class Settings:
         if raw:
             data: dict[str, Any] = json.loads(raw)
             return cls(**data)
-        url = os.environ.get("DATABASE_URL")
-        if not url:
-            raise RuntimeError("set DATABASE_URL or PGPULSE_SETTINGS")
-        return cls(
-            database_url=url,
-            rest_enabled=os.environ.get("PGPULSE_REST", "") in ("1", "true", "yes"),
+        return load_settings()
+
+
+#: Settings read from the environment under another name as well.
+ALIASES = {"database_url": ("DATABASE_URL",), "rest_enabled": ("PGPULSE_REST",)}
+#: Settings that only the command line sets.
+_NOT_CONFIGURABLE = {"config_file"}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def env_name(key: str) -> str:
+    return f"PGPULSE_{key.upper()}"
+
+
+def _fields() -> dict[str, str]:
+    return {
+        f.name: str(f.type)
+        for f in dataclasses.fields(Settings)
+        if f.name not in _NOT_CONFIGURABLE
+    }
+
+
+def _convert(key: str, kind: str, value: Any, where: str) -> Any:
+    """*value* (text from the environment, or a TOML value) as *kind*."""
+    optional = kind.endswith("| None")
+    base = kind.removesuffix("| None").strip()
+    text = value.strip() if isinstance(value, str) else None
+    if optional and (value is None or text == ""):
+        return None
+
+    def wrong(expected: str) -> ConfigurationError:
+        return ConfigurationError(
+            f"{where}: {key} must be {expected}, got {value!r}"
+            + (" (or empty for none)" if optional else "")
         )
+
+    if base == "bool":
+        if isinstance(value, bool):
+            return value
+        if text is not None and text.lower() in _TRUE | _FALSE:
+            return text.lower() in _TRUE
+        raise wrong("true or false")
+    if base == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if text is not None and re.fullmatch(r"-?\d+", text):
+            return int(text)
+        raise wrong("a whole number")
+    if base == "float":
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            number = float(value)
+        else:
+            try:
+                number = float(text) if text is not None else math.nan
+            except ValueError:
+                raise wrong("a number") from None
+        if not math.isfinite(number):
+            raise wrong("a finite number")
+        return number
+    if base == "list[str]":
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return list(value)
+        if text is not None:
+            return [part.strip() for part in text.split(",") if part.strip()]
+        raise wrong("a list of strings (comma separated in the environment)")
+    if isinstance(value, str):
+        return value
+    raise wrong("a string")
+
+
+def _from_file(path: str | None) -> tuple[dict[str, Any], str]:
+    candidates = (
+        [Path(path)] if path else [Path("pgpulse.toml"), Path("pyproject.toml")]
+    )
+    for candidate in candidates:
+        if not candidate.is_file():
+            if path:
+                raise ConfigurationError(f"configuration file {path} does not exist")
+            continue
+        try:
+            document = tomllib.loads(candidate.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigurationError(f"{candidate}: {exc}") from None
+        if candidate.name == "pyproject.toml":
+            document = document.get("tool", {}).get("pgpulse", {})
+            where = f"{candidate} [tool.pgpulse.serve]"
+        else:
+            where = f"{candidate} [serve]"
+        table = document.get("serve", {})
+        if not isinstance(table, dict):
+            raise ConfigurationError(f"{where} must be a table of settings")
+        return table, where
+    return {}, ""
+
+
+def load_settings(
+    cli: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    path: str | None = None,
+) -> Settings:
+    """Settings from *cli* (already typed), the environment, the file at
+    *path* (default ``pgpulse.toml`` or ``pyproject.toml`` here) and the
+    defaults, in that order; raises :class:`ConfigurationError` naming the
+    key of a bad value."""
+    env = os.environ if env is None else env
+    fields = _fields()
+    values: dict[str, Any] = {}
+    table, where = _from_file(path)
+    unknown = sorted(set(table) - set(fields))
+    if unknown:
+        raise ConfigurationError(
+            f"{where}: unknown setting(s) {', '.join(unknown)}; the settings are "
+            "listed in docs/configuration.md"
+        )
+    for key, value in table.items():
+        values[key] = _convert(key, fields[key], value, where)
+    for key, kind in fields.items():
+        for name in (env_name(key), *ALIASES.get(key, ())):
+            if name in env:
+                values[key] = _convert(key, kind, env[name], f"environment {name}")
+                break
+    values.update({k: v for k, v in (cli or {}).items() if v is not None})
+    if not values.get("database_url"):
+        raise ConfigurationError(
+            "no database: pass --database-url, or set DATABASE_URL "
+            "(or PGPULSE_DATABASE_URL, or database_url in [serve])"
+        )
+    return Settings(**values)
+
+
+def describe() -> list[tuple[str, str, str, str, str]]:
+    """(key, environment variables, type, default, meaning) of every setting,
+    from this class's own attribute docstrings (docs/configuration.md)."""
+    import ast
+    import inspect
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(Settings)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for node, after in zip(body, [*body[1:], None], strict=True):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
+            docs[node.target.id] = " ".join(after.value.value.split())
+    rows = []
+    defaults = {f.name: f for f in dataclasses.fields(Settings)}
+    for key, kind in _fields().items():
+        f = defaults[key]
+        if f.default is not dataclasses.MISSING:
+            default = repr(f.default)
+        elif key == "metrics_token":
+            default = "None"
+        elif f.default_factory is not dataclasses.MISSING:
+            default = repr(f.default_factory())
+        else:
+            default = "(required)"
+        names = ", ".join((env_name(key), *ALIASES.get(key, ())))
+        rows.append((key, names, kind, default, docs.get(key, "")))
+    return rows

@@ -27,6 +27,7 @@ from typing import Any
 
 import asyncpg
 
+from pgpulse.backoff import Backoff
 from pgpulse.capture.pgoutput import parse
 from pgpulse.capture.wal import PUBLICATION
 from pgpulse.capture.wal_log import WalLog, lsn_text
@@ -94,7 +95,7 @@ class Decoder:
 
     async def run(self) -> None:
         """Decode whenever this database has a slot; retry on any failure."""
-        backoff = 0.2
+        backoff = Backoff(initial=0.2, maximum=10.0)
         while True:
             try:
                 self._look.clear()
@@ -107,17 +108,17 @@ class Decoder:
                             await self._look.wait()
                     continue
                 await self._session(slot)
-                backoff = 0.2
+                backoff.reset()
             except asyncio.CancelledError:
                 raise
             except SlotBusy:
                 await asyncio.sleep(self.check_interval)
             except Exception as exc:
+                delay = backoff.next()
                 log.warning(
-                    "wal decoder: %s; reconnecting in %.1f s", _describe(exc), backoff
+                    "wal decoder: %s; reconnecting in %.1f s", _describe(exc), delay
                 )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
+                await asyncio.sleep(delay)
             finally:
                 self.decoding.clear()
                 await self._close_writer()

@@ -11,6 +11,7 @@ import asyncio
 import atexit
 import functools
 import logging
+import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -22,9 +23,23 @@ from pgpulse.exceptions import PgPulseError
 
 __all__ = ["console", "database_option", "resolve_database", "run"]
 
-console = Console(stderr=True, highlight=False)
+
+def _console(stderr: bool) -> Console:
+    """A console that wraps and colours only on a terminal: piped to a file
+    or another program, lines stay whole and plain."""
+    stream = sys.stderr if stderr else sys.stdout
+    terminal = stream.isatty()
+    return Console(
+        stderr=stderr,
+        highlight=False,
+        soft_wrap=not terminal,
+        width=None if terminal else 10_000,
+    )
+
+
+console = _console(stderr=True)
 """Messages and progress (stderr)."""
-out = Console(highlight=False)
+out = _console(stderr=False)
 """Results (stdout)."""
 
 T = TypeVar("T")
@@ -93,13 +108,23 @@ def async_command(func: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., 
 
 
 def setup_logging(verbose: bool) -> None:
-    from rich.logging import RichHandler
+    """Logs on stderr: rich on a terminal; one plain line per record when
+    piped to a file or a log collector (journald, docker), easy to grep."""
+    level = logging.DEBUG if verbose else logging.INFO
+    handler: logging.Handler
+    if sys.stderr.isatty():
+        from rich.logging import RichHandler
 
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(name)s: %(message)s",
-        handlers=[RichHandler(console=console, show_path=False)],
-    )
+        handler = RichHandler(console=console, show_path=False)
+        logging.basicConfig(
+            level=level, format="%(name)s: %(message)s", handlers=[handler]
+        )
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
+        logging.basicConfig(level=level, handlers=[handler])
     logging.getLogger("asyncio").setLevel(logging.WARNING)
     logging.getLogger("uvicorn.error").addFilter(_IntentionalAbortFilter())
 

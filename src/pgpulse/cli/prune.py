@@ -23,7 +23,8 @@ from pgpulse.log.prune import prune as prune_log
     "--older-than",
     default=None,
     metavar="DURATION",
-    help="Delete changes older than this (e.g. 7d, 12h).",
+    help="Delete changes older than this (e.g. 7d, 12h; 0 = all changes "
+    "captured before now).",
 )
 @click.option(
     "--keep-rows", type=int, default=None, help="Keep only the newest N changes."
@@ -38,7 +39,11 @@ async def prune(
         raise click.UsageError("give --older-than DURATION and/or --keep-rows N")
     if keep_rows is not None and keep_rows < 0:
         raise click.BadParameter("--keep-rows must be >= 0")
-    age = dt.timedelta(seconds=parse_duration(older_than)) if older_than else None
+    age = (
+        dt.timedelta(seconds=parse_duration(older_than))
+        if older_than is not None
+        else None
+    )
     conn = await asyncpg.connect(resolve_database(database_url))
     try:
         with Progress(

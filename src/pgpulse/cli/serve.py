@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
+import socket
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from pgpulse.auth.config import load_auth
 from pgpulse.cli._common import (
@@ -15,28 +19,47 @@ from pgpulse.cli._common import (
     run,
     setup_logging,
 )
-from pgpulse.config import Settings
-from pgpulse.exceptions import PgPulseError
+from pgpulse.config import Settings, load_settings
+from pgpulse.exceptions import ConfigurationError, PgPulseError
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd]?)$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+#: A century: anything longer is a typo (and would overflow a timedelta).
+MAX_DURATION = 36500 * 86400.0
 
 
 def parse_duration(text: str) -> float:
-    """``30s``, ``15m``, ``12h``, ``7d`` → seconds."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    text = text.strip().lower()
-    try:
-        if text[-1] in units:
-            return float(text[:-1]) * units[text[-1]]
-        return float(text)
-    except (ValueError, IndexError):
+    """``30s``, ``15m``, ``12h``, ``7d`` (or plain seconds) → seconds.
+
+    Negative, NaN, infinite and absurd values are refused with a clear
+    message (a click usage error, never a traceback); zero is allowed and
+    its meaning is the option's (``--retention 0``: never prune;
+    ``prune --older-than 0``: everything captured before now).
+    """
+    match = _DURATION.match(text.strip().lower())
+    if match is None:
         raise click.BadParameter(
-            f"{text!r} is not a duration; use e.g. 90s, 15m, 12h or 7d"
-        ) from None
+            f"{text!r} is not a duration; use a positive number with s, m, h or d "
+            "(e.g. 90s, 15m, 12h, 7d)"
+        )
+    seconds = float(match[1]) * _UNITS[match[2]]
+    if seconds > MAX_DURATION:
+        raise click.BadParameter(
+            f"{text!r} is more than a century; use e.g. 7d or 365d"
+        )
+    return seconds
 
 
 def gateway_options(func: click.decorators.FC) -> click.decorators.FC:
     options = [
         click.option("--host", default="127.0.0.1", show_default=True),
-        click.option("--port", default=8000, show_default=True, type=int),
+        click.option(
+            "--port",
+            default=8000,
+            show_default=True,
+            type=click.IntRange(1, 65535),
+            help="TCP port (1-65535); it is bound before the gateway says it is ready.",
+        ),
         click.option(
             "--cors-origin",
             "cors_origins",
@@ -78,7 +101,7 @@ def gateway_options(func: click.decorators.FC) -> click.decorators.FC:
             "--retention",
             default="7d",
             show_default=True,
-            help="Prune changes older than this (0 = never).",
+            help="Prune changes older than this (e.g. 7d; 0 = never prune).",
         ),
         click.option(
             "--keep-rows",
@@ -136,78 +159,117 @@ def gateway_options(func: click.decorators.FC) -> click.decorators.FC:
     return func
 
 
-def build_settings(
-    database_url: str,
-    host: str,
-    port: int,
-    cors_origins: tuple[str, ...],
-    rest: bool | None,
-    retention: str,
-    keep_rows: int | None,
-    heartbeat: float = 15.0,
-    keepalive: float = 5.0,
-    rest_tables: tuple[str, ...] = (),
-    rest_schemas: tuple[str, ...] = (),
-    listener_url: str | None = None,
-    outbox_limit: int = 16 * 1024 * 1024,
-    query_timeout: float = 10.0,
-    prune_every: float = 60.0,
-    decode_wal: bool = True,
-) -> Settings:
-    if rest is None:
-        rest = os.environ.get("PGPULSE_REST", "") in ("1", "true", "yes")
-    seconds = parse_duration(retention)
-    if keep_rows is not None and keep_rows < 0:
-        raise click.BadParameter("--keep-rows must be >= 0")
-    return Settings(
-        database_url=database_url,
-        host=host,
-        port=port,
-        cors_origins=list(cors_origins),
-        rest_enabled=rest,
-        rest_tables=list(rest_tables),
-        listener_url=listener_url,
-        rest_schemas=list(rest_schemas) or ["public"],
-        retention_seconds=seconds or None,
-        retention_rows=keep_rows,
-        heartbeat=heartbeat,
-        keepalive=keepalive,
-        outbox_limit=outbox_limit,
-        query_timeout=query_timeout,
-        prune_interval=prune_every,
-        decode_wal=decode_wal,
-    )
+def cli_overrides(given: dict[str, Any]) -> dict[str, Any]:
+    """The settings the command-line options in *given* set (only those the
+    user passed: the environment and pgpulse.toml fill in the rest)."""
+    out: dict[str, Any] = {}
+    renames = {
+        "rest": "rest_enabled",
+        "keep_rows": "retention_rows",
+        "prune_every": "prune_interval",
+    }
+    for name, value in given.items():
+        if name == "retention":
+            seconds = parse_duration(value)
+            out["retention_seconds"] = seconds or None
+        elif name == "keep_rows" and value is not None and value < 0:
+            raise click.BadParameter("--keep-rows must be >= 0")
+        elif name in ("cors_origins", "rest_tables", "rest_schemas"):
+            if value:
+                out[name] = list(value)
+        else:
+            out[renames.get(name, name)] = value
+    return out
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, or a clear error naming the address (before
+    anything says "ready")."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        reason = exc.strerror or str(exc)
+        raise click.ClickException(
+            f"cannot listen on {host}:{port}: {reason}. Pick another --port, or "
+            "stop whatever uses it."
+        ) from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
 
 
 def run_gateway(settings: Settings, workers: int = 1) -> None:
     """Serve until interrupted (several processes with *workers* > 1)."""
     import uvicorn
 
+    sock = bind(settings.host, settings.port)
     console.print(
         f"[bold green]pgpulse[/] gateway on http://{settings.host}:{settings.port} "
         f"({workers} process{'es' if workers > 1 else ''})"
     )
     if workers > 1:
         os.environ["PGPULSE_SETTINGS"] = settings.to_env()
-        uvicorn.run(
+        from uvicorn.supervisors import Multiprocess
+
+        config = uvicorn.Config(
             "pgpulse.server.app:app_from_env",
             factory=True,
             workers=workers,
-            host=settings.host,
-            port=settings.port,
             log_level="warning",
             timeout_graceful_shutdown=2,
         )
+        # The workers share the socket bound above (as uvicorn.run would,
+        # after binding it itself).
+        Multiprocess(config, sockets=[sock]).run()
     else:
         from pgpulse.server.app import create_app
 
-        uvicorn.run(
-            create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            log_level="warning",
-            timeout_graceful_shutdown=2,
+        server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(settings), log_level="warning", timeout_graceful_shutdown=2
+            )
         )
+        server.run(sockets=[sock])
+
+
+def gateway_connections(settings: Settings, workers: int) -> int:
+    """Connections *workers* gateway processes may hold: a listener and the
+    pool each, and, while one of them decodes the WAL, its replication
+    connection and its log writer (one decoder at a time per database)."""
+    return workers * (1 + settings.pool_size) + (2 if settings.decode_wal else 0)
+
+
+async def wait_for_database(dsn: str, limit: float) -> Any:
+    """Connect to *dsn*, waiting with back-off up to *limit* seconds while the
+    server is not up yet (a boot-order race under compose or systemd)."""
+    import asyncpg
+
+    from pgpulse.backoff import Backoff
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    backoff = Backoff(initial=0.2, maximum=3.0)
+    told = False
+    while True:
+        try:
+            return await asyncpg.connect(dsn, timeout=10)
+        except (OSError, asyncpg.CannotConnectNowError, TimeoutError) as exc:
+            if loop.time() >= deadline:
+                raise click.ClickException(
+                    f"the database did not answer within {limit:g} s ({exc}); check "
+                    "--database-url, or wait longer with --wait-for-db"
+                ) from None
+            if not told:
+                console.print(
+                    f"[dim]waiting for the database ({exc}); retrying for up to "
+                    f"{limit:g} s[/]"
+                )
+                told = True
+            await backoff.wait()
 
 
 async def preflight(
@@ -216,6 +278,7 @@ async def preflight(
     migrate: bool,
     migrations_dir: str,
     config: str | None,
+    wait_for_db: float = 30.0,
 ) -> None:
     """Apply migrations and check the connection budget before serving.
 
@@ -230,7 +293,7 @@ async def preflight(
     from pgpulse.log.listener import CHANNEL, check_session
 
     # Fail here, with one clear line, rather than inside the server's startup.
-    conn = await asyncpg.connect(settings.database_url, timeout=10)
+    conn = await wait_for_database(settings.database_url, wait_for_db)
     try:
         await check_schema(conn)
         await install_schema(conn)
@@ -256,14 +319,15 @@ async def preflight(
     budget = load_budget(config)
     if budget is None:
         return
-    needed = workers * (1 + settings.pool_size)
+    needed = gateway_connections(settings, workers)
     share = budget.share_for("pgpulse")
     if share is not None and share < needed:
+        decoder = " + 2 for the wal decoder" if settings.decode_wal else ""
         raise click.ClickException(
             f"not starting: the budget gives service 'pgpulse' {share} connections "
             f"but {workers} gateway process(es) need {needed} (1 listener + "
-            f"{settings.pool_size} pooled each). Raise [budget.services] pgpulse "
-            "or lower --workers."
+            f"{settings.pool_size} pooled each{decoder}). Raise [budget.services] "
+            "pgpulse, lower --workers, or pass --no-decode-wal."
         )
     report = await check_budget(settings.database_url, budget)
     if not report.fits:
@@ -292,6 +356,13 @@ async def preflight(
     help="Directory of migration files (with --migrate).",
 )
 @click.option(
+    "--wait-for-db",
+    default="30s",
+    show_default=True,
+    metavar="DURATION",
+    help="Wait this long for the database to come up at start (0 = not at all).",
+)
+@click.option(
     "--config",
     default=None,
     metavar="FILE",
@@ -305,18 +376,36 @@ def serve(
     migrate: bool,
     migrations_dir: str,
     config: str | None,
+    wait_for_db: str,
     verbose: bool,
     **options: Any,
 ) -> None:
     """Run the gateway: SSE at /v1/events, WebSocket at /v1/ws."""
     setup_logging(verbose)
-    settings = build_settings(resolve_database(database_url), **options)
-    settings.workers = workers
+    context = click.get_current_context()
+    given = {
+        name: value
+        for name, value in {**options, "workers": workers}.items()
+        if context.get_parameter_source(name) is not ParameterSource.DEFAULT
+    }
+    overrides = cli_overrides(given)
+    if database_url:
+        overrides["database_url"] = database_url
+    try:
+        settings = load_settings(overrides, path=config)
+    except ConfigurationError as exc:
+        if "no database" not in str(exc):
+            raise click.ClickException(str(exc)) from None
+        # Nothing anywhere: the embedded PostgreSQL (the zero-setup default).
+        overrides["database_url"] = resolve_database(None)
+        settings = load_settings(overrides, path=config)
+    workers = settings.workers
     settings.config_file = config
     try:
         # A bad policy or a secret in the file stops here, with its message.
         load_auth(config)
     except PgPulseError as exc:
         raise click.ClickException(f"not starting: {exc}") from None
-    run(preflight(settings, workers, migrate, migrations_dir, config))
+    wait = parse_duration(wait_for_db)
+    run(preflight(settings, workers, migrate, migrations_dir, config, wait))
     run_gateway(settings, workers)

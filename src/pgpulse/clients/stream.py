@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import inspect
 import logging
-import random
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import httpx
 from httpx_sse import aconnect_sse
 
+from pgpulse.backoff import Backoff
 from pgpulse.exceptions import AuthError, ValidationError
 from pgpulse.routing.values import loads_exact
 
@@ -175,7 +175,7 @@ class Client:
             if attempt < 0:
                 attempt = 0
                 continue
-            delay = min(self.backoff_max, 0.2 * 2**attempt) * (0.5 + random.random())
+            delay = Backoff(0.2, self.backoff_max, attempt=attempt).next()
             attempt += 1
             await asyncio.sleep(delay)
 
@@ -253,7 +253,7 @@ async def changes(
             # The log is durable: whatever ended this attachment (a failed
             # catch-up, falling too far behind), carry on from the last change.
             log.warning("stream ended (%s); resuming from %s", outbox.closed, last)
-            await asyncio.sleep(min(5.0, 0.1 * 2**attempt) * (0.5 + random.random()))
+            await Backoff(0.1, 5.0, attempt=attempt).wait()
             attempt += 1
     finally:
         await gateway.stop()

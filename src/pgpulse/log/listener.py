@@ -28,13 +28,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 
+from pgpulse.backoff import Backoff
 from pgpulse.exceptions import ConfigurationError
 from pgpulse.log.change import Change
 from pgpulse.log.changelog import (
@@ -164,11 +164,11 @@ class Listener:
 
     async def run(self) -> None:
         """Follow the log until cancelled, reconnecting as needed."""
-        attempt = 0
+        backoff = Backoff(initial=0.1, maximum=self.backoff_max)
         while True:
             try:
                 await self._connect()
-                attempt = 0
+                backoff.reset()
                 await self._follow()
             except asyncio.CancelledError:
                 await self._leave()
@@ -184,9 +184,7 @@ class Listener:
                 self.connected.clear()
                 self._state("reconnecting")
                 await self._close()
-                delay = min(self.backoff_max, 0.1 * 2**attempt)
-                delay *= 0.5 + random.random() / 2
-                attempt += 1
+                delay = backoff.next()
                 if isinstance(exc, _CONNECTION_ERRORS):
                     log.warning(
                         "listener lost the database (%s: %s); reconnecting in %.2fs",

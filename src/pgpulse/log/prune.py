@@ -50,7 +50,9 @@ async def prune(
     total = 0
     cutoff_xid: str | None = None
     cutoff_id = 0
-    too_old = dt.datetime.now(dt.UTC) - older_than if older_than else None
+    if older_than is not None and older_than < dt.timedelta(0):
+        raise ValueError(f"older_than must not be negative, got {older_than}")
+    too_old = dt.datetime.now(dt.UTC) - older_than if older_than is not None else None
     age_xid = None if too_old is None else await _age_boundary(conn, too_old)
     if keep_rows is not None:
         # The newest change beyond keep_rows: it and everything older go.

@@ -17,7 +17,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
@@ -27,6 +27,7 @@ from pgpulse.auth.identity import Authenticate
 from pgpulse.config import Settings
 from pgpulse.gateway import Gateway
 from pgpulse.server.limits import oversized
+from pgpulse.server.metrics import CONTENT_TYPE, exposition
 from pgpulse.server.sse import events_endpoint, json_error
 from pgpulse.server.ws import websocket_endpoint
 
@@ -74,24 +75,7 @@ async def metrics(request: Request) -> Response:
     refused = _private(request, gateway)
     if refused is not None:
         return refused
-    bus = gateway.bus
-    lines = [
-        "# TYPE pgpulse_clients gauge",
-        f"pgpulse_clients {len(bus.subscribers)}",
-        "# TYPE pgpulse_changes_total counter",
-        f"pgpulse_changes_total {bus.changes}",
-        "# TYPE pgpulse_deliveries_total counter",
-        f"pgpulse_deliveries_total {bus.delivered}",
-        "# HELP pgpulse_filter_errors_total Rows skipped for a subscriber whose "
-        "filter could not evaluate them.",
-        "# TYPE pgpulse_filter_errors_total counter",
-        f"pgpulse_filter_errors_total {bus.errors.total}",
-        "# TYPE pgpulse_listener_reads_total counter",
-        f"pgpulse_listener_reads_total {gateway.listener.reads}",
-        "# TYPE pgpulse_listener_connected gauge",
-        f"pgpulse_listener_connected {int(gateway.listener.connected.is_set())}",
-    ]
-    return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain")
+    return Response(exposition(gateway), media_type=CONTENT_TYPE)
 
 
 async def client_js(request: Request) -> Response:
