@@ -35,11 +35,11 @@ from pgpulse.capture.privileges import check_schema
 from pgpulse.catalog import Catalog
 from pgpulse.config import Settings
 from pgpulse.exceptions import AuthError, UnknownTableError
-from pgpulse.log import changelog, prune
-from pgpulse.log.cursor import Cursor, Snapshot
+from pgpulse.log import prune
+from pgpulse.log.cursor import Cursor
 from pgpulse.log.listener import Listener
-from pgpulse.routing import db_filters
 from pgpulse.routing.bus import Bus, Subscriber
+from pgpulse.routing.catch_up import catch_up
 from pgpulse.routing.subscriptions import (
     SubscriptionSpec,
     build_spec,
@@ -52,6 +52,9 @@ __all__ = ["AUTH_EXPIRED", "CATCH_UP_FAILED", "Gateway", "cancel_and_wait"]
 
 #: Reason prefix of a stream ended because reading the missed changes failed.
 CATCH_UP_FAILED = "reading the missed changes from the log failed"
+
+#: Why a stream ends when its gateway stops (the client resumes elsewhere).
+SHUTTING_DOWN = "server shutting down; reconnect to resume"
 
 #: Reason prefix of a stream ended because the client's token expired.
 AUTH_EXPIRED = "auth_expired"
@@ -171,12 +174,17 @@ class Gateway:
                     raise self.listener.fatal
                 await asyncio.sleep(0.01)
 
+    def close_streams(self) -> None:
+        """Tell every client to reconnect (the process is stopping): each
+        stream ends with the reason, and clients resume elsewhere."""
+        for subscriber in list(self.bus.subscribers):
+            subscriber.outbox.close(SHUTTING_DOWN)
+
     async def stop(self) -> None:
         tasks = [*self._tasks, *self._oneshots]
         await asyncio.gather(*(cancel_and_wait(task) for task in tasks))
         self._tasks.clear()
-        for subscriber in list(self.bus.subscribers):
-            subscriber.outbox.close("server shutting down; reconnect to resume")
+        self.close_streams()
         if self.pool is not None:
             try:
                 # Graceful close waits for every connection to be released.
@@ -319,8 +327,8 @@ class Gateway:
         assert start is not None
         # A fresh client starts at the bus position, unless a large batch is
         # being dispatched in chunks: then it reads that batch from the log too.
-        catch_up = resume is not None or self.bus.in_batch
-        if catch_up:
+        behind = resume is not None or self.bus.in_batch
+        if behind:
             subscriber.begin_catch_up()
         subscriber.outbox.put(
             control_event(
@@ -330,12 +338,20 @@ class Gateway:
                 start.encode(),
             )
         )
-        if not catch_up:
+        if not behind:
             return
         try:
             # Each read waits at most query_timeout for a lock or a statement
             # (changelog.read_since); a large backlog may take longer in all.
-            reached = await self._catch_up(subscriber, specs, start)
+            reached = await catch_up(
+                self.pool,
+                self.bus,
+                subscriber,
+                sorted({s.table for s in specs}),
+                start,
+                self.catalog.short_name,
+                self.settings,
+            )
         except asyncio.CancelledError:
             subscriber.pending = None
             raise
@@ -358,61 +374,6 @@ class Gateway:
         )
         log.warning("%s: %s", subscriber.label, reason)
         subscriber.outbox.close(reason)
-
-    async def _catch_up(
-        self, subscriber: Subscriber, specs: list[SubscriptionSpec], start: Cursor
-    ) -> Snapshot:
-        tables = sorted({s.table for s in specs})
-        half = max(1, self.settings.outbox_limit // 2)
-        async with self.pool.acquire() as conn:
-            now = await changelog.current_position(conn)
-            pruned = await changelog.pruned_xid(conn)
-            reason = None
-            if start.snap.xmax > now.xmax:
-                reason = "the event id is from the future of this database"
-            elif pruned >= start.prev.xmin:
-                reason = "the change log was pruned past the event id"
-            if reason is not None:
-                log.info("reset for %s: %s", subscriber.label, reason)
-                subscriber.outbox.put(
-                    control_event(
-                        subscriber.transport,
-                        "reset",
-                        {"reason": reason + "; refetch your data"},
-                        Cursor.point(now).encode(),
-                    )
-                )
-                return now
-            reached = now
-            count = 0
-            async for snap, changes in changelog.read_since(
-                conn,
-                start,
-                self.catalog.short_name,
-                tables,
-                timeout=self.settings.query_timeout,
-            ):
-                reached = snap
-                for table, filters in self.bus.db_filters_for(subscriber).items():
-                    mine = [c for c in changes if c.table == table]
-                    if mine:
-                        await db_filters.evaluate(
-                            conn,
-                            filters[0].table,
-                            mine,
-                            filters,
-                            self.bus.row_security,
-                        )
-                for change in changes:
-                    variant, tags = subscriber.evaluate(change, self.bus.errors)
-                    if variant is not None:
-                        subscriber.outbox.put(subscriber.encode(change, variant, tags))
-                        count += 1
-                if subscriber.outbox.closed is not None:
-                    break
-                await subscriber.outbox.drained(half)
-            log.debug("caught up %s with %d changes", subscriber.label, count)
-            return reached
 
     def _expire_at(self, subscriber: Subscriber, when: float) -> None:
         """End the stream when the client's token expires (``auth_expired``):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import socket
@@ -224,16 +225,18 @@ def run_gateway(settings: Settings, workers: int = 1) -> None:
         )
         # The workers share the socket bound above (as uvicorn.run would,
         # after binding it itself).
-        Multiprocess(config, sockets=[sock]).run()
+        with contextlib.suppress(KeyboardInterrupt):
+            Multiprocess(config, sockets=[sock]).run()
     else:
-        from pgpulse.server.app import create_app
+        from pgpulse.server.app import GatewayServer, create_app
 
-        server = uvicorn.Server(
+        server = GatewayServer(
             uvicorn.Config(
                 create_app(settings), log_level="warning", timeout_graceful_shutdown=2
             )
         )
-        server.run(sockets=[sock])
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how one stops it
+            server.run(sockets=[sock])
 
 
 def gateway_connections(settings: Settings, workers: int) -> int:

@@ -7,12 +7,14 @@ One :class:`~pgpulse.gateway.Gateway` per process (created in the lifespan), so
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import uvicorn
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -31,7 +33,7 @@ from pgpulse.server.metrics import CONTENT_TYPE, exposition
 from pgpulse.server.sse import events_endpoint, json_error
 from pgpulse.server.ws import websocket_endpoint
 
-__all__ = ["app_from_env", "create_app"]
+__all__ = ["GatewayServer", "app_from_env", "create_app"]
 
 log = logging.getLogger("pgpulse.server")
 
@@ -144,6 +146,24 @@ class GatewayApp:
             await events_endpoint(scope, receive, send)
             return
         await self.starlette(scope, receive, send)
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn's server, which first tells open streams to reconnect.
+
+    Why: uvicorn waits for open responses before its lifespan shutdown, and
+    an SSE stream never finishes by itself, so each would run into the grace
+    period and be cancelled.  Ending them first lets every client hear why
+    and resume elsewhere at once.
+    """
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        app = self.config.loaded_app
+        state = getattr(getattr(app, "app", app), "state", None)
+        gateway = getattr(state, "gateway", None)
+        if gateway is not None:
+            gateway.close_streams()
+        await super().shutdown(sockets)
 
 
 def create_app(

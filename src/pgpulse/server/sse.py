@@ -14,6 +14,7 @@ Deliberate choices (do not "fix" without reading why):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -22,7 +23,7 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from pgpulse.exceptions import AuthError, CursorError, PgPulseError, UnknownTableError
-from pgpulse.gateway import AUTH_EXPIRED, Gateway
+from pgpulse.gateway import AUTH_EXPIRED, SHUTTING_DOWN, Gateway
 from pgpulse.log.cursor import Cursor
 from pgpulse.routing.bus import Subscriber
 from pgpulse.routing.outbox import Outbox
@@ -169,7 +170,21 @@ async def events_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
         await stream.run(attach)
     except asyncio.CancelledError:
         if outbox.closed is None:
-            raise
+            # Nothing of ours cancelled it: the server is shutting down (it
+            # cancels the responses still open when its grace period ends).
+            # Tell the client to reconnect, and end without a traceback.
+            outbox.close(SHUTTING_DOWN)
+            if not stream.sending:
+                with contextlib.suppress(Exception):
+                    await send(
+                        {
+                            "type": "http.response.body",
+                            "body": control_event(
+                                "sse", "error", {"reason": SHUTTING_DOWN}
+                            ),
+                            "more_body": False,
+                        }
+                    )
         task = asyncio.current_task()
         if task is not None:
             task.uncancel()
