@@ -11,17 +11,17 @@ import pytest
 
 from pgpulse.capture.log_batch import NO_ROW, SEPARATOR, Pending
 from pgpulse.capture.pgoutput import UNCHANGED, Column, Relation
-from pgpulse.capture.wal_log import _Described, _json, _Table
+from pgpulse.capture.wal_rows import DecodedTable, Described, row_json
 
 
-def _described(*columns: tuple[str, int]) -> _Described:
+def _described(*columns: tuple[str, int]) -> Described:
     relation = Relation(
         1, "public", "t", "d", tuple(Column(*c, False) for c in columns)
     )
-    return _Described.of(relation)
+    return Described.of(relation)
 
 
-_T = _Table("public.t", ("id",), "fn")
+_T = DecodedTable("public.t", ("id",), "fn")
 
 
 def test_row_json_of_plain_columns():
@@ -29,20 +29,21 @@ def test_row_json_of_plain_columns():
     assert described.plain
     row = ("1", 'ü " \\ \n 😀', None)
     assert (
-        _json(described, row, _T) == '{"id":"1","name":"ü \\" \\\\ \\n 😀","note":null}'
+        row_json(described, row, _T)
+        == '{"id":"1","name":"ü \\" \\\\ \\n 😀","note":null}'
     )
     with pytest.raises(ValueError):
-        _json(described, ("1", "a"), _T)  # not one value per column
+        row_json(described, ("1", "a"), _T)  # not one value per column
 
 
 def test_row_json_keeps_json_values_and_omits_unchanged_ones(caplog):
     described = _described(("id", 20), ("doc", 3802), ("js", 114))
     assert not described.plain
     row = ("1", '{"a": [1, null]}', None)
-    assert _json(described, row, _T) == '{"id":"1","doc":{"a": [1, null]},"js":null}'
+    assert row_json(described, row, _T) == '{"id":"1","doc":{"a": [1, null]},"js":null}'
     plain = _described(("id", 20), ("body", 25))
     with caplog.at_level(logging.WARNING, logger="pgpulse.capture.decoder"):
-        assert _json(plain, ("1", UNCHANGED), _T) == '{"id":"1"}'
+        assert row_json(plain, ("1", UNCHANGED), _T) == '{"id":"1"}'
     assert "public.t.body unchanged" in caplog.text
 
 
@@ -51,7 +52,7 @@ def test_row_json_of_a_relation_naming_a_column_twice_still_warns(caplog):
     described = _described(("a", 25), ("a", 25))
     assert not described.plain
     with caplog.at_level(logging.WARNING, logger="pgpulse.capture.decoder"):
-        assert _json(described, (UNCHANGED, "x"), _T) == '{"a":"x"}'
+        assert row_json(described, (UNCHANGED, "x"), _T) == '{"a":"x"}'
     assert "public.t.a unchanged" in caplog.text
 
 
@@ -86,7 +87,7 @@ def test_a_value_holding_the_separator_is_refused_not_misaligned():
     # JSON text never holds it raw (escaped as \u001e); were it ever to, the
     # columns would no longer line up: refuse rather than log wrong rows.
     described = _described(("id", 20), ("name", 25))
-    row = _json(described, ("1", "a\x1eb"), _T)
+    row = row_json(described, ("1", "a\x1eb"), _T)
     assert SEPARATOR not in row
     pending = Pending()
     pending.add(1, "INSERT", row, NO_ROW, "1")

@@ -17,11 +17,9 @@ whose types allow it skip that round trip: the decoder builds the same JSON
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-import orjson
 
 from pgpulse.capture.log_batch import (
     AT_ONCE_SQL,
@@ -45,12 +43,18 @@ from pgpulse.capture.pgoutput import (
 )
 from pgpulse.capture.typed_rows import TypedRows
 from pgpulse.capture.wal import wal_tables
+from pgpulse.capture.wal_rows import (
+    DecodedTable,
+    Described,
+    lsn_text,
+    parse_lsn,
+    row_json,
+    typed_entry,
+)
 
 __all__ = ["WalLog", "lsn_text", "parse_lsn"]
 
 log = logging.getLogger("pgpulse.capture.decoder")
-
-_JSON_TYPES = frozenset({114, 3802})  # json, jsonb: values are JSON already
 
 # A table not (or no longer) watched with source 'wal' whose decode function exists.
 _FORMER_SQL = """
@@ -76,62 +80,6 @@ from pgpulse.watched w where w.source = 'wal'
 """
 
 
-def parse_lsn(text: str) -> int:
-    high, low = text.split("/")
-    return (int(high, 16) << 32) + int(low, 16)
-
-
-def lsn_text(lsn: int) -> str:
-    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
-
-
-@dataclass
-class _Table:
-    name: str
-    pk: tuple[str, ...]
-    fn: str | None
-    publish: str = "rows"
-    columns: tuple[str, ...] | None = None
-    exclude: tuple[str, ...] | None = None
-    table_columns: tuple[str, ...] | None = None
-    """Its columns now; ``None``: not watched through the WAL any more (its
-    rows keep the decode function)."""
-
-    def typed(self, relation: Relation) -> TypedRows | None:
-        if self.fn is None or self.table_columns is None:
-            return None
-        return TypedRows.plan(
-            relation,
-            self.table_columns,
-            self.publish,
-            self.columns,
-            self.exclude,
-            self.pk,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class _Described:
-    """A relation as its last Relation message describes it, with what every
-    row's JSON needs worked out once (:func:`_json` runs once per row)."""
-
-    relation: Relation
-    names: tuple[str, ...]
-    plain: bool
-    """No json/jsonb column (every text value is a JSON string) and no name
-    twice (each value has its own key, so an UNCHANGED one is never hidden)."""
-
-    @classmethod
-    def of(cls, relation: Relation) -> _Described:
-        names = tuple(c.name for c in relation.columns)
-        return cls(
-            relation,
-            names,
-            len(set(names)) == len(names)
-            and not any(c.type_oid in _JSON_TYPES for c in relation.columns),
-        )
-
-
 class WalLog:
     """Pending decoded changes of one replication session, and their logging.
 
@@ -146,9 +94,9 @@ class WalLog:
         """End of the last transaction logged (or known to need no logging)."""
         self.in_txn = False
         """Between a decoded BEGIN and its COMMIT (not the moment to commit)."""
-        self._tables: dict[int, _Table] = {}
+        self._tables: dict[int, DecodedTable] = {}
         self._tx: Any = None
-        self._relations: dict[int, _Described] = {}
+        self._relations: dict[int, Described] = {}
         self._skip_txn = False
         self._txn_ts = "0"
         self._pending = Pending()
@@ -180,7 +128,7 @@ class WalLog:
     async def _load_tables(self) -> None:
         rows = await self.conn.fetch(_WATCHED_SQL)
         self._tables = {
-            r["relid"]: _Table(
+            r["relid"]: DecodedTable(
                 r["name"],
                 tuple(r["pk"]),
                 r["fn"],
@@ -193,7 +141,7 @@ class WalLog:
         }
         self._typed.clear()
 
-    async def _table(self, relid: int) -> _Table | None:
+    async def _table(self, relid: int) -> DecodedTable | None:
         """A table watched through the WAL, or one that was when its changes
         were written (unwatched or switched to triggers since: its decode
         function stays, so those changes are still logged)."""
@@ -202,7 +150,7 @@ class WalLog:
             row = await self.conn.fetchrow(_FORMER_SQL, relid)
             if row is None:
                 return None
-            table = _Table(row["name"], tuple(row["pk"]), row["fn"])
+            table = DecodedTable(row["name"], tuple(row["pk"]), row["fn"])
             self._tables[relid] = table  # until the next reload
         return table
 
@@ -252,14 +200,14 @@ class WalLog:
                 # None: dropped, or never watched; the entry is dropped with an
                 # error naming the table when written.
                 relation = described.relation
-                table = await self._table(message.relid) or _Table(
+                table = await self._table(message.relid) or DecodedTable(
                     f"{relation.schema}.{relation.name}", (), None
                 )
                 self._add_row(message, described, table)
         elif isinstance(message, Relation):
             # Sent before a table's first change in a session and after any
             # change to it (watch, alter): the moment to re-read the watch list.
-            self._relations[message.relid] = _Described.of(message)
+            self._relations[message.relid] = Described.of(message)
             await self._load_tables()
         elif isinstance(message, Truncate):
             if not self._skip_txn:
@@ -273,7 +221,9 @@ class WalLog:
         if self.full:
             await self._write()
 
-    def _add_row(self, change: RowChange, described: _Described, table: _Table) -> None:
+    def _add_row(
+        self, change: RowChange, described: Described, table: DecodedTable
+    ) -> None:
         new = change.new
         old = change.old
         if new is not None and old is not None and UNCHANGED in new:
@@ -296,8 +246,8 @@ class WalLog:
         op: str,
         new: tuple[Value, ...] | None,
         old: tuple[Value, ...] | None,
-        described: _Described,
-        table: _Table,
+        described: Described,
+        table: DecodedTable,
     ) -> None:
         """One log entry: its JSON built here where the table's types allow
         (:mod:`pgpulse.capture.typed_rows`), else its text values for the
@@ -307,7 +257,7 @@ class WalLog:
         else:
             plan = self._typed[relid] = table.typed(described.relation)
         if plan is not None:
-            entry = _typed_entry(plan, op, new, old)
+            entry = typed_entry(plan, op, new, old)
             if entry is not None:
                 row, old_row, pk = entry
                 self._pending.add(relid, op, row, old_row, self._txn_ts, pk, typed=True)
@@ -315,8 +265,8 @@ class WalLog:
         self._pending.add(
             relid,
             op,
-            NO_ROW if new is None else _json(described, new, table),
-            NO_ROW if old is None else _json(described, old, table),
+            NO_ROW if new is None else row_json(described, new, table),
+            NO_ROW if old is None else row_json(described, old, table),
             self._txn_ts,
         )
 
@@ -413,58 +363,3 @@ class WalLog:
 
     async def current_lsn(self) -> int:
         return parse_lsn(await self.conn.fetchval("select pg_current_wal_lsn()::text"))
-
-
-def _typed_entry(
-    plan: TypedRows,
-    op: str,
-    new: tuple[Value, ...] | None,
-    old: tuple[Value, ...] | None,
-) -> tuple[str, str, str] | None:
-    """(row, old row, key) as the decode function would log them, or ``None``
-    when a value is missing (the decode function handles that entry)."""
-    if plan.keys is not None:
-        # 'keys' tables log the key (the old one for a DELETE) and no rows.
-        source = old if op == "DELETE" else new
-        pk = None if source is None else plan.json(source, plan.keys)
-        return None if pk is None else (NO_ROW, NO_ROW, pk)
-    row: str | None = NO_ROW
-    old_row: str | None = NO_ROW
-    if new is not None and op in ("INSERT", "UPDATE"):
-        row = plan.json(new, plan.shown)
-    if old is not None and op in ("UPDATE", "DELETE"):
-        old_row = plan.json(old, plan.shown)
-    if row is None or old_row is None:
-        return None
-    return row, old_row, NO_ROW
-
-
-def _json(described: _Described, values: tuple[Value, ...], table: _Table) -> str:
-    """A row's text values as one JSON object; json/jsonb values stay JSON."""
-    names = described.names
-    if described.plain and len(values) == len(names):
-        # The common row, built and serialized in C.  UNCHANGED (not a type
-        # orjson knows) and str subclasses (passed through) raise TypeError and
-        # take the general path below, which treats them as it always has.
-        row = dict(zip(names, values, strict=False))  # lengths checked above
-        try:
-            return orjson.dumps(row, option=orjson.OPT_PASSTHROUGH_SUBCLASS).decode()
-        except TypeError:
-            pass
-    obj: dict[str, Any] = {}
-    for column, value in zip(described.relation.columns, values, strict=True):
-        if value.__class__ is str:
-            if column.type_oid in _JSON_TYPES:
-                obj[column.name] = orjson.Fragment(value)
-            else:
-                obj[column.name] = value
-        elif value is None:
-            obj[column.name] = None
-        else:
-            log.warning(
-                "wal decoder: %s.%s unchanged and not in the WAL (replica identity is "
-                "not full): the event omits it",
-                table.name,
-                column.name,
-            )
-    return orjson.dumps(obj).decode()
