@@ -153,6 +153,17 @@ async def test_websocket_subscribe_and_unsubscribe_without_reconnecting(
         assert error["type"] == "error" and "does not exist" in error["reason"]
         await ws.send(b"not json")
         assert "JSON" in (await recv(ws))["reason"]
+        # The handshake's own subscription is ref "0" (docs/websocket.md).
+        await ws.send(orjson.dumps({"type": "unsubscribe", "ref": "0"}))
+        assert (await recv(ws)) == {"type": "unsubscribed", "ref": "0"}
+        await ws.send(
+            orjson.dumps({"type": "subscribe", "ref": "z", "sub": "docs:id=eq.9"})
+        )
+        assert (await recv(ws))["type"] == "subscribed"
+        await conn.execute("insert into docs (id) values (8)")
+        await conn.execute("insert into docs (id) values (9)")
+        change = await recv(ws)  # in commit order: 8 would come first
+        assert change["data"]["row"]["id"] == 9
 
 
 async def test_websocket_from_a_foreign_origin_is_refused(conn, gateway_factory):

@@ -9,6 +9,7 @@ import asyncio
 from typing import Any
 
 import httpx
+import pytest
 import uvicorn
 
 from pgpulse.embedded import free_port
@@ -18,7 +19,12 @@ from pgpulse.server.sse import _chunked_cycle, _Stream
 BIG = b"x" * 30_000_000  # more than the kernel buffers while nobody reads
 
 
-async def test_direct_writes_engage_and_keep_the_stream_intact() -> None:
+@pytest.mark.parametrize(("http", "direct"), [("httptools", True), ("h11", False)])
+async def test_direct_writes_engage_and_keep_the_stream_intact(
+    http: str, direct: bool
+) -> None:
+    """httptools (what ``uvicorn[standard]`` runs) takes the direct writes;
+    h11 keeps the plain ASGI path, and both deliver the same bytes."""
     engaged: list[bool] = []
     queued: list[int] = []
     flushed = asyncio.Event()
@@ -38,6 +44,8 @@ async def test_direct_writes_engage_and_keep_the_stream_intact() -> None:
         leftover = outbox._chunks
         queued.append(len(leftover))
         flushed.set()
+        if stream.pending is not None:  # a plain send that suspended: as run() does
+            await stream._finish_pending()
         await send(
             {
                 "type": "http.response.body",
@@ -49,7 +57,12 @@ async def test_direct_writes_engage_and_keep_the_stream_intact() -> None:
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
-            app, host="127.0.0.1", port=port, lifespan="off", log_level="warning"
+            app,
+            host="127.0.0.1",
+            port=port,
+            lifespan="off",
+            log_level="warning",
+            http=http,
         )
     )
     task = asyncio.create_task(server.serve())
@@ -64,8 +77,30 @@ async def test_direct_writes_engage_and_keep_the_stream_intact() -> None:
             body = await resp.aread()
         assert resp.headers["transfer-encoding"] == "chunked"
         assert body == b"event: a\ndata: 1\n\n" + BIG + b"tail\nend"
-        assert engaged == [True]
-        assert queued == [1], "the chunk after the paused write must stay queued"
+        assert engaged == [direct]
+        if direct:
+            assert queued == [1], "the chunk after the paused write must stay queued"
     finally:
         server.should_exit = True
         await task
+
+
+def test_a_changed_uvicorn_is_reported_not_silently_slower(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A response cycle from uvicorn's httptools module without the attributes
+    the fast path writes through is named in a warning (once)."""
+
+    class Cycle:
+        async def send(self, message: Any) -> None: ...
+
+    Cycle.__module__ = "uvicorn.protocols.http.httptools_impl"
+    import pgpulse.server.sse as sse
+
+    sse._contract_warned = False
+    with caplog.at_level("WARNING", logger="pgpulse"):
+        assert _chunked_cycle(Cycle().send) is None
+        assert _chunked_cycle(Cycle().send) is None
+    warnings = [r for r in caplog.records if "uvicorn" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "pyproject.toml" in warnings[0].getMessage()

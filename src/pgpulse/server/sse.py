@@ -352,17 +352,31 @@ def _chunked_cycle(send: Send) -> Any:
     client write, on the path that runs once per client per batch.  Any other
     server (or a wrapped ``send``) keeps the plain ASGI path.
     """
-    cycle = getattr(send, "__self__", None)
-    if (
-        type(cycle).__module__ == "uvicorn.protocols.http.httptools_impl"
-        and getattr(cycle, "chunked_encoding", None) is True
-        and not getattr(cycle, "response_complete", True)
+    global _contract_warned
+    cycle: Any = getattr(send, "__self__", None)
+    if type(cycle).__module__ != "uvicorn.protocols.http.httptools_impl":
+        return None
+    if not (
+        hasattr(cycle, "chunked_encoding")
+        and hasattr(cycle, "response_complete")
         and hasattr(cycle, "transport")
         and hasattr(getattr(cycle, "flow", None), "write_paused")
         and hasattr(cycle, "disconnected")
     ):
+        if not _contract_warned:
+            _contract_warned = True
+            log.warning(
+                "this uvicorn's response cycle no longer has the attributes the "
+                "SSE fast path writes through; streams use plain ASGI sends "
+                "(slower). Install a uvicorn version pyproject.toml allows."
+            )
+        return None
+    if cycle.chunked_encoding is True and not cycle.response_complete:
         return cycle
     return None
+
+
+_contract_warned = False
 
 
 async def _watch_disconnect(receive: Receive, outbox: Outbox) -> None:

@@ -105,7 +105,10 @@ async def _serve(
     writer = asyncio.create_task(_write(websocket, outbox))
     try:
         await gateway.attach(subscriber, specs, resume)
-        refs["initial"] = list(subscriber.subscriptions)
+        # The handshake's subscriptions answer to "0", "1", ... (their tags in
+        # events), so a client can unsubscribe them like any other.
+        for sub in subscriber.subscriptions:
+            refs.setdefault(sub.ref, []).append(sub)
         reader = asyncio.create_task(
             _read(websocket, gateway, subscriber, refs, access)
         )
