@@ -209,3 +209,88 @@ async def test_bad_subscription_shows_error_state_with_server_message(
     # Dropping the bad subscription brings the page back to live.
     await page.evaluate("() => window.bad.unsubscribe()")
     await expect(badge(page)).to_have_attribute("data-state", "live")
+
+
+def notification(page: Page, pk: int) -> Locator:
+    return page.locator(f'[data-table="notifications"][data-pk="{pk}"]')
+
+
+async def notify(db: asyncpg.Connection, recipient: str, message: str) -> int:
+    pk: int = await db.fetchval(
+        "insert into notifications (recipient, message) values ($1, $2) returning id",
+        recipient,
+        message,
+    )
+    return pk
+
+
+@deadline(90)
+async def test_two_users_each_see_only_their_own_notifications(
+    page: Page, gateway: DemoGateway, db: asyncpg.Connection
+) -> None:
+    """A user-specific channel: the page signed in as Ann shows Ann's rows,
+    live, and none of Bob's; switching to Bob shows his and none of Ann's."""
+    await open_demo(page, gateway)
+    loaded = page.locator("body")
+    await expect(loaded).to_have_attribute("data-user", "ann")
+    await expect(loaded).to_have_attribute("data-notifications-loaded", "true")
+    await expect(page.locator("#inbox-state")).to_have_attribute("data-state", "live")
+    seeded = {
+        r["recipient"]: r["id"]
+        for r in await db.fetch("select id, recipient from notifications")
+    }
+    await expect(notification(page, seeded["ann"])).to_be_visible()
+    await expect(notification(page, seeded["bob"])).to_have_count(0)
+
+    for_ann = await notify(db, "ann", "for Ann only")
+    for_bob = await notify(db, "bob", "for Bob only")
+    await expect(notification(page, for_ann)).to_contain_text("for Ann only")
+    # Bob's row was committed after Ann's: had it been delivered, it would be here.
+    await expect(page.locator("#notifications-list")).not_to_contain_text("Bob")
+    assert await notification(page, for_bob).count() == 0
+
+    await page.click("#user-bob")
+    await expect(loaded).to_have_attribute("data-user", "bob")
+    await expect(loaded).to_have_attribute("data-notifications-loaded", "true")
+    await expect(notification(page, for_bob)).to_contain_text("for Bob only")
+    await expect(notification(page, seeded["bob"])).to_be_visible()
+    await expect(notification(page, for_ann)).to_have_count(0)
+    again_ann = await notify(db, "ann", "Ann again")
+    again_bob = await notify(db, "bob", "Bob again")
+    await expect(notification(page, again_bob)).to_be_visible()
+    assert await notification(page, again_ann).count() == 0
+    await expect(page.locator("#notifications-list")).not_to_contain_text("Ann")
+    # The rest of the page (anonymous, as role visitor) is unaffected.
+    await expect(badge(page)).to_have_attribute("data-state", "live")
+
+
+@deadline(60)
+async def test_notifications_are_refused_without_a_user_token(
+    gateway: DemoGateway,
+) -> None:
+    """The demo's policies: visitors read shipments and documents, never the
+    notifications table, on the stream or over REST; a user's token reads
+    only their own rows even when asking for someone else's."""
+    async with httpx.AsyncClient(base_url=gateway.url) as client:
+        stream = await client.get("/v1/events", params={"sub": "notifications"})
+        assert stream.status_code == 403
+        assert "notifications" in stream.json()["error"]
+        rest = await client.get("/v1/rest/notifications")
+        assert rest.status_code in (401, 403)
+        bad_user = await client.get("/demo/token", params={"user": "mallory"})
+        assert bad_user.status_code == 400
+        assert "ann" in bad_user.json()["error"]
+        token = (await client.get("/demo/token", params={"user": "ann"})).json()[
+            "token"
+        ]
+        rows = await client.get(
+            "/v1/rest/notifications",
+            params={"recipient": "eq.bob"},
+            headers={"authorization": f"Bearer {token}"},
+        )
+        assert rows.status_code == 200
+        assert rows.json() == []
+        own = await client.get(
+            "/v1/rest/notifications", headers={"authorization": f"Bearer {token}"}
+        )
+        assert own.json() and {r["recipient"] for r in own.json()} == {"ann"}

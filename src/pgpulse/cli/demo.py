@@ -57,8 +57,9 @@ def demo(
 async def _demo(settings: Settings, writer_interval: float, browser: bool) -> None:
     import uvicorn
 
+    from pgpulse.demo.auth import DemoAuth
     from pgpulse.demo.writer import install_demo, write_forever
-    from pgpulse.server.app import create_app
+    from pgpulse.server.app import GatewayServer, create_app
 
     conn = await asyncpg.connect(settings.database_url)
     try:
@@ -66,14 +67,17 @@ async def _demo(settings: Settings, writer_interval: float, browser: bool) -> No
     finally:
         await conn.close()
     url = f"http://{settings.host}:{settings.port}/"
+    demo_auth = DemoAuth()
+    app = create_app(settings, auth=demo_auth.settings)
+    app.starlette.add_route("/demo/token", demo_auth.endpoint)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_level="warning",
         timeout_graceful_shutdown=1,
     )
-    server = uvicorn.Server(config)
+    server = GatewayServer(config)
     writer = (
         asyncio.create_task(write_forever(settings.database_url, writer_interval))
         if writer_interval > 0

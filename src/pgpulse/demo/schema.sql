@@ -20,6 +20,16 @@ create table if not exists documents (
 );
 create index if not exists documents_shipment_id_idx on documents (shipment_id);
 
+-- One row per message to one demo user: the page shows each user only their own
+-- (policy filter recipient=eq.{claims.sub}; see pgpulse/demo/auth.py).
+create table if not exists notifications (
+    id serial primary key,
+    recipient text not null,
+    message text not null,
+    created_at timestamptz not null default now()
+);
+create index if not exists notifications_recipient_idx on notifications (recipient);
+
 insert into shipments (reference, origin, destination, status)
 select v.* from (values
     ('SHP-1001', 'Rotterdam', 'Singapore', 'in_transit'),
@@ -38,3 +48,10 @@ cross join (values
     ('Packing list', 'draft')
 ) as d(kind, status)
 where not exists (select 1 from documents);
+
+insert into notifications (recipient, message)
+select v.* from (values
+    ('ann', 'Welcome, Ann: you follow SHP-1001 and SHP-1003'),
+    ('bob', 'Welcome, Bob: you follow SHP-1002 and SHP-1004')
+) as v(recipient, message)
+where not exists (select 1 from notifications);

@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 
 from pgpulse import capture
+from pgpulse.demo.auth import USERS
 
 __all__ = ["install_demo", "write_forever", "write_once"]
 
@@ -36,11 +37,32 @@ async def install_demo(conn: Any) -> None:
         await conn.execute(sql)
     await capture.watch(conn, "shipments")
     await capture.watch(conn, "documents")
+    await capture.watch(conn, "notifications")
 
 
 async def write_once(conn: Any, rng: random.Random) -> str:
     """One realistic change; returns what it did."""
-    action = rng.choices(["update", "insert", "delete", "ship"], [6, 2, 1, 1])[0]
+    action = rng.choices(
+        ["update", "insert", "delete", "ship", "notify"], [6, 2, 1, 1, 2]
+    )[0]
+    if action == "notify":
+        user = rng.choice(USERS)
+        row = await conn.fetchrow(
+            "select d.id, d.title, d.status from documents d order by random() limit 1"
+        )
+        message = f"{row['title']} is {row['status']}" if row else "nothing new today"
+        await conn.execute(
+            "insert into notifications (recipient, message) values ($1, $2)",
+            user,
+            message,
+        )
+        await conn.execute(  # each user keeps their latest 20
+            "delete from notifications where recipient = $1 and id not in "
+            "(select id from notifications where recipient = $1 "
+            "order by id desc limit 20)",
+            user,
+        )
+        return f"notified {user}: {message}"
     if action == "insert":
         shipment = await conn.fetchval(
             "select id from shipments order by random() limit 1"

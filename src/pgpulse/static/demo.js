@@ -303,6 +303,64 @@ function showError(error) {
   $("event-log-empty").hidden = true;
 }
 
+// -- notifications: one user's channel ------------------------------------------------------
+//
+// The inbox is its own connection, signed in as the chosen user with a token
+// from /demo/token. The gateway ANDs the policy recipient=eq.{claims.sub} to
+// the subscription and to the REST read, so each user receives only their own
+// rows; switching users closes the old connection (and its rows) first.
+
+const USERS = ["ann", "bob"];
+const inboxState = $("inbox-state");
+let inbox = null; // {user, pulse, query}
+
+const notificationList = new RowList($("notifications-list"), "notifications", (n) =>
+  el("li", {}, el("time", {}, formatTime(n.created_at)), el("span", { class: "message" }, n.message ?? "")),
+);
+
+async function demoToken(user) {
+  const response = await fetch(`/demo/token?user=${encodeURIComponent(user)}`, { cache: "no-store" });
+  const body = await response.json();
+  if (!response.ok) throw new Error(body.error ?? `sign-in failed (${response.status})`);
+  return body.token;
+}
+
+function signIn(user) {
+  if (inbox?.user === user) return;
+  inbox?.pulse.close();
+  notificationList.clear();
+  $("notifications-empty").hidden = true;
+  document.body.dataset.user = user;
+  document.body.dataset.notificationsLoaded = "false";
+  for (const name of USERS) $(`user-${name}`).setAttribute("aria-pressed", String(name === user));
+  const pulse = connect({ token: () => demoToken(user), backoff: { initial: 300, max: 4000 } });
+  const session = { user, pulse, query: null };
+  pulse.onState((state, detail) => {
+    if (inbox !== session) return;
+    inboxState.dataset.state = state;
+    inboxState.textContent = `${user}: ${state === "live" ? "live" : describe(state, detail)}`;
+  });
+  let loaded = false;
+  session.query = pulse.live("notifications", {
+    order: "id.desc",
+    limit: 20,
+    onRows(rows) {
+      if (inbox !== session) return;
+      notificationList.update(rows, loaded);
+      loaded = true;
+      $("notifications-empty").hidden = rows.length > 0;
+      document.body.dataset.notificationsLoaded = "true";
+    },
+    onError: showError,
+  });
+  inbox = session;
+  const params = new URLSearchParams(location.search);
+  params.set("user", user);
+  history.replaceState(null, "", `?${params}`);
+}
+
+for (const name of USERS) $(`user-${name}`).addEventListener("click", () => signIn(name));
+
 // -- start ---------------------------------------------------------------------------------
 
 {
@@ -316,3 +374,7 @@ function showError(error) {
   }
 }
 followDocuments();
+{
+  const user = new URLSearchParams(location.search).get("user");
+  signIn(USERS.includes(user) ? user : USERS[0]);
+}
