@@ -18,6 +18,7 @@ from bench.env import (
 )
 from bench.loadgen import LoadGen
 from bench.scenarios import Ctx
+from bench.scenarios.auth_groups import run_auth_groups
 from bench.scenarios.builds import run_builds
 from bench.scenarios.capture_parts import run_capture_parts
 from bench.scenarios.dbcost import run_dbcost
@@ -76,6 +77,17 @@ PLANS: dict[str, dict[str, dict[str, Any]]] = {
                 "bulk_reps": 1,
             },
         },
+        "auth": {
+            "subscribers": 1000,
+            "groups": [1, 10, 100, 1000],
+            "rate": 100.0,
+            "duration": 8.0,
+            "throughput": {
+                "groups": 100,
+                "rates": [1000, 2000, 4000, 6000, 8000],
+                "duration": 5.0,
+            },
+        },
     },
     "quick": {
         "floor": {"rates": [100], "duration": 1.0},
@@ -115,6 +127,13 @@ PLANS: dict[str, dict[str, dict[str, Any]]] = {
                 "bulk_reps": 1,
             },
         },
+        "auth": {
+            "subscribers": 40,
+            "groups": [1, 10],
+            "rate": 20.0,
+            "duration": 1.5,
+            "throughput": {"groups": 10, "rates": [100], "duration": 1.5},
+        },
     },
 }
 
@@ -128,6 +147,7 @@ RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
     "instructions": run_instructions,
     "parts": run_capture_parts,
     "builds": run_builds,
+    "auth": run_auth_groups,
 }
 
 #: Order of ``all``.

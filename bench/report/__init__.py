@@ -11,6 +11,7 @@ from typing import Any
 
 from bench.env import PG_SETTINGS
 from bench.report.analysis import _unmet
+from bench.report.auth import _auth
 from bench.report.builds import _builds
 from bench.report.cost import _dbcost, _instructions, _parts
 from bench.report.delivery import _fanout, _idle, _latency, _routing
@@ -92,6 +93,7 @@ def render(results: dict[str, Any], meta: dict[str, Any]) -> str:
     lines += _instructions(results)
     lines += _parts(results)
     lines += _builds(results)
+    lines += _auth(results)
     lines += _unmet(results)
     lines += [
         "",

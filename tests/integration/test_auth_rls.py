@@ -152,3 +152,60 @@ async def _replay(stream: SSEStream, marker: int) -> dict[int, Any]:
             else:
                 view[data["pk"]["id"]] = data["row"]
     return view
+
+
+async def _filter_statements(gw: Any) -> int:
+    import httpx
+
+    async with httpx.AsyncClient() as client:
+        response = await client.get(
+            gw.url + "/metrics", headers={"authorization": "Bearer scrape"}
+        )
+    response.raise_for_status()
+    for line in response.text.splitlines():
+        if line.startswith("pgpulse_filter_statements_total "):
+            return int(float(line.split()[1]))
+    raise AssertionError("pgpulse_filter_statements_total missing from /metrics")
+
+
+async def test_row_security_costs_one_statement_per_group_not_per_subscriber(
+    conn, gateway_factory, tmp_path: Path
+):
+    """Counted work: 24 subscribers in 3 (role, claims) groups cost 3
+    statements per batch, and 24 more subscribers in the same groups cost
+    nothing more, though each has a token of its own (SESSION_CLAIMS)."""
+    await _schema(conn, random.Random(3))
+    gw = gateway_factory(
+        "--config",
+        write_config(tmp_path),
+        env={**ENV, "PGPULSE_METRICS_TOKEN": "scrape"},
+    )
+    groups = ["alice", "bob", "carol"]
+    streams: list[SSEStream] = []
+
+    async def subscribe(count: int) -> None:
+        for i in range(count):
+            # Every token differs (jti, exp): sessions, not groups.
+            claims = {"sub": groups[i % 3], "jti": f"session-{len(streams)}"}
+            t = token(claims, expires_in=3600 + len(streams))
+            stream = SSEStream(gw.url, ["notes"], token=t)
+            await stream.__aenter__()
+            assert (await stream.next_event()).event == "ready"
+            streams.append(stream)
+
+    async def statements_for_one_batch(pk: int) -> int:
+        before = await _filter_statements(gw)
+        await conn.execute("insert into notes values ($1, 'alice', 'x')", pk)
+        for stream in streams[::3]:  # alice's: each gets the row
+            event = await stream.next_event()
+            assert event.event == "change" and event.data["pk"] == {"id": pk}
+        return await _filter_statements(gw) - before
+
+    try:
+        await subscribe(24)
+        assert await statements_for_one_batch(9001) == 3
+        await subscribe(24)
+        assert await statements_for_one_batch(9002) == 3
+    finally:
+        for stream in streams:
+            await stream.close()

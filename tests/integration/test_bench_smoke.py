@@ -64,6 +64,13 @@ TINY: dict[str, dict[str, Any]] = {
         # on both builds).
         "builds": ("system",),
     },
+    "auth": {
+        "subscribers": 6,
+        "groups": [1, 3],
+        "rate": 20.0,
+        "duration": 0.5,
+        "throughput": {"groups": 3, "rates": [30], "duration": 0.5},
+    },
 }
 
 
@@ -170,6 +177,18 @@ def test_benchmark_scenarios_produce_well_formed_results(
     assert system["latency"]["systems"]["pgpulse"][0]["status"] == "ok"
     assert system["dbcost"]["tps"]["pgpulse"] > 0
 
+    auth = {(r["mode"], r["groups"]): r for r in results["auth"]["rows"]}
+    assert set(auth) == {(m, g) for m in ("filter", "policy", "rls") for g in (1, 3)}
+    for (mode, groups), row in auth.items():
+        assert row["status"] == "ok", row
+        assert row["delivered"] == row["written"] * 6 // groups, (mode, groups)
+        if mode == "rls":  # counted: one check per batch per group at most
+            assert 0 < row["filter_statements"] <= row["written"] * groups
+        else:  # the stream decides these in Python
+            assert row["filter_statements"] == 0
+    (step,) = results["auth"]["throughput"]["rows"]
+    assert step["deliveries_per_s"] > 0 and step["filter_statements"] > 0
+
     json.dumps(results)  # the raw results are JSON-serialisable
     verdicts = {t["verdict"] for t in targets(results)}
     assert verdicts <= {"met", "NOT met", "not measured"}
@@ -190,6 +209,7 @@ def test_benchmark_scenarios_produce_well_formed_results(
         "## 5. Filtered routing",
         "## 6. Where the work goes",
         "## 8. On the PostgreSQL users run",
+        "## 9. Delivery under auth",
     ):
         assert heading in page
     (tmp_path / "benchmarks.md").write_text(page)

@@ -21,7 +21,7 @@ from pgpulse.exceptions import AuthError, ConfigurationError
 from pgpulse.routing.db_filters import Viewer
 from pgpulse.routing.filters import Filter, columns_of
 
-__all__ = ["OPEN", "Access", "TableRules"]
+__all__ = ["OPEN", "SESSION_CLAIMS", "Access", "TableRules"]
 
 
 @dataclass(frozen=True)
@@ -83,9 +83,19 @@ class Access:
                 )
         viewer = None
         if policy.rls:
-            claims = json.dumps(dict(self.claims.values), sort_keys=True)
-            viewer = Viewer(self.claims.role, claims)
+            shared = {
+                k: v for k, v in self.claims.values.items() if k not in SESSION_CLAIMS
+            }
+            viewer = Viewer(self.claims.role, json.dumps(shared, sort_keys=True))
         return TableRules(filters, columns, viewer)
+
+
+#: Claims that differ per token, never per row.  Streamed changes are checked
+#: with the claims minus these, so every session of one user (and every user
+#: whose other claims are equal) shares one check per batch; were they kept,
+#: each token would be a group of its own.  Expiry is the gateway's business
+#: (the stream ends at ``exp``); REST reads still see the token's claims whole.
+SESSION_CLAIMS = frozenset({"exp", "iat", "nbf", "jti", "auth_time"})
 
 
 def _check_policy_columns(

@@ -55,11 +55,6 @@ class Claims:
         sub = self.values.get("sub")
         return None if sub is None else str(sub)
 
-    def group(self) -> str:
-        """Identifies everything a policy can depend on: role and claims."""
-        body = json.dumps(self.values, sort_keys=True, separators=(",", ":"))
-        return f"{self.role}\x1f{body}"
-
 
 ANONYMOUS = Claims({}, None)
 

@@ -76,6 +76,8 @@ class Bus:
         self._dirty: list[Outbox] = []
         self.delivered = 0
         self.changes = 0
+        self.filter_statements = 0
+        """Statements run to evaluate database filters (row-level security too)."""
 
     # -- registration ---------------------------------------------------------
 
@@ -193,7 +195,7 @@ class Bus:
                 entries = list(self._db_filters.get(table, {}).values())
                 if entries:
                     filters = [entry[0] for entry in entries]
-                    await db_filters.evaluate(
+                    self.filter_statements += await db_filters.evaluate(
                         conn,
                         filters[0].table,
                         its_changes,

@@ -136,23 +136,17 @@ def _record(owners: list[tuple[Change, int]], index: int, key: str, value: Any) 
         pair[side] = selected
 
 
-async def _run(
-    conn: Any,
-    sql: str,
-    params: Params,
-    texts: list[str],
-    viewer: Viewer | None = None,
-) -> list[Any]:
+async def _run(conn: Any, sql: str, params: Params, texts: list[str]) -> list[Any]:
     params.values[0] = texts
     try:
-        return await _run_once(conn, sql, params, viewer)
+        return await _run_once(conn, sql, params)
     except asyncpg.PostgresError as exc:
         if getattr(exc, "sqlstate", None) not in _STALE_PLAN:
             raise
     # The table changed (ALTER TABLE) since the statement was prepared: its
     # rows were planned with the old row type.  Prepare it again, once.
     await conn.reload_schema_state()
-    return await _run_once(conn, sql, params, viewer)
+    return await _run_once(conn, sql, params)
 
 
 #: "attribute N of type record has wrong type", "cached plan must not change
@@ -160,30 +154,16 @@ async def _run(
 _STALE_PLAN = {"42804", "0A000"}
 
 
-async def _run_once(
-    conn: Any, sql: str, params: Params, viewer: Viewer | None
-) -> list[Any]:
-    if viewer is None and not conn.is_in_transaction():
+async def _run_once(conn: Any, sql: str, params: Params) -> list[Any]:
+    if not conn.is_in_transaction():
         return list(await conn.fetch(sql, *params.values))
     # A failed statement must not abort the caller's transaction (the
-    # listener's cursor, a resume's snapshot), and a viewer's role must not
-    # outlive the statement: run it in a savepoint (or a transaction), then
-    # roll that back.
-    nested = conn.is_in_transaction()
-    await conn.execute("savepoint pgpulse_filters" if nested else "begin read only")
+    # listener's cursor, a resume's snapshot): run it in a savepoint.
+    await conn.execute("savepoint pgpulse_filters")
     try:
-        if viewer is not None:
-            await conn.execute(
-                "select set_config('role', $1, true), "
-                "set_config('request.jwt.claims', $2, true)",
-                viewer.role,
-                viewer.claims,
-            )
         return list(await conn.fetch(sql, *params.values))
     finally:
-        await conn.execute(
-            "rollback to savepoint pgpulse_filters" if nested else "rollback"
-        )
+        await conn.execute("rollback to savepoint pgpulse_filters")
 
 
 _ROW_ERRORS = (asyncpg.DataError, asyncpg.SyntaxOrAccessError, asyncpg.PostgresError)
@@ -205,25 +185,105 @@ async def evaluate(
     changes: Sequence[Change],
     filters: Iterable[DatabaseFilter],
     security: RowSecurity | None = None,
-) -> None:
+) -> int:
     """Record on each change of *table* the verdict of every filter in *filters*
-    for its new and old row (``change.verdicts[filter.key] = [new, old]``)."""
+    for its new and old row (``change.verdicts[filter.key] = [new, old]``).
+
+    Returns the statements it ran: one per (role, claims) group and up to
+    ``_PER_STATEMENT`` filters, however many subscribers share them (counted
+    in ``pgpulse_filter_statements``)."""
     texts, owners = _sides(changes)
     groups: dict[Viewer | None, dict[str, DatabaseFilter]] = {}
     for f in filters:
         groups.setdefault(f.viewer, {})[f.key] = f
     if not texts:
-        return
-    for viewer, by_key in groups.items():
-        policy = None
-        if viewer is not None:
-            if viewer.role is None or security is None:
-                policy = "false"  # no role to read as: nothing is visible
-            else:
-                policy = await security.expression(conn, table.sql, viewer.role)
-        await _evaluate_group(
-            conn, table, texts, owners, list(by_key.values()), viewer, policy
+        return 0
+    statements = 0
+    plain = groups.pop(None, None)
+    if plain:
+        statements += await _evaluate_group(
+            conn, table, texts, owners, list(plain.values())
         )
+    if groups:
+        statements += await _evaluate_viewers(
+            conn, table, texts, owners, groups, security
+        )
+    return statements
+
+
+async def _evaluate_viewers(
+    conn: Any,
+    table: Table,
+    texts: list[str],
+    owners: list[tuple[Change, int]],
+    groups: dict[Viewer | None, dict[str, DatabaseFilter]],
+    security: RowSecurity | None,
+) -> int:
+    """Every (role, claims) group in one savepoint (or read-only transaction):
+    per group, set its role and claims, then one statement; two round trips
+    per group, and the role never outlives the scope (rolled back at the end,
+    and after a group whose policies raise, which cuts that group off)."""
+    policies: dict[str | None, str] = {}
+    for viewer in groups:
+        assert viewer is not None
+        if viewer.role not in policies:
+            if viewer.role is None or security is None:
+                policies[viewer.role] = "false"  # no role to read as: nothing
+            else:
+                # Read before any role is set: the catalog as the gateway sees it.
+                policies[viewer.role] = await security.expression(
+                    conn, table.sql, viewer.role
+                )
+    nested = conn.is_in_transaction()
+    begin = "savepoint pgpulse_viewers" if nested else "begin read only"
+    end = "rollback to savepoint pgpulse_viewers" if nested else "rollback"
+    statements = 0
+    await conn.execute(begin)
+    try:
+        for viewer, by_key in groups.items():
+            assert viewer is not None
+            wanted = list(by_key.values())
+            for start in range(0, len(wanted), _PER_STATEMENT):
+                chunk = wanted[start : start + _PER_STATEMENT]
+                sql, params = _statement(table, chunk, policies[viewer.role])
+                params.values[0] = texts
+                statements += 1
+                records = None
+                for attempt in (1, 2):
+                    await conn.execute(
+                        "select set_config('role', $1, true), "
+                        "set_config('request.jwt.claims', $2, true)",
+                        viewer.role,
+                        viewer.claims,
+                    )
+                    try:
+                        records = await conn.fetch(sql, *params.values)
+                        break
+                    except _ROW_ERRORS as exc:
+                        if _is_connection_error(exc):
+                            raise
+                        # The scope is aborted (and the role reset): begin
+                        # anew (a rolled-back-to savepoint stays defined).
+                        await conn.execute(end)
+                        if not nested:
+                            await conn.execute(begin)
+                        stale = getattr(exc, "sqlstate", None) in _STALE_PLAN
+                        if stale and attempt == 1:
+                            await conn.reload_schema_state()
+                            continue
+                        # The caller's own policies raise for its claims: it
+                        # cannot be told which rows it may see.  Cut that
+                        # group off, with the reason; every other group goes on.
+                        _cut_off(table, owners, chunk, viewer, exc)
+                        break
+                for record in records or ():
+                    index = record[0] - 1
+                    for k, f in enumerate(chunk):
+                        _record(owners, index, f.key, record[k + 1])
+    finally:
+        if not conn.is_closed():
+            await conn.execute(end)
+    return statements
 
 
 async def _evaluate_group(
@@ -232,23 +292,20 @@ async def _evaluate_group(
     texts: list[str],
     owners: list[tuple[Change, int]],
     wanted: list[DatabaseFilter],
-    viewer: Viewer | None,
-    policy: str | None,
-) -> None:
+) -> int:
+    """Filters without a viewer (no row-level security): one statement per
+    ``_PER_STATEMENT`` of them; a batch PostgreSQL cannot evaluate is tried
+    again row by row."""
+    statements = 0
     for start in range(0, len(wanted), _PER_STATEMENT):
         chunk = wanted[start : start + _PER_STATEMENT]
-        sql, params = _statement(table, chunk, policy)
+        sql, params = _statement(table, chunk)
+        statements += 1
         try:
-            results = [(0, r) for r in await _run(conn, sql, params, texts, viewer)]
+            results = [(0, r) for r in await _run(conn, sql, params, texts)]
         except _ROW_ERRORS as exc:
             if _is_connection_error(exc):
                 raise
-            if viewer is not None:
-                # The caller's own policies raise for its claims: it cannot
-                # be told which rows it may see.  Cut that group off, with
-                # the reason; every other group goes on.
-                _cut_off(table, owners, chunk, viewer, exc)
-                continue
             log.warning(
                 "evaluating %d filters on %d rows of %s failed (%s); "
                 "evaluating row by row",
@@ -270,6 +327,7 @@ async def _evaluate_group(
             index = offset + record[0] - 1
             for k, f in enumerate(chunk):
                 _record(owners, index, f.key, record[k + 1])
+    return statements
 
 
 def _cut_off(

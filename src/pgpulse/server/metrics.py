@@ -54,6 +54,12 @@ class _GatewayCollector(Collector):
             value=bus.errors.total,
         )
         yield CounterMetricFamily(
+            "pgpulse_filter_statements",
+            "Statements run to evaluate filters and row-level security on "
+            "streamed batches (one per table, batch and role+claims group).",
+            value=bus.filter_statements,
+        )
+        yield CounterMetricFamily(
             "pgpulse_listener_reads",
             "Reads of the change log by the listener.",
             value=listener.reads,
