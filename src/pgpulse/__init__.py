@@ -10,6 +10,7 @@ from __future__ import annotations
 from pgpulse.capture import WatchedTable, install_schema, unwatch, watch, watched
 from pgpulse.clients.stream import Client, Event, changes
 from pgpulse.config import Settings
+from pgpulse.consumers import Batch, Consumer, consumer
 from pgpulse.exceptions import (
     ConfigurationError,
     CursorError,
@@ -33,8 +34,10 @@ __version__ = "0.1.0"
 #: The streaming client is :class:`Client` (``pgpulse.Client(gateway_url)``).
 
 __all__ = [
+    "Batch",
     "Client",
     "ConfigurationError",
+    "Consumer",
     "Cursor",
     "CursorError",
     "DatabaseError",
@@ -54,6 +57,7 @@ __all__ = [
     "__version__",
     "changes",
     "connect",
+    "consumer",
     "create_app",
     "install_schema",
     "unwatch",

@@ -42,6 +42,9 @@ grant select on pgpulse.schema_version to {r};
 grant select, insert, update, delete on pgpulse.watched to {r};
 grant select, insert, update, delete on pgpulse.listeners to {r};
 grant usage, select, update on sequence pgpulse.wakeups to {r};
+grant select, insert, update, delete on pgpulse.consumer_groups,
+    pgpulse.consumer_partitions, pgpulse.consumer_workers, pgpulse.dead_letters
+    to {r};
 grant usage, select on all sequences in schema pgpulse to {r};
 grant execute on all functions in schema pgpulse to {r};
 """

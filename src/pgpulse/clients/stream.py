@@ -51,6 +51,10 @@ class Event:
     subs: dict[str, str] | None = None
     """With several subscriptions on one table: which of them (their place in
     ``subscribe(...)``) see this change, and as which operation."""
+    change_id: int | None = None
+    """Consumer groups: the change's number in the log, the same in every
+    delivery of it (``id`` is a position, which depends on the read):
+    deduplicate by this."""
 
     @classmethod
     def from_change(cls, event_id: str | None, data: dict[str, Any]) -> Event:

@@ -21,7 +21,7 @@ settings; ``SET LOCAL`` in :func:`read_since`).
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pgpulse.log.change import Change
@@ -31,8 +31,10 @@ __all__ = [
     "FAST_LIMIT",
     "READ_SETTINGS",
     "Batch",
+    "Lane",
     "current_position",
     "read_batch",
+    "read_lanes",
     "read_rest",
     "read_since",
 ]
@@ -251,6 +253,75 @@ async def read_since(
             if out:
                 yield now, out
         yield now, []
+
+
+@dataclass
+class Lane:
+    """A reader's share of the log from one position (:func:`read_lanes`)."""
+
+    start: Cursor
+    keep: Callable[[Change], bool]
+    """Which of the changes read are this lane's."""
+    changes: list[Change] = field(default_factory=list)
+    end: Cursor | None = None
+    """The position after everything read for this lane."""
+
+
+async def read_lanes(
+    conn: Any,
+    lanes: list[Lane],
+    name_of: NameOf,
+    tables: list[str] | None,
+    limit: int,
+    timeout: float | None = None,
+) -> Snapshot:
+    """Read each lane's changes after its start, at most *limit* kept in all,
+    in one REPEATABLE READ snapshot; returns that snapshot.
+
+    A lane read to the end stops at the point cursor of the snapshot, so lanes
+    that started apart end at the same position (and can merge); one cut
+    short by *limit* stops at the event id of the last change it read.  The
+    transaction ends before the changes are handed on: nobody's work holds a
+    snapshot open (consumer groups, :mod:`pgpulse.consumers`).
+    """
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        await conn.execute(_SET_LOCAL)
+        if timeout is not None:
+            millis = max(1, int(timeout * 1000))
+            await conn.execute(
+                f"set local lock_timeout = {millis}; "
+                f"set local statement_timeout = {millis}"
+            )
+        now = await current_position(conn)
+        budget = limit
+        for lane in lanes:
+            lane.changes = []
+            lane.end = Cursor.point(now)
+            if budget <= 0:
+                lane.end = lane.start
+                continue
+            phases: list[tuple[Snapshot, Snapshot, int | None]] = []
+            if lane.start.after_id is not None:
+                phases.append((lane.start.prev, lane.start.snap, lane.start.after_id))
+            phases.append((lane.start.snap, now, None))
+            done = False
+            for prev, snap, after in phases:
+                args = _since_args(prev, snap, after, tables)
+                prefix = Cursor.batch_prefix(prev, snap)
+                async for record in conn.cursor(
+                    _SINCE_SQL, *args, prefetch=min(max(budget, 50), 500)
+                ):
+                    change = _change(record, prefix, name_of)
+                    if lane.keep(change):
+                        lane.changes.append(change)
+                        budget -= 1
+                        if budget <= 0:
+                            lane.end = Cursor.decode(change.event_id)
+                            done = True
+                            break
+                if done:
+                    break
+    return now
 
 
 async def pruned_xid(conn: Any) -> int:

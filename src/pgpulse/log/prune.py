@@ -9,13 +9,16 @@ resuming from before it gets an explicit ``reset`` instead of a gap.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from pgpulse.log.changelog import pruned_xid
 
-__all__ = ["PruneResult", "prune"]
+__all__ = ["PruneResult", "consumer_hold", "prune"]
+
+log = logging.getLogger("pgpulse.log.prune")
 
 
 @dataclass
@@ -65,6 +68,13 @@ async def prune(
             cutoff_xid, cutoff_id = cutoff["xid"], cutoff["id"]
     if age_xid is None and cutoff_xid is None:
         return PruneResult(0, await pruned_xid(conn))  # nothing old enough
+    # Consumer groups keep what they have not acknowledged (up to their
+    # max_lag, past which they are reset): the cuts stop at their hold.
+    hold = await consumer_hold(conn)
+    if hold is not None:
+        age_xid = _lower(age_xid, hold)
+        if cutoff_xid is not None and int(cutoff_xid) >= int(hold):
+            cutoff_xid, cutoff_id = str(int(hold) - 1), 2**62
     while True:
         async with conn.transaction():
             # Both cuts are xid ranges: index scans, never the whole log.
@@ -103,6 +113,72 @@ async def prune(
         if row["n"] < batch_size:
             break
     return PruneResult(total, await pruned_xid(conn))
+
+
+def _lower(xid: str | None, hold: str) -> str:
+    """The age cut (changes with xid below it may go), stopped at *hold*."""
+    if xid is None:
+        return "0"
+    return xid if int(xid) <= int(hold) else hold
+
+
+_LAGGING = """
+select g.name, g.max_lag, min(p.hold_xid)::text as hold
+from pgpulse.consumer_groups g
+join pgpulse.consumer_partitions p on p.group_name = g.name
+where g.max_lag is not null
+group by g.name, g.max_lag
+"""
+
+
+async def consumer_hold(conn: Any) -> str | None:
+    """The oldest xid a consumer group still needs (None: no group holds
+    anything), after resetting groups that lag more than their ``max_lag``.
+
+    A reset group starts again from now: its workers get a batch with
+    ``reset`` set (the changes it missed are gone) and the log names it.
+    """
+    if await conn.fetchval("select to_regclass('pgpulse.consumer_groups')") is None:
+        return None
+    async with conn.transaction():
+        await conn.execute("set local enable_seqscan = off; set local jit = off")
+        for group in await conn.fetch(_LAGGING):
+            oldest = await conn.fetchrow(_FIRST_FROM, group["hold"])
+            if oldest is None:
+                continue
+            lag = await conn.fetchval(
+                "select now() - $1::timestamptz > $2",
+                oldest["ts"],
+                group["max_lag"],
+            )
+            if not lag:
+                continue
+            now = await conn.fetchval("select pg_current_snapshot()::text")
+            xmin = now.split(":", 1)[0]
+            reason = (
+                f"consumer group {group['name']!r} lagged more than "
+                f"{group['max_lag']} (its oldest unacknowledged change is from "
+                f"{oldest['ts'].isoformat()}); pruning reset it to the current "
+                "position: the changes it had not acknowledged are lost to it"
+            )
+            log.error("%s", reason)
+            await conn.execute(
+                "update pgpulse.consumer_partitions set position = $2, "
+                "hold_xid = $3::text::xid8 where group_name = $1",
+                group["name"],
+                now,
+                xmin,
+            )
+            await conn.execute(
+                "update pgpulse.consumer_groups set resets = resets + 1, "
+                "reset_reason = $2, reset_at = now() where name = $1",
+                group["name"],
+                reason,
+            )
+        hold: str | None = await conn.fetchval(
+            "select min(hold_xid)::text from pgpulse.consumer_partitions"
+        )
+    return hold
 
 
 _FIRST_FROM = """

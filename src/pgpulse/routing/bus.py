@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from pgpulse.auth.rls import RowSecurity
@@ -77,6 +77,9 @@ class Bus:
         self.delivered = 0
         self.changes = 0
         self.filter_statements = 0
+        self.observers: list[Callable[[Sequence[Change]], None]] = []
+        """Called with each batch's changes after dispatch (consumer groups
+        wake on them: :mod:`pgpulse.consumers`)."""
         """Statements run to evaluate database filters (row-level security too)."""
 
     # -- registration ---------------------------------------------------------
@@ -255,6 +258,9 @@ class Bus:
             self._flush()
         if final:
             self.position = batch.snap
+        if batch.changes:
+            for observe in self.observers:
+                observe(batch.changes)
             # Clients whose catch-up reached a snapshot we have now passed no
             # longer need the per-event skip check.
             for subscriber in list(self._skipping):
