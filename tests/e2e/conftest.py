@@ -65,15 +65,23 @@ async def page(browser: Browser, request: pytest.FixtureRequest) -> AsyncIterato
 
 
 @pytest.fixture
+def gateway_serve() -> bool:
+    """Whether ``gateway`` is ``pgpulse serve`` (no auth, no demo tables)
+    instead of ``pgpulse demo``; a test module overrides this fixture."""
+    return False
+
+
+@pytest.fixture
 async def gateway(
-    database: str, request: pytest.FixtureRequest
+    database: str, gateway_serve: bool, request: pytest.FixtureRequest
 ) -> AsyncIterator[DemoGateway]:
     """`pgpulse demo` on a free port, writer disabled, serving the test database.
 
-    The demo creates and seeds ``shipments`` and ``documents`` on start.  Tests
-    may ``kill()`` it and ``await start()`` it again on the same port.
+    The demo creates and seeds ``shipments`` and ``documents`` on start (and
+    runs with its two users' auth).  Tests may ``kill()`` it and ``await
+    start()`` it again on the same port.
     """
-    gw = DemoGateway(database)
+    gw = DemoGateway(database, serve=gateway_serve)
     await gw.start()
     try:
         yield gw

@@ -78,9 +78,14 @@ def deadline(seconds: float) -> Callable[[Callable[P, Awaitable[T]]], Callable[P
 
 @dataclass
 class DemoGateway:
-    """``python -m pgpulse demo`` on a fixed port, with the demo writer disabled."""
+    """``python -m pgpulse demo`` on a fixed port, with the demo writer disabled.
+
+    With ``serve=True`` it is ``pgpulse serve`` instead: no demo tables, no
+    auth, for tests of client.js on tables of their own.
+    """
 
     dsn: str
+    serve: bool = False
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path = field(
@@ -99,6 +104,19 @@ class DemoGateway:
         return self.proc is not None and self.proc.poll() is None
 
     def command(self) -> list[str]:
+        if self.serve:
+            return [
+                sys.executable,
+                "-m",
+                "pgpulse",
+                "serve",
+                "--database-url",
+                self.dsn,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ]
         return [
             sys.executable,
             "-m",

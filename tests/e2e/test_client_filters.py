@@ -33,6 +33,13 @@ SUBSCRIPTIONS = 40
 ROWS = 80
 
 
+
+@pytest.fixture
+def gateway_serve() -> bool:
+    """`pgpulse serve` without auth: the table under test is the test's own."""
+    return True
+
+
 @deadline(120)
 @pytest.mark.parametrize("seed", [20261204, SEED], ids=["fixed-seed", "fresh-seed"])
 async def test_client_js_routes_each_subscription_exactly_as_postgresql_selects(
