@@ -11,6 +11,7 @@ import click
 
 from pgpulse import __version__
 from pgpulse.cli.capture import unwatch, watch, watched
+from pgpulse.cli.consume import consume, consumers
 from pgpulse.cli.demo import demo
 from pgpulse.cli.prune import prune
 from pgpulse.cli.serve import serve
@@ -31,10 +32,23 @@ def main() -> None:
       pgpulse watch documents      capture changes of a table
       pgpulse serve                gateway: SSE /v1/events, WebSocket /v1/ws
       pgpulse tail documents       print live changes in the terminal
+      pgpulse consume mailer --table orders --exec ./send.sh
+                                   a worker group: nothing lost while down
     """
 
 
-for command in (serve, watch, unwatch, watched, tail, prune, demo, setup_command):
+for command in (
+    serve,
+    watch,
+    unwatch,
+    watched,
+    tail,
+    prune,
+    demo,
+    setup_command,
+    consume,
+    consumers,
+):
     main.add_command(command)
 
 try:
