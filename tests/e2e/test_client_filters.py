@@ -33,7 +33,6 @@ SUBSCRIPTIONS = 40
 ROWS = 80
 
 
-
 @pytest.fixture
 def gateway_serve() -> bool:
     """`pgpulse serve` without auth: the table under test is the test's own."""
