@@ -21,6 +21,7 @@ from pgpulse.cli._common import (
     setup_logging,
 )
 from pgpulse.cli.serve import parse_duration
+from pgpulse.consumers.cache import KeyTemplate, key_templates, redis_sink
 from pgpulse.consumers.consumer import Consumer
 from pgpulse.consumers.dead_letters import list_dead_letters, request_retry
 from pgpulse.consumers.sinks import (
@@ -52,6 +53,31 @@ __all__ = ["consume", "consumers"]
     default=None,
     metavar="URL",
     help="POST each batch to URL, signed with $PGPULSE_WEBHOOK_SECRET; 2xx acks.",
+)
+@click.option(
+    "--redis",
+    "redis_url",
+    default=None,
+    metavar="URL",
+    help="Keep Redis keys (--key) consistent: DEL on every change (redis://...).",
+)
+@click.option(
+    "--key",
+    "key_template",
+    default=None,
+    metavar="TEMPLATE",
+    help="With --redis: the key of a row, from its columns, e.g. 'doc:{id}'.",
+)
+@click.option(
+    "--refresh",
+    is_flag=True,
+    help="With --redis: SET the key to the row's JSON instead of deleting it.",
+)
+@click.option(
+    "--ttl",
+    default=None,
+    metavar="DURATION",
+    help="With --refresh: the keys expire after this long (e.g. 1h).",
 )
 @click.option("--batch-size", default=100, show_default=True, type=click.IntRange(1))
 @click.option(
@@ -96,6 +122,10 @@ async def consume(
     filter_text: str,
     command: str | None,
     webhook: str | None,
+    redis_url: str | None,
+    key_template: str | None,
+    refresh: bool,
+    ttl: str | None,
     batch_size: int,
     max_attempts: int,
     timeout: str,
@@ -105,16 +135,49 @@ async def consume(
     verbose: bool,
     database_url: str | None,
 ) -> None:
-    """Deliver the changes of the --table tables to a command or a webhook, as
-    consumer group GROUP: nothing lost while the sink or this process is down;
-    run it several times to share the work."""
-    if (command is None) == (webhook is None):
-        raise click.UsageError("give exactly one of --exec CMD or --webhook URL")
+    """Deliver the changes of the --table tables to a command, a webhook or
+    Redis keys, as consumer group GROUP: nothing lost while the sink or this
+    process is down; run it several times to share the work."""
+    sinks = [x for x in (command, webhook, redis_url) if x is not None]
+    if len(sinks) != 1:
+        raise click.UsageError(
+            "give exactly one of --exec CMD, --webhook URL or --redis URL"
+        )
+    if redis_url is None and (key_template or refresh or ttl):
+        raise click.UsageError("--key, --refresh and --ttl go with --redis URL")
     setup_logging(verbose)
     seconds = parse_duration(timeout)
     if seconds <= 0:
         raise click.BadParameter("--timeout must be more than 0")
-    if command is not None:
+    redis_client = None
+    templates: dict[str, KeyTemplate] | None = None
+    expire: float | None = None
+    if redis_url is not None:
+        if not key_template:
+            raise click.UsageError("--redis needs --key TEMPLATE, e.g. 'doc:{id}'")
+        if not redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise click.BadParameter(
+                f"--redis {redis_url!r} is not a redis://, rediss:// or unix:// URL"
+            )
+        if ttl is not None:
+            if not refresh:
+                raise click.UsageError("--ttl goes with --refresh (deleted keys)")
+            expire = parse_duration(ttl)
+            if expire <= 0:
+                raise click.BadParameter("--ttl must be more than 0")
+        KeyTemplate.parse(key_template)  # refuse a bad template before connecting
+        try:
+            import redis.asyncio as aioredis
+        except ImportError:
+            raise click.UsageError(
+                "--redis needs the redis package: pip install 'pgpulse[redis]'"
+            ) from None
+        redis_client = aioredis.from_url(
+            redis_url, socket_timeout=seconds, socket_connect_timeout=seconds
+        )
+        deliver = None
+        target = f"Redis keys {key_template!r} at {redis_url}"
+    elif command is not None:
         argv = shlex.split(command)
         if not argv:
             raise click.BadParameter("--exec needs a command")
@@ -133,6 +196,12 @@ async def consume(
         deliver = webhook_sink(webhook, secret, timeout=seconds)
         target = f"webhook {webhook}"
     lag = parse_duration(max_lag)
+
+    def check(worker: Consumer) -> None:
+        nonlocal templates
+        if key_template is not None:
+            templates = key_templates(worker, key_template)
+
     worker = Consumer(
         resolve_database(database_url),
         group,
@@ -142,8 +211,13 @@ async def consume(
         batch_size=batch_size,
         start=start,
         max_lag=dt.timedelta(seconds=lag) if lag > 0 else None,
+        check=check,
     )
     async with worker:
+        if redis_client is not None:
+            assert templates is not None
+            deliver = redis_sink(redis_client, templates, refresh=refresh, ttl=expire)
+        assert deliver is not None
         console.print(
             f"consuming {', '.join(worker.tables)} as group {group!r} "
             f"(worker {worker.worker}) into {target}"
@@ -161,7 +235,17 @@ async def consume(
                     f"{stats.dead_letters} dead letters"
                 )
 
-        await run_sink(worker, deliver, max_attempts=max_attempts, on_progress=progress)
+        try:
+            await run_sink(
+                worker,
+                deliver,
+                # Redis failing is an outage, not a bad change: retry forever.
+                max_attempts=None if redis_client is not None else max_attempts,
+                on_progress=progress,
+            )
+        finally:
+            if redis_client is not None:
+                await redis_client.aclose()
 
 
 @click.group(invoke_without_command=True)

@@ -17,10 +17,11 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from pgpulse.backoff import Backoff
+from pgpulse.catalog import Catalog
 from pgpulse.config import Settings
 from pgpulse.consumers.batch import Batch, LeaseLost, Move, ack_moves, event_of
 from pgpulse.consumers.dead_letters import claim_retries
@@ -59,6 +60,7 @@ class Consumer:
         worker: str | None = None,
         keepalive: float = 60.0,
         query_timeout: float = 30.0,
+        check: Callable[[Consumer], None] | None = None,
     ) -> None:
         if batch_size < 1:
             raise PgPulseError(f"batch_size must be at least 1, got {batch_size}")
@@ -76,6 +78,9 @@ class Consumer:
         self.worker = worker or worker_id()
         self.keepalive = keepalive
         self.query_timeout = query_timeout
+        self.check = check
+        """Called once the tables are resolved, before the group is created
+        or joined: raises to refuse a setup (e.g. a cache key template)."""
         self.tables: list[str] = []
         self.membership: Membership | None = None
         self.positions: dict[int, str] = {}
@@ -101,6 +106,17 @@ class Consumer:
     @property
     def pool(self) -> Any:
         return self._gateway.pool
+
+    @property
+    def catalog(self) -> Catalog:
+        """The catalog of the worker's database (tables, columns, keys)."""
+        catalog: Catalog = self._gateway.catalog
+        return catalog
+
+    @property
+    def table_names(self) -> list[str]:
+        """The group's tables as changes name them (``documents``)."""
+        return [self.catalog.short_name(t) for t in self.tables]
 
     async def __aenter__(self) -> Consumer:
         await self.open()
@@ -153,6 +169,8 @@ class Consumer:
             if spec.filters:
                 table = self._gateway.catalog.table(spec.table)
                 self._filters[spec.table] = DatabaseFilter(table, spec.filters)
+        if self.check is not None:
+            self.check(self)
         spec = GroupSpec(
             self.group, tuple(self.tables), self.filter, self.partitions, self.max_lag
         )

@@ -117,12 +117,14 @@ async def run_sink(
     worker: Consumer,
     deliver: Deliver,
     *,
-    max_attempts: int = 8,
+    max_attempts: int | None = 8,
     backoff_max: float = 30.0,
     on_progress: Callable[[SinkStats], None] | None = None,
 ) -> None:
     """Deliver every batch of *worker* with *deliver*, acknowledging after
-    success; after *max_attempts* failures the batch goes to the dead letters."""
+    success; after *max_attempts* failures the batch goes to the dead letters
+    (None: retried until it succeeds, for sinks whose failures are outages
+    rather than bad changes)."""
     stats = SinkStats()
     async for batch in worker:
         if batch.reset:
@@ -136,7 +138,7 @@ async def run_sink(
                 await deliver(batch)
             except SinkError as exc:
                 stats.failures += 1
-                if attempt >= max_attempts:
+                if max_attempts is not None and attempt >= max_attempts:
                     log.error(
                         "consumer group %s: %d changes (first %s of %s) failed %d "
                         "times, last: %s; kept as dead letters",
@@ -153,12 +155,11 @@ async def run_sink(
                     break
                 delay = backoff.next()
                 log.warning(
-                    "consumer group %s: delivery failed (%s); attempt %d of %d in "
-                    "%.1fs",
+                    "consumer group %s: delivery failed (%s); attempt %d%s in %.1fs",
                     worker.group,
                     exc,
                     attempt + 1,
-                    max_attempts,
+                    "" if max_attempts is None else f" of {max_attempts}",
                     delay,
                 )
                 if on_progress is not None:
