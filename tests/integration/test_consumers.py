@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 
 import pgpulse
@@ -18,6 +21,7 @@ from pgpulse.consumers import Batch, Consumer
 from pgpulse.consumers.stats import group_stats
 from pgpulse.exceptions import ConfigurationError, PgPulseError
 from pgpulse.log.prune import prune
+from tests.gateway import GatewayProcess
 
 
 async def _orders(conn: asyncpg.Connection) -> None:
@@ -229,3 +233,61 @@ async def workers() -> AsyncIterator[list[Consumer]]:
     yield opened
     for worker in opened:
         await worker.close()
+
+
+def _metric(text: str, name: str, group: str) -> float:
+    prefix = f'{name}{{group="{group}"}} '
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            return float(line[len(prefix) :])
+    raise AssertionError(f"{name} for group {group} not in /metrics:\n{text}")
+
+
+async def test_group_numbers_on_metrics_and_in_the_cli(conn, database):
+    await _orders(conn)
+    async with pgpulse.consumer(
+        database, group="metered", tables=["orders"], partitions=1, lease_ttl=2.0
+    ) as worker:
+        await conn.execute("insert into orders values (1, 'new', 1), (2, 'new', 2)")
+        first = await _next(worker)
+        again = await _next(worker)  # the first was not acknowledged
+        assert _ids(again) == _ids(first) == [1, 2]
+        assert await again.ack()
+        await conn.execute("insert into orders values (3, 'new', 3)")
+        rejected = await _next(worker)
+        await rejected.reject("no such customer")
+    # Written while no worker runs: the group's lag.
+    await conn.execute("insert into orders values (4, 'new', 4), (5, 'new', 5)")
+    gateway = GatewayProcess(database).start()
+    try:
+        async with httpx.AsyncClient() as http:
+            text = (await http.get(gateway.url + "/metrics")).text
+    finally:
+        gateway.stop()
+    assert _metric(text, "pgpulse_consumer_delivered_total", "metered") == 3
+    assert _metric(text, "pgpulse_consumer_redelivered_total", "metered") == 2
+    assert _metric(text, "pgpulse_consumer_dead_letters", "metered") == 1
+    assert _metric(text, "pgpulse_consumer_lag_changes", "metered") == 2
+    assert _metric(text, "pgpulse_consumer_lag_seconds", "metered") >= 0
+    assert _metric(text, "pgpulse_consumer_workers", "metered") == 0  # it left
+    assert "pgpulse_consumer_stats_up 1.0" in text
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pgpulse",
+        "consumers",
+        "--database-url",
+        database,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    (line,) = [x for x in out.decode().splitlines() if x.startswith("metered")]
+    # group, tables, filter, workers, delivered, redelivered, lag, lag age,
+    # dead letters, resets
+    fields = line.split()
+    assert fields[4:7] == ["3", "2", "2"], line
+    assert fields[8] == "1", line

@@ -284,6 +284,7 @@ async def list_groups(ctx: click.Context, database_url: str | None = None) -> No
         "filter",
         "workers",
         "delivered",
+        "redelivered",
         "lag",
         "lag age",
         "dead letters",
@@ -297,6 +298,7 @@ async def list_groups(ctx: click.Context, database_url: str | None = None) -> No
             g.filter or "-",
             str(g.workers),
             str(g.delivered),
+            str(g.redelivered),
             str(g.lag_changes),
             f"{g.lag_seconds:.1f}s",
             str(g.dead_letters)

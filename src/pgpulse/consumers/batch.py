@@ -64,9 +64,10 @@ def event_of(change: Change) -> Event:
 _ACK_SQL = """
 update pgpulse.consumer_partitions p
 set position = u.new, hold_xid = u.hold::xid8, acked_at = now(),
-    delivered = p.delivered + u.n
-from unnest($2::int[], $3::text[], $4::text[], $5::text[], $6::bigint[])
-     as u(partition, old, new, hold, n)
+    delivered = p.delivered + u.n, redelivered = p.redelivered + u.again
+from unnest($2::int[], $3::text[], $4::text[], $5::text[], $6::bigint[],
+            $8::bigint[])
+     as u(partition, old, new, hold, n, again)
 where p.group_name = $1 and p.partition = u.partition and p.position = u.old
   and p.worker = $7
 """
@@ -180,15 +181,28 @@ class Batch:
                     f"consumer group {self.group!r}: dead letters of this batch "
                     "were claimed by another worker"
                 )
-        await ack_moves(conn, self.consumer.group, self.consumer.worker, self.moves)
+        await ack_moves(
+            conn,
+            self.consumer.group,
+            self.consumer.worker,
+            self.moves,
+            self.consumer.redelivered_by_partition,
+        )
 
     def _done(self) -> None:
         self.acked = True
         self.consumer.acked(self)
 
 
-async def ack_moves(conn: Any, group: str, worker: str, moves: list[Move]) -> None:
-    """Move partitions as *moves* say, all or none; raises LeaseLost."""
+async def ack_moves(
+    conn: Any,
+    group: str,
+    worker: str,
+    moves: list[Move],
+    redelivered: dict[int, int] | None = None,
+) -> None:
+    """Move partitions as *moves* say, all or none; raises LeaseLost.
+    *redelivered*: changes handed out again per partition, to count."""
     if not moves:
         return
     partitions: list[int] = []
@@ -203,8 +217,9 @@ async def ack_moves(conn: Any, group: str, worker: str, moves: list[Move]) -> No
             new.append(move.new.encode())
             hold.append(str(move.new.prev.xmin))
             counts.append(count)
+    again = [(redelivered or {}).get(p, 0) for p in partitions]
     done = await conn.execute(
-        _ACK_SQL, group, partitions, old, new, hold, counts, worker
+        _ACK_SQL, group, partitions, old, new, hold, counts, worker, again
     )
     moved = int(done.split()[-1])
     if moved != len(partitions):

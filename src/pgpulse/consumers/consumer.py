@@ -88,6 +88,9 @@ class Consumer:
         self.delivered = 0
         self.batches = 0
         self.redelivered = 0
+        self.redelivered_by_partition: dict[int, int] = {}
+        """Changes handed out again, per partition, not yet counted in the
+        database (they are, with the partition's next move)."""
         self.dead_lettered = 0
         self.lease_losses = 0
         self._gateway: Any = None
@@ -289,6 +292,13 @@ class Consumer:
             if self._outstanding is not None and not self._outstanding.acked:
                 # Not acknowledged: its changes are read (delivered) again.
                 self.redelivered += len(self._outstanding.changes)
+                for move in self._outstanding.moves:
+                    for partition, count in zip(
+                        move.partitions, move.counts, strict=True
+                    ):
+                        self.redelivered_by_partition[partition] = (
+                            self.redelivered_by_partition.get(partition, 0) + count
+                        )
             self._outstanding = None
             if self._reset_reason is not None:
                 reason, self._reset_reason = self._reset_reason, None
@@ -402,6 +412,9 @@ class Consumer:
     def acked(self, batch: Batch) -> None:
         self._moved(batch.moves)
         self.delivered += len(batch.changes)
+        for move in batch.moves:
+            for partition in move.partitions:
+                self.redelivered_by_partition.pop(partition, None)
 
     def count_dead_letters(self, count: int) -> None:
         self.dead_lettered += count

@@ -28,6 +28,7 @@ class GroupStats:
     partitions: int
     workers: int
     delivered: int
+    redelivered: int
     takeovers: int
     resets: int
     reset_reason: str | None
@@ -45,6 +46,8 @@ select g.name, g.tables, g.filter, g.partitions, g.takeovers, g.resets,
           and w.seen_at > now() - make_interval(secs => $1)) as workers,
        (select coalesce(sum(p.delivered), 0) from pgpulse.consumer_partitions p
         where p.group_name = g.name) as delivered,
+       (select coalesce(sum(p.redelivered), 0) from pgpulse.consumer_partitions p
+        where p.group_name = g.name) as redelivered,
        (select count(*) from pgpulse.dead_letters d
         where d.group_name = g.name) as dead_letters,
        (select count(*) from pgpulse.dead_letters d
@@ -93,6 +96,7 @@ async def group_stats(conn: Any, group: str | None = None) -> list[GroupStats]:
                     partitions=row["partitions"],
                     workers=row["workers"],
                     delivered=int(row["delivered"]),
+                    redelivered=int(row["redelivered"]),
                     takeovers=row["takeovers"],
                     resets=row["resets"],
                     reset_reason=row["reset_reason"],

@@ -77,7 +77,7 @@ async def metrics(request: Request) -> Response:
     refused = _private(request, gateway)
     if refused is not None:
         return refused
-    return Response(exposition(gateway), media_type=CONTENT_TYPE)
+    return Response(await exposition(gateway), media_type=CONTENT_TYPE)
 
 
 async def client_js(request: Request) -> Response:

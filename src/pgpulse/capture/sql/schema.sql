@@ -428,6 +428,9 @@ create table pgpulse.consumer_partitions (
     acked_at timestamptz,
     -- Changes acknowledged (counted per partition: no hot row for all workers).
     delivered bigint not null default 0,
+    -- Changes a worker handed out again because their batch was not
+    -- acknowledged (counted when the partition next moves).
+    redelivered bigint not null default 0,
     primary key (group_name, partition)
 );
 
