@@ -1,5 +1,6 @@
 """``python -m bench SCENARIO [--quick]``: all, one scenario (floor, latency,
-fanout, idle, dbcost, routing, instructions, parts, builds, auth), or
+fanout, idle, dbcost, routing, instructions, parts, builds, auth,
+consumers), or
 report.
 
 Starts its own PostgreSQL, runs the scenarios against pgpulse and the peers,

@@ -120,6 +120,8 @@ DB_COST_SOLO = "bench_cost_solo"
 DB_COST_WAL = "bench_cost_wal"
 #: The latency table again, watched with the wal source (system pgpulse-wal).
 DB_PGPULSE_WAL = "bench_pgpulse_wal"
+#: The job table of the consumer-group scenario (worker processes only).
+DB_CONSUMERS = "bench_consumers"
 
 
 async def _drop_database(admin: Any, db: str) -> None:
@@ -144,6 +146,7 @@ async def _drop_database(admin: Any, db: str) -> None:
 
 ALL_DATABASES = (
     DB_PGPULSE,
+    DB_CONSUMERS,
     DB_NOTIFY,
     DB_COST,
     DB_COST_SOLO,

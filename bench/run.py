@@ -21,6 +21,7 @@ from bench.scenarios import Ctx
 from bench.scenarios.auth_groups import run_auth_groups
 from bench.scenarios.builds import run_builds
 from bench.scenarios.capture_parts import run_capture_parts
+from bench.scenarios.consumers import run_consumers
 from bench.scenarios.dbcost import run_dbcost
 from bench.scenarios.fanout import run_fanout
 from bench.scenarios.idle import run_idle
@@ -88,6 +89,13 @@ PLANS: dict[str, dict[str, dict[str, Any]]] = {
                 "duration": 5.0,
             },
         },
+        "consumers": {
+            "backlog": 50000,
+            "workers": [1, 4],
+            "batch": 500,
+            "jobs": 100,
+            "interval": 0.2,
+        },
     },
     "quick": {
         "floor": {"rates": [100], "duration": 1.0},
@@ -134,6 +142,13 @@ PLANS: dict[str, dict[str, dict[str, Any]]] = {
             "duration": 1.5,
             "throughput": {"groups": 10, "rates": [100], "duration": 1.5},
         },
+        "consumers": {
+            "backlog": 2000,
+            "workers": [1, 2],
+            "batch": 200,
+            "jobs": 8,
+            "interval": 0.2,
+        },
     },
 }
 
@@ -148,6 +163,7 @@ RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
     "parts": run_capture_parts,
     "builds": run_builds,
     "auth": run_auth_groups,
+    "consumers": run_consumers,
 }
 
 #: Order of ``all``.

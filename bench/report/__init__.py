@@ -13,6 +13,7 @@ from bench.env import PG_SETTINGS
 from bench.report.analysis import _unmet
 from bench.report.auth import _auth
 from bench.report.builds import _builds
+from bench.report.consumers import _consumers
 from bench.report.cost import _dbcost, _instructions, _parts
 from bench.report.delivery import _fanout, _idle, _latency, _routing
 from bench.report.verdicts import targets
@@ -94,6 +95,7 @@ def render(results: dict[str, Any], meta: dict[str, Any]) -> str:
     lines += _parts(results)
     lines += _builds(results)
     lines += _auth(results)
+    lines += _consumers(results)
     lines += _unmet(results)
     lines += [
         "",

@@ -71,6 +71,13 @@ TINY: dict[str, dict[str, Any]] = {
         "duration": 0.5,
         "throughput": {"groups": 3, "rates": [30], "duration": 0.5},
     },
+    "consumers": {
+        "backlog": 300,
+        "workers": [1, 2],
+        "batch": 50,
+        "jobs": 3,
+        "interval": 0.1,
+    },
 }
 
 
@@ -189,6 +196,14 @@ def test_benchmark_scenarios_produce_well_formed_results(
     (step,) = results["auth"]["throughput"]["rows"]
     assert step["deliveries_per_s"] > 0 and step["filter_statements"] > 0
 
+    consumers = results["consumers"]
+    assert [r["workers"] for r in consumers["throughput"]] == [1, 2]
+    assert all(r["changes_per_s"] > 0 for r in consumers["throughput"])
+    wake = {r["design"]: r for r in consumers["latency"]}
+    assert set(wake) == {"pgpulse", "poll", "listen"}
+    for design, row in wake.items():
+        assert row["handled"] == row["jobs"] == 3, design
+
     json.dumps(results)  # the raw results are JSON-serialisable
     verdicts = {t["verdict"] for t in targets(results)}
     assert verdicts <= {"met", "NOT met", "not measured"}
@@ -210,6 +225,7 @@ def test_benchmark_scenarios_produce_well_formed_results(
         "## 6. Where the work goes",
         "## 8. On the PostgreSQL users run",
         "## 9. Delivery under auth",
+        "## 10. Consumer groups",
     ):
         assert heading in page
     (tmp_path / "benchmarks.md").write_text(page)
