@@ -273,3 +273,25 @@ def test_a_batch_keeps_order_per_client_with_one_write_per_run_of_a_table():
     assert _events(docs_only) == [e for e in expected if e[0] == "docs"]
     assert _events(filtered) == [("docs", 3)]
     assert bus.delivered == 6 + 4 + 1
+
+
+def test_a_chunked_batch_behind_a_resumed_client_is_skipped_to_its_end():
+    """A listener that re-reads after a reconnect dispatches a large batch in
+    chunks; a client whose catch-up already delivered that batch must not get
+    any chunk of it again (the skip holds until the batch's last chunk)."""
+    bus = Bus()
+    s = Subscriber("sse", Outbox(10**9))
+    bus.subscribe(s, spec("docs"))
+    old = [change("INSERT", {"id": i}, None) for i in range(6)]
+    for c in old:
+        c.xid = 760  # one large transaction the catch-up delivered
+    later = change("INSERT", {"id": 99}, None)
+    later.xid = 762  # committed after the catch-up's snapshot
+    s.begin_catch_up()
+    bus.finish_catch_up(s, Snapshot.parse("761:761:"))
+    prev, snap = Snapshot.parse("760:760:"), Snapshot.parse("763:763:")
+    bus.on_batch(Batch(prev, snap, old[:3], complete=False), False)
+    bus.on_batch(Batch(prev, snap, [*old[3:], later], complete=True), True)
+    assert _events(s) == [("docs", 99)]
+    # Past that batch the skip check is over.
+    assert s.skip is None

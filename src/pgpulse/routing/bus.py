@@ -258,15 +258,18 @@ class Bus:
             self._flush()
         if final:
             self.position = batch.snap
-        if batch.changes:
-            for observe in self.observers:
-                observe(batch.changes)
             # Clients whose catch-up reached a snapshot we have now passed no
-            # longer need the per-event skip check.
+            # longer need the per-event skip check.  Only once the batch is
+            # dispatched in full: a large batch comes in chunks, and its later
+            # chunks still hold changes the catch-up delivered (a listener
+            # that re-reads after a reconnect, behind a resumed client).
             for subscriber in list(self._skipping):
                 if subscriber.skip is None or batch.snap.covers(subscriber.skip):
                     subscriber.skip = None
                     self._skipping.discard(subscriber)
+        if batch.changes:
+            for observe in self.observers:
+                observe(batch.changes)
 
     def _flush(self) -> None:
         """One write per dirty subscriber for everything dispatched since."""
