@@ -85,7 +85,11 @@ def _finite(value: float) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
 
 
+# Once, on the embedded build: the 'builds' scenario starts the distribution's
+# PostgreSQL (JIT on) itself and runs latency and cost there, so a second run
+# on the suite's distribution cluster would measure the same thing again.
 @pytest.mark.slow
+@pytest.mark.parametrize("pg_server", ["embedded"], indirect=True, ids=["bench"])
 def test_benchmark_scenarios_produce_well_formed_results(
     pg_server: tests.pg.TestServer, tmp_path
 ):
