@@ -97,6 +97,10 @@ class Consumer:
         self._filters: dict[str, DatabaseFilter] = {}
         self._wake = asyncio.Event()
         self._beater: asyncio.Task[None] | None = None
+        self._membership_lock = asyncio.Lock()
+        """One beat or release at a time, each applied before the next starts:
+        a beat applied after a newer one would drop partitions the newer one
+        took, leaving them leased to this worker and never read."""
         self._surplus: set[int] = set()
         self._resets_seen: int | None = None
         self._reset_reason: str | None = None
@@ -228,15 +232,14 @@ class Consumer:
         while True:
             try:
                 await asyncio.sleep(interval)
+                await self._rebeat()
                 async with self.pool.acquire() as conn:
-                    beat = await self.membership.beat(conn)
                     waiting = await conn.fetchval(
                         "select exists (select from pgpulse.dead_letters "
                         "where group_name = $1 and retry_requested "
                         "and (claimed_by is null or claimed_until < now()))",
                         self.group,
                     )
-                self._apply_beat(beat)
                 if waiting and not self._retries_waiting:
                     self._retries_waiting = True
                     self._wake.set()
@@ -276,10 +279,13 @@ class Consumer:
                     partition,
                 )
                 del self.positions[partition]
-        for partition in beat.gained:
+        # Every partition leased to this worker is read by it: the database's
+        # leases are the truth (not only what this beat gained).
+        gained = [p for p in beat.positions if p not in self.positions]
+        for partition in gained:
             self.positions[partition] = beat.positions[partition]
         self._surplus = set(beat.surplus)
-        if beat.gained or self._surplus:
+        if gained or self._surplus:
             self._wake.set()
 
     # -- batches ----------------------------------------------------------------
@@ -372,17 +378,19 @@ class Consumer:
 
     async def _rebeat(self) -> None:
         assert self.membership is not None
-        async with self.pool.acquire() as conn:
-            beat = await self.membership.beat(conn)
-        self._apply_beat(beat)
+        async with self._membership_lock:
+            async with self.pool.acquire() as conn:
+                beat = await self.membership.beat(conn)
+            self._apply_beat(beat)
 
     async def _release_surplus(self) -> None:
         assert self.membership is not None
-        surplus, self._surplus = self._surplus, set()
-        async with self.pool.acquire() as conn:
-            await self.membership.release(conn, surplus)
-        for partition in surplus:
-            self.positions.pop(partition, None)
+        async with self._membership_lock:
+            surplus, self._surplus = self._surplus, set()
+            async with self.pool.acquire() as conn:
+                await self.membership.release(conn, surplus)
+            for partition in surplus:
+                self.positions.pop(partition, None)
         log.info(
             "consumer %s of group %s handed %d partitions to joining workers",
             self.worker,
