@@ -319,3 +319,31 @@ async def test_response_is_the_builders_json(client, gateway, ref):
         ref, "select id, weight_kg, eta, hazardous from shipments where id = 1"
     )
     assert response.json() == want
+
+
+async def test_jsonb_containment_with_an_object_as_postgrest_clients_send_it(
+    client, ref
+):
+    # postgrest-py's contains("meta", {"lang": "de"}) sends cs.{"lang":"de"}: a
+    # JSON object for a jsonb column, never an array literal.
+    for value, sql in [
+        ('{"lang":"de"}', """meta @> '{"lang":"de"}'"""),
+        ('{"lang":"de","priority":1}', """meta @> '{"lang":"de","priority":1}'"""),
+        # json.dumps spacing, as postgrest-py sends it
+        ('{"lang": "de", "priority": 1}', """meta @> '{"lang":"de","priority":1}'"""),
+        ("{}", "meta @> '{}'"),
+    ]:
+        response = await get(client, f"documents?select=id&meta=cs.{value}&order=id")
+        assert response.status_code == 200, response.text
+        expected = await hand(ref, f"select id from documents where {sql} order by id")
+        assert response.json() == expected, value
+        assert expected, "the seed has rows of each"
+    contained = await get(
+        client, 'documents?select=id&meta=cd.{"lang":"de","priority":1,"x":2}&order=id'
+    )
+    assert contained.status_code == 200, contained.text
+    assert contained.json() == await hand(
+        ref,
+        """select id from documents where meta <@ '{"lang":"de","priority":1,"x":2}'"""
+        " order by id",
+    )
