@@ -11,7 +11,10 @@ kills land mid-batch.  Prints ``ready`` once it has joined the group.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
+import logging
 import os
+import signal
 import sys
 
 import asyncpg
@@ -65,5 +68,10 @@ async def main(dsn: str, group: str, mode: str, delay: float) -> None:
 
 
 if __name__ == "__main__":
+    # The test asks for every thread's stack (SIGUSR1) when a group stalls.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     delay = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0
     asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], delay))

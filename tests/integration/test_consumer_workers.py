@@ -13,6 +13,7 @@ import os
 import random
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -48,22 +49,38 @@ class Workers:
     def __init__(self, dsn: str, group: str, mode: str, delay: float) -> None:
         self.args = [dsn, group, mode, str(delay)]
         self.procs: list[asyncio.subprocess.Process] = []
+        self.logs = Path(tempfile.mkdtemp(prefix="pgpulse-workers-"))
 
     async def start(self) -> asyncio.subprocess.Process:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "tests.consumer_worker",
-            *self.args,
-            stdout=asyncio.subprocess.PIPE,
-            cwd=ROOT,
-        )
+        with (self.logs / f"worker-{len(list(self.logs.iterdir()))}.log").open(
+            "ab"
+        ) as log:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "tests.consumer_worker",
+                *self.args,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=log,
+                cwd=ROOT,
+            )
         assert proc.stdout is not None
         async with asyncio.timeout(30):
             line = await proc.stdout.readline()
         assert line.strip() == b"ready", line
         self.procs.append(proc)
         return proc
+
+    async def stacks(self) -> str:
+        """Every live worker's stack and log (for a stalled group)."""
+        for proc in self.procs:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGUSR1)
+        await asyncio.sleep(1.0)
+        return "\n".join(
+            f"--- {path.name}:\n{path.read_text(errors='replace')[-6000:]}"
+            for path in sorted(self.logs.iterdir())
+        )
 
     def kill(self, proc: asyncio.subprocess.Process) -> None:
         proc.send_signal(signal.SIGKILL)
@@ -153,10 +170,18 @@ async def _chaos(database: str, mode: str, seconds: float) -> asyncpg.Connection
                     "select worker, now() - seen_at as ago "
                     "from pgpulse.consumer_workers"
                 )
+                activity = await conn.fetch(
+                    "select pid, application_name, state, wait_event_type, "
+                    "wait_event, left(query, 100) as query, "
+                    "now() - state_change as since from pg_stat_activity "
+                    "where datname = current_database()"
+                )
                 raise AssertionError(
                     f"the group stalled at {done} of {written} changes; "
                     f"partitions: {[dict(r) for r in state]}; "
-                    f"workers: {[dict(r) for r in workers_seen]}"
+                    f"workers: {[dict(r) for r in workers_seen]}; "
+                    f"activity: {[dict(r) for r in activity]}\n"
+                    + await workers.stacks()
                 )
             await asyncio.sleep(0.5)
         assert done == written

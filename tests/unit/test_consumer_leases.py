@@ -4,6 +4,10 @@ stall its rows for good)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import threading
+
 from pgpulse.consumers.consumer import Consumer
 from pgpulse.consumers.membership import Beat
 
@@ -28,3 +32,35 @@ def test_a_partition_no_longer_leased_is_dropped_and_local_positions_kept():
     worker.positions[0] = "a2"  # acknowledged since the beat
     worker._apply_beat(Beat(positions={0: "a2", 3: "d"}, gained={3}))
     assert worker.positions == {0: "a2", 3: "d"}
+
+
+def test_a_worker_without_partitions_waits_and_lets_its_beats_run():
+    """A wake-up (a change committed) while a worker holds no partition must
+    not spin its loop: the beats that would lease it partitions must run.
+    Run in a thread, so a loop that never yields fails the test instead of
+    hanging it."""
+    beats: list[int] = []
+
+    async def scenario() -> None:
+        worker = Consumer("postgresql://unused", "g", ["orders"], partitions=4)
+        worker._resets_seen = 0
+        worker._wake.set()  # a change to the group's table arrived
+
+        async def beat() -> None:
+            for _ in range(3):
+                await asyncio.sleep(0.01)
+                beats.append(1)
+            worker._apply_beat(Beat(positions={}, gained=set()))
+            worker._closed = True  # stop: the loop ends at its next pass
+            worker._wake.set()
+
+        beater = asyncio.create_task(beat())
+        with contextlib.suppress(StopAsyncIteration):
+            await worker.__anext__()
+        await beater
+
+    thread = threading.Thread(target=asyncio.run, args=(scenario(),), daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive(), "the worker's loop spun without yielding"
+    assert len(beats) == 3

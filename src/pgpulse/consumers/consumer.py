@@ -317,6 +317,11 @@ class Consumer:
                     self._outstanding = batch
                     return batch
             if not self.positions:
+                # Nothing to read until a beat leases a partition (which sets
+                # the event again): a wake-up for a change is not ours to act
+                # on, and left set it would spin this loop without yielding,
+                # starving the beats that would give us work.
+                self._wake.clear()
                 await self._idle()
                 continue
             self._wake.clear()
@@ -335,6 +340,9 @@ class Consumer:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.keepalive):
                 await self._wake.wait()
+        # Always let the other tasks (beats) run between two passes, even
+        # when the event was already set.
+        await asyncio.sleep(0)
 
     async def _read(self) -> tuple[Batch | None, bool]:
         """Read the next changes; returns (a batch, or None when none of the

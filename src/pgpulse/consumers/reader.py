@@ -57,8 +57,12 @@ async def read_partitions(
     by_position: dict[str, set[int]] = {}
     for partition, position in positions.items():
         by_position.setdefault(position, set()).add(partition)
+    # The lane furthest behind first: lanes share the read's limit, and a lane
+    # always read last would starve while writes keep the first ones full.
+    order = sorted(by_position, key=lambda text: _age_key(Cursor.decode(text)))
     lanes: list[tuple[Lane, str, frozenset[int]]] = []
-    for position, held in by_position.items():
+    for position in order:
+        held = by_position[position]
         owned = frozenset(held)
 
         def keep(change: Change, owned: frozenset[int] = owned) -> bool:
@@ -90,6 +94,12 @@ async def read_partitions(
         )
     more = any(lane.end is not None and not lane.end.is_point for lane, _, _ in lanes)
     return Read(kept, moves, more)
+
+
+def _age_key(cursor: Cursor) -> tuple[int, int, int]:
+    """Older positions sort first: by the snapshot everything before is seen
+    in, then how far into its batch."""
+    return (cursor.prev.xmax, cursor.prev.xmin, cursor.after_id or 0)
 
 
 def _selected(
