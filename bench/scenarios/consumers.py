@@ -74,6 +74,9 @@ class Worker:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+        self.thread.join(10)  # the pipe is at its end once the process is gone
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 async def _reset(dsn: str, notify: bool) -> None:
