@@ -211,6 +211,30 @@ def _since_args(
     return (xmax, xip, sxmax, sxip, after, tables)
 
 
+async def _open_snapshot_read(conn: Any, timeout: float | None) -> Snapshot:
+    """Inside a REPEATABLE READ transaction: pgpulse's session settings, the
+    optional lock and statement timeout (seconds), and the position it reads to."""
+    await conn.execute(_SET_LOCAL)
+    if timeout is not None:
+        millis = max(1, int(timeout * 1000))
+        await conn.execute(
+            f"set local lock_timeout = {millis}; set local statement_timeout = {millis}"
+        )
+    return await current_position(conn)
+
+
+def _phases(
+    cursor: Cursor, now: Snapshot
+) -> list[tuple[Snapshot, Snapshot, int | None]]:
+    """What to read after *cursor* up to *now*: first the rest of the batch
+    the cursor points into, then everything that became visible after it."""
+    phases: list[tuple[Snapshot, Snapshot, int | None]] = []
+    if cursor.after_id is not None:
+        phases.append((cursor.prev, cursor.snap, cursor.after_id))
+    phases.append((cursor.snap, now, None))
+    return phases
+
+
 async def read_since(
     conn: Any,
     cursor: Cursor,
@@ -227,21 +251,8 @@ async def read_since(
     a lock or a statement that waits longer fails instead of waiting forever.
     """
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        await conn.execute(_SET_LOCAL)
-        if timeout is not None:
-            millis = max(1, int(timeout * 1000))
-            await conn.execute(
-                f"set local lock_timeout = {millis}; "
-                f"set local statement_timeout = {millis}"
-            )
-        now = await current_position(conn)
-        phases: list[tuple[Snapshot, Snapshot, int | None]] = []
-        if cursor.after_id is not None:
-            # First the rest of the batch the cursor points into...
-            phases.append((cursor.prev, cursor.snap, cursor.after_id))
-        # ...then everything that became visible after it.
-        phases.append((cursor.snap, now, None))
-        for prev, snap, after in phases:
+        now = await _open_snapshot_read(conn, timeout)
+        for prev, snap, after in _phases(cursor, now):
             args = _since_args(prev, snap, after, tables)
             prefix = Cursor.batch_prefix(prev, snap)
             out: list[Change] = []
@@ -285,14 +296,7 @@ async def read_lanes(
     snapshot open (consumer groups, :mod:`pgpulse.consumers`).
     """
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        await conn.execute(_SET_LOCAL)
-        if timeout is not None:
-            millis = max(1, int(timeout * 1000))
-            await conn.execute(
-                f"set local lock_timeout = {millis}; "
-                f"set local statement_timeout = {millis}"
-            )
-        now = await current_position(conn)
+        now = await _open_snapshot_read(conn, timeout)
         budget = limit
         for lane in lanes:
             lane.changes = []
@@ -300,12 +304,8 @@ async def read_lanes(
             if budget <= 0:
                 lane.end = lane.start
                 continue
-            phases: list[tuple[Snapshot, Snapshot, int | None]] = []
-            if lane.start.after_id is not None:
-                phases.append((lane.start.prev, lane.start.snap, lane.start.after_id))
-            phases.append((lane.start.snap, now, None))
             done = False
-            for prev, snap, after in phases:
+            for prev, snap, after in _phases(lane.start, now):
                 args = _since_args(prev, snap, after, tables)
                 prefix = Cursor.batch_prefix(prev, snap)
                 async for record in conn.cursor(
