@@ -49,6 +49,17 @@ def _row(event: pgpulse.Event) -> dict[str, Any]:
     return {**event.row, "pk": event.pk}
 
 
+async def _handle(tx: Any, batch: Batch) -> None:
+    """The handler's work: each change into ``handled``, in *tx*."""
+    for event in batch.changes:
+        await tx.execute(
+            "insert into handled values ($1, $2, $3)",
+            event.id,
+            _row(event)["id"],
+            _row(event)["amount"],
+        )
+
+
 async def test_a_group_continues_where_it_left_off(conn, database):
     await _orders(conn)
     options: dict[str, Any] = {"lease_ttl": 2.0, "partitions": 4}
@@ -88,24 +99,12 @@ async def test_exactly_once_commits_writes_and_position_together(conn, database)
         batch = await _next(worker)
         with pytest.raises(RuntimeError):
             async with batch.transaction() as tx:
-                for event in batch.changes:
-                    await tx.execute(
-                        "insert into handled values ($1, $2, $3)",
-                        event.id,
-                        _row(event)["id"],
-                        _row(event)["amount"],
-                    )
+                await _handle(tx, batch)
                 raise RuntimeError("the handler failed half-way")
         assert await conn.fetchval("select count(*) from handled") == 0
         batch = await _next(worker)  # delivered again: nothing was committed
         async with batch.transaction() as tx:
-            for event in batch.changes:
-                await tx.execute(
-                    "insert into handled values ($1, $2, $3)",
-                    event.id,
-                    _row(event)["id"],
-                    _row(event)["amount"],
-                )
+            await _handle(tx, batch)
         assert str(await conn.fetchval("select sum(amount) from handled")) == "10.10"
         # Exact numbers, as PostgreSQL has them (not floats).
         assert str(_row(batch.changes[0])["amount"]) == "10.10"

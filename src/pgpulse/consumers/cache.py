@@ -24,12 +24,12 @@ from typing import Any
 
 import orjson
 
+from pgpulse.clients.stream import Event
 from pgpulse.consumers.batch import Batch
 from pgpulse.consumers.consumer import Consumer
 from pgpulse.consumers.sinks import Deliver, SinkError, run_sink
 from pgpulse.exceptions import PgPulseError
 from pgpulse.log.change import Change
-from pgpulse.routing.values import loads_exact
 
 __all__ = ["KeyTemplate", "invalidate", "key_templates", "redis_sink"]
 
@@ -142,8 +142,11 @@ def redis_sink(
             return
         pipe = redis.pipeline(transaction=True)
         commands = 0
-        for change in batch.raw:
-            commands += _apply(pipe, templates[change.name], change, refresh, expire_ms)
+        # The batch's events carry the rows already parsed (exact numbers);
+        # the raw changes, the row's JSON text as logged (for --refresh).
+        for change, event in zip(batch.raw, batch.changes, strict=True):
+            template = templates[change.name]
+            commands += _apply(pipe, template, change, event, refresh, expire_ms)
         if not commands:
             return
         try:
@@ -154,18 +157,18 @@ def redis_sink(
     return deliver
 
 
-def _exact(text: str | None) -> dict[str, Any] | None:
-    """A row with its numbers as PostgreSQL wrote them (``1.10`` stays ``1.10``)."""
-    return None if text is None else loads_exact(text)
-
-
 def _apply(
-    pipe: Any, template: KeyTemplate, change: Change, refresh: bool, px: int | None
+    pipe: Any,
+    template: KeyTemplate,
+    change: Change,
+    event: Event,
+    refresh: bool,
+    px: int | None,
 ) -> int:
     """Queue the commands of one change; returns how many."""
-    new_key = template.key(_exact(change.row))
-    old_key = template.key(_exact(change.old)) or (
-        template.key(_exact(change.pk)) if change.op == "DELETE" else None
+    new_key = template.key(event.row)
+    old_key = template.key(event.old) or (
+        template.key(event.pk) if change.op == "DELETE" else None
     )
     commands = 0
     if old_key is not None and old_key != new_key:
