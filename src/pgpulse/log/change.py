@@ -47,6 +47,10 @@ class Change:
     """Filters evaluated by PostgreSQL: key → [new row selected, old row
     selected], or why the filter cannot be evaluated for its viewer at all
     (:mod:`pgpulse.routing.db_filters`)."""
+    viewed: frozenset[str] | None = field(default=None, repr=False)
+    """Row-level security filters evaluated on this change: for these only
+    the rows a viewer may see are in :attr:`verdicts`, absent means neither
+    (:mod:`pgpulse.routing.row_security`)."""
     _keys: Any = field(default=None, repr=False)
     """The rows as compared by the routing (:func:`pgpulse.routing.bus.row_keys`)."""
 

@@ -42,15 +42,18 @@ log = logging.getLogger("pgpulse.routing.bus")
 class _Routes:
     """The subscriptions of one table."""
 
-    __slots__ = ("indexed", "scanned", "unfiltered")
+    __slots__ = ("indexed", "scanned", "unfiltered", "viewed")
 
     def __init__(self) -> None:
         self.unfiltered: dict[Subscriber, int] = {}
         self.indexed: dict[str, dict[Any, set[Subscription]]] = {}
+        self.viewed: dict[str, set[Subscription]] = {}
+        """Under row-level security, by filter key: a change reaches only the
+        groups whose verdict says they see it (not a scan of everyone)."""
         self.scanned: set[Subscription] = set()
 
     def empty(self) -> bool:
-        return not (self.unfiltered or self.indexed or self.scanned)
+        return not (self.unfiltered or self.indexed or self.viewed or self.scanned)
 
 
 class Bus:
@@ -99,6 +102,8 @@ class Bus:
                 spec.index_value, set()
             ).add(sub)
             self._index_keys[(spec.table, spec.index_column)] = spec.index_key
+        elif spec.db_filter is not None and spec.db_filter.viewer is not None:
+            routes.viewed.setdefault(spec.db_filter.key, set()).add(sub)
         else:
             routes.scanned.add(sub)
         if spec.db_filter is not None:
@@ -143,6 +148,13 @@ class Bus:
                     del by_value[spec.index_value]
                 if not by_value:
                     routes.indexed.pop(spec.index_column, None)
+        elif spec.db_filter is not None and spec.db_filter.viewer is not None:
+            key = spec.db_filter.key
+            viewers = routes.viewed.get(key)
+            if viewers is not None:
+                viewers.discard(sub)
+                if not viewers:
+                    del routes.viewed[key]
         else:
             routes.scanned.discard(sub)
         if routes.empty():
@@ -313,7 +325,7 @@ class Bus:
             else:
                 others.append(subscriber)
         reached = len(unfiltered) * len(run)
-        filtered = bool(routes.indexed or routes.scanned)
+        filtered = bool(routes.indexed or routes.viewed or routes.scanned)
         for change in run:
             for subscriber in others:
                 if subscriber.deliver(change, Variant.FULL):
@@ -368,8 +380,31 @@ class Bus:
                 reached += 1
         return reached
 
+    @staticmethod
+    def _viewers(
+        change: Change, viewed: dict[str, set[Subscription]]
+    ) -> Iterable[Subscription]:
+        """The row-level security groups that see *change* (or all of them for
+        a TRUNCATE, or when a filter was not evaluated on it: their
+        :meth:`Subscription.matches` then reports it)."""
+        evaluated = change.viewed
+        if (
+            change.op == "TRUNCATE"
+            or evaluated is None
+            or not viewed.keys() <= evaluated
+        ):
+            for every in viewed.values():
+                yield from every
+            return
+        for key in change.verdicts or ():
+            seeing = viewed.get(key)
+            if seeing:
+                yield from seeing
+
     def _candidates(self, change: Change, routes: _Routes) -> Iterable[Subscription]:
         yield from routes.scanned
+        if routes.viewed:
+            yield from self._viewers(change, routes.viewed)
         if not routes.indexed:
             return
         if change.op == "TRUNCATE":

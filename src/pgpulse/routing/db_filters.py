@@ -16,8 +16,10 @@ log (``jsonb_populate_record``)::
 Its cost grows with the number of distinct filters, not subscribers; the
 verdicts are kept on the change (:attr:`Change.verdicts`) for every subscriber
 with that filter.  Tables read under row-level security
-(:mod:`pgpulse.auth.rls`) add one statement per distinct (role, claims) group,
-run as that role with its claims, each filter ANDed to the table's policies.
+(:mod:`pgpulse.auth.rls`) add one round trip per batch that runs, inside the
+database, one statement per distinct (role, claims) group as that role with
+its claims, each filter ANDed to the table's policies
+(:mod:`pgpulse.routing.row_security`).
 
 A row PostgreSQL cannot evaluate (a column whose type
 changed since the change was logged) costs that row for those filters: the
@@ -42,6 +44,11 @@ from pgpulse.catalog import Table, quote_ident
 from pgpulse.log.change import Change
 from pgpulse.query._sql import Params, render_filter
 from pgpulse.routing.filters import Filter
+from pgpulse.routing.row_security import (
+    STALE_PLAN,
+    evaluate_viewers,
+    is_connection_error,
+)
 
 __all__ = ["DatabaseFilter", "Viewer", "evaluate"]
 
@@ -101,22 +108,16 @@ def _sides(changes: Sequence[Change]) -> tuple[list[str], list[tuple[Change, int
     return texts, owners
 
 
-def _statement(
-    table: Table, filters: Sequence[DatabaseFilter], security: str | None = None
-) -> tuple[str, Params]:
-    """One result column per filter; with *security* (a table's policies for
-    one role, which name its columns unqualified or by the table's name) the
-    rebuilt row is named after the table."""
+def _statement(table: Table, filters: Sequence[DatabaseFilter]) -> tuple[str, Params]:
+    """One result column per filter."""
     params = Params()
     rows = params.add(None)
-    alias = _ALIAS if security is None else table.name
-    guard = "" if security is None else f"({security}) AND "
-    columns = ", ".join(f"{guard}({f.render(params, alias)})" for f in filters)
+    columns = ", ".join(f"({f.render(params)})" for f in filters)
     sql = (
         f"select x.pgpulse_ord, {columns}\n"
         f"from unnest({rows}::text[]) with ordinality as x(pgpulse_row, pgpulse_ord)\n"
         f"cross join lateral jsonb_populate_record(null::{table.sql}, "
-        f"x.pgpulse_row::jsonb) as {quote_ident(alias)}"
+        f"x.pgpulse_row::jsonb) as {quote_ident(_ALIAS)}"
     )
     return sql, params
 
@@ -141,17 +142,12 @@ async def _run(conn: Any, sql: str, params: Params, texts: list[str]) -> list[An
     try:
         return await _run_once(conn, sql, params)
     except asyncpg.PostgresError as exc:
-        if getattr(exc, "sqlstate", None) not in _STALE_PLAN:
+        if getattr(exc, "sqlstate", None) not in STALE_PLAN:
             raise
     # The table changed (ALTER TABLE) since the statement was prepared: its
     # rows were planned with the old row type.  Prepare it again, once.
     await conn.reload_schema_state()
     return await _run_once(conn, sql, params)
-
-
-#: "attribute N of type record has wrong type", "cached plan must not change
-#: result type": a prepared statement that predates a change of the table.
-_STALE_PLAN = {"42804", "0A000"}
 
 
 async def _run_once(conn: Any, sql: str, params: Params) -> list[Any]:
@@ -167,16 +163,6 @@ async def _run_once(conn: Any, sql: str, params: Params) -> list[Any]:
 
 
 _ROW_ERRORS = (asyncpg.DataError, asyncpg.SyntaxOrAccessError, asyncpg.PostgresError)
-
-
-def _is_connection_error(exc: BaseException) -> bool:
-    return isinstance(
-        exc,
-        asyncpg.InterfaceError
-        | asyncpg.exceptions.ConnectionDoesNotExistError
-        | asyncpg.exceptions.AdminShutdownError
-        | OSError,
-    )
 
 
 async def evaluate(
@@ -205,84 +191,14 @@ async def evaluate(
             conn, table, texts, owners, list(plain.values())
         )
     if groups:
-        statements += await _evaluate_viewers(
-            conn, table, texts, owners, groups, security
+        statements += await evaluate_viewers(
+            conn,
+            table,
+            texts,
+            owners,
+            {v: by_key for v, by_key in groups.items() if v is not None},
+            security,
         )
-    return statements
-
-
-async def _evaluate_viewers(
-    conn: Any,
-    table: Table,
-    texts: list[str],
-    owners: list[tuple[Change, int]],
-    groups: dict[Viewer | None, dict[str, DatabaseFilter]],
-    security: RowSecurity | None,
-) -> int:
-    """Every (role, claims) group in one savepoint (or read-only transaction):
-    per group, set its role and claims, then one statement; two round trips
-    per group, and the role never outlives the scope (rolled back at the end,
-    and after a group whose policies raise, which cuts that group off)."""
-    policies: dict[str | None, str] = {}
-    for viewer in groups:
-        assert viewer is not None
-        if viewer.role not in policies:
-            if viewer.role is None or security is None:
-                policies[viewer.role] = "false"  # no role to read as: nothing
-            else:
-                # Read before any role is set: the catalog as the gateway sees it.
-                policies[viewer.role] = await security.expression(
-                    conn, table.sql, viewer.role
-                )
-    nested = conn.is_in_transaction()
-    begin = "savepoint pgpulse_viewers" if nested else "begin read only"
-    end = "rollback to savepoint pgpulse_viewers" if nested else "rollback"
-    statements = 0
-    await conn.execute(begin)
-    try:
-        for viewer, by_key in groups.items():
-            assert viewer is not None
-            wanted = list(by_key.values())
-            for start in range(0, len(wanted), _PER_STATEMENT):
-                chunk = wanted[start : start + _PER_STATEMENT]
-                sql, params = _statement(table, chunk, policies[viewer.role])
-                params.values[0] = texts
-                statements += 1
-                records = None
-                for attempt in (1, 2):
-                    await conn.execute(
-                        "select set_config('role', $1, true), "
-                        "set_config('request.jwt.claims', $2, true)",
-                        viewer.role,
-                        viewer.claims,
-                    )
-                    try:
-                        records = await conn.fetch(sql, *params.values)
-                        break
-                    except _ROW_ERRORS as exc:
-                        if _is_connection_error(exc):
-                            raise
-                        # The scope is aborted (and the role reset): begin
-                        # anew (a rolled-back-to savepoint stays defined).
-                        await conn.execute(end)
-                        if not nested:
-                            await conn.execute(begin)
-                        stale = getattr(exc, "sqlstate", None) in _STALE_PLAN
-                        if stale and attempt == 1:
-                            await conn.reload_schema_state()
-                            continue
-                        # The caller's own policies raise for its claims: it
-                        # cannot be told which rows it may see.  Cut that
-                        # group off, with the reason; every other group goes on.
-                        _cut_off(table, owners, chunk, viewer, exc)
-                        break
-                for record in records or ():
-                    index = record[0] - 1
-                    for k, f in enumerate(chunk):
-                        _record(owners, index, f.key, record[k + 1])
-    finally:
-        if not conn.is_closed():
-            await conn.execute(end)
     return statements
 
 
@@ -304,7 +220,7 @@ async def _evaluate_group(
         try:
             results = [(0, r) for r in await _run(conn, sql, params, texts)]
         except _ROW_ERRORS as exc:
-            if _is_connection_error(exc):
+            if is_connection_error(exc):
                 raise
             log.warning(
                 "evaluating %d filters on %d rows of %s failed (%s); "
@@ -319,7 +235,7 @@ async def _evaluate_group(
                 try:
                     rows = await _run(conn, sql, params, [text])
                 except _ROW_ERRORS as row_exc:
-                    if _is_connection_error(row_exc):
+                    if is_connection_error(row_exc):
                         raise
                     continue  # no verdict: the bus skips the row for these
                 results.extend((i, r) for r in rows)
@@ -328,23 +244,3 @@ async def _evaluate_group(
             for k, f in enumerate(chunk):
                 _record(owners, index, f.key, record[k + 1])
     return statements
-
-
-def _cut_off(
-    table: Table,
-    owners: list[tuple[Change, int]],
-    chunk: list[DatabaseFilter],
-    viewer: Viewer,
-    exc: BaseException,
-) -> None:
-    reason = (
-        f"row-level security of {table.qualified} fails for role {viewer.role}: "
-        f"{str(exc).splitlines()[0]}"
-    )
-    log.warning("%s; ending the streams of that role and claims", reason)
-    for change, _side in owners:
-        verdicts = change.verdicts
-        if verdicts is None:
-            verdicts = change.verdicts = {}
-        for f in chunk:
-            verdicts[f.key] = reason

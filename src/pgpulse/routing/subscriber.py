@@ -133,6 +133,9 @@ class Subscription:
             verdicts = change.verdicts
             pair = None if verdicts is None else verdicts.get(db_filter.key)
             if pair is None:
+                viewed = change.viewed
+                if viewed is not None and db_filter.key in viewed:
+                    return False, False  # its viewer may see neither row
                 raise LookupError("PostgreSQL could not evaluate the filter on it")
             if isinstance(pair, str):
                 raise PolicyFailure(pair)
