@@ -209,3 +209,102 @@ async def test_row_security_costs_one_statement_per_group_not_per_subscriber(
     finally:
         for stream in streams:
             await stream.close()
+
+
+_ITEMS = """
+[auth]
+audience = "pgpulse-tests"
+issuer = "https://issuer.test"
+
+[policies.items]
+roles = ["authenticated"]
+rls = true
+"""
+
+#: Client filters PostgreSQL decides under RLS (each with its SQL twin), bound
+#: values of every shape: text, a list (``in``), an array literal, a pattern.
+_ITEM_FILTERS = {
+    "items": "true",
+    "items:ordinality=in.(1,2,3)": "ordinality in (1, 2, 3)",
+    "items:tags=cs.{a}": "tags @> '{a}'",
+    "items:label=ilike.*A*": "label ilike '%A%'",
+    "items:or=(label.is.null,ordinality.gt.1)": "(label is null or ordinality > 1)",
+}
+
+
+async def test_filters_under_row_security_agree_with_select_as_the_role(
+    conn, gateway_factory, tmp_path: Path
+):
+    """Every client filter under RLS, ANDed to the policies, gives exactly the
+    rows ``SELECT ... WHERE filter`` as that role returns; a column named
+    ``ordinality`` (the name PostgreSQL gives a row's position) is a column
+    like any other."""
+    rng = random.Random(11)
+    await ensure_roles(conn)
+    await conn.execute(
+        "create table items (id int primary key, owner text not null, "
+        "ordinality int, tags text[], label text)"
+    )
+    await conn.execute("alter table items enable row level security")
+    await conn.execute("grant select on items to authenticated")
+    await conn.execute(
+        f"create policy own on items for select to authenticated "
+        f"using (owner = {_CLAIM})"
+    )
+    await capture.watch(conn, "items")
+    gw = gateway_factory("--config", write_config(tmp_path, _ITEMS), env=ENV)
+    users = USERS[:4]
+    streams: list[tuple[str, str, SSEStream]] = []
+    for user in users:
+        for sub in _ITEM_FILTERS:
+            stream = SSEStream(gw.url, [sub], token=token({"sub": user}))
+            streams.append((user, sub, stream))
+    try:
+        for _u, _s, stream in streams:
+            await stream.__aenter__()
+            assert (await stream.next_event()).event == "ready"
+        for _ in range(25):
+            async with conn.transaction():
+                for _ in range(20):
+                    i = rng.randrange(1, 60)
+                    if rng.random() < 0.8:
+                        await conn.execute(
+                            "insert into items values ($1, $2, $3, $4, $5) "
+                            "on conflict (id) do update set owner = $2, "
+                            "ordinality = $3, tags = $4, label = $5",
+                            i,
+                            rng.choice(users),
+                            rng.choice([None, 1, 2, 3, 4, 5, 6]),
+                            rng.choice([None, [], ["a"], ["b"], ["a", "b"]]),
+                            rng.choice([None, "Alpha", "beta", "GAMMA", "x"]),
+                        )
+                    else:
+                        await conn.execute("delete from items where id = $1", i)
+        # A last row everyone's filters pass, to know a stream has everything.
+        for n, user in enumerate(users):
+            await conn.execute(
+                "insert into items values ($1, $2, 2, '{a}', 'A')", 10_000 + n, user
+            )
+        for user, sub, stream in streams:
+            try:
+                view = await _replay(stream, 10_000 + users.index(user))
+            except TimeoutError:
+                raise AssertionError(f"{user} {sub}: {gw.log()[-3000:]}") from None
+            expected = await _visible_in(conn, "items", user, _ITEM_FILTERS[sub])
+            assert view.keys() == expected.keys(), (user, sub)
+    finally:
+        for _u, _s, stream in streams:
+            await stream.close()
+
+
+async def _visible_in(
+    conn: asyncpg.Connection, table: str, user: str, where: str
+) -> dict[int, Any]:
+    async with conn.transaction():
+        await conn.execute(
+            "select set_config('role', 'authenticated', true), "
+            "set_config('request.jwt.claims', $1, true)",
+            json.dumps({"sub": user}),
+        )
+        rows = await conn.fetch(f"select * from {table} where {where}")
+    return {r["id"]: dict(r) for r in rows}

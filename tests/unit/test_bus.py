@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import orjson
@@ -13,7 +14,8 @@ from pgpulse.exceptions import FilterError, UnknownColumnError, UnknownTableErro
 from pgpulse.log.change import Change
 from pgpulse.log.changelog import Batch
 from pgpulse.log.cursor import Snapshot
-from pgpulse.routing.bus import Bus, Subscriber
+from pgpulse.routing.bus import Bus, Subscriber, Subscription
+from pgpulse.routing.db_filters import DatabaseFilter, Viewer
 from pgpulse.routing.matching import conditions, needs_literal
 from pgpulse.routing.outbox import Outbox
 from pgpulse.routing.subscriptions import (
@@ -295,3 +297,61 @@ def test_a_chunked_batch_behind_a_resumed_client_is_skipped_to_its_end():
     assert _events(s) == [("docs", 99)]
     # Past that batch the skip check is over.
     assert s.skip is None
+
+
+def _viewer_spec(group: int) -> SubscriptionSpec:
+    """A bare ``docs`` subscription under row-level security, for one
+    (role, claims) group."""
+    base = spec("docs")
+    table = _catalog().tables["public.docs"]
+    viewer = Viewer("reader", orjson.dumps({"tenant": group}).decode())
+    return dataclasses.replace(
+        base, predicate=None, db_filter=DatabaseFilter(table, (), viewer)
+    )
+
+
+def test_row_security_routes_a_change_to_the_groups_that_see_it_only(monkeypatch):
+    """Counted work: 1,000 subscribers in 100 groups; a change one group sees
+    is looked at for that group's 10 subscribers, not the 1,000."""
+    bus = Bus()
+    specs = [_viewer_spec(g) for g in range(100)]
+    clients: list[list[Subscriber]] = [[] for _ in range(100)]
+    for n in range(1000):
+        s = Subscriber("sse", Outbox(10**9))
+        bus.subscribe(s, specs[n % 100], "0")
+        clients[n % 100].append(s)
+    looked = 0
+    original = Subscription.matches
+
+    def counting(self: Subscription, c: Change) -> tuple[bool, bool]:
+        nonlocal looked
+        looked += 1
+        return original(self, c)
+
+    monkeypatch.setattr(Subscription, "matches", counting)
+    keys = frozenset(s.db_filter.key for s in specs if s.db_filter is not None)
+    key_of = [s.db_filter.key for s in specs if s.db_filter is not None]
+
+    seen = change("INSERT", {"id": 1, "shipment_id": 7}, None)
+    seen.verdicts, seen.viewed = {key_of[7]: [True, False]}, keys
+    assert bus.publish(seen) == 10
+    assert looked == 10
+    assert [len(received(c)) for c in clients[7]] == [1] * 10
+    assert sum(len(received(c)) for group in clients for c in group) == 0
+
+    # A row that leaves group 3's sight reaches it as the DELETE of the old
+    # row; group 4, which now sees it, gets it as an INSERT.
+    moved = change("UPDATE", {"id": 2, "shipment_id": 4}, {"id": 2, "shipment_id": 3})
+    moved.verdicts = {key_of[3]: [False, True], key_of[4]: [True, False]}
+    moved.viewed = keys
+    assert bus.publish(moved) == 20
+    assert {e["op"] for c in clients[3] for e in received(c)} == {"DELETE"}
+    assert {e["op"] for c in clients[4] for e in received(c)} == {"INSERT"}
+
+    # A change on which the groups' filters were never evaluated is nobody's
+    # (fail closed) and counted as an error per subscriber, not silently lost.
+    looked = 0
+    unseen = change("INSERT", {"id": 3, "shipment_id": 7}, None)
+    assert bus.publish(unseen) == 0
+    assert looked == 1000
+    assert bus.errors.total == 1000

@@ -1,11 +1,9 @@
 """The in-process event bus: routes each change to the matching subscribers.
 
 Why this shape: routing cost must grow with the number of *matching*
-subscribers, not all of them.  Per table, unfiltered subscriptions are a plain
-set; filtered ones with an ``eq`` condition are indexed by (column, value), so a
-change to shipment 42 looks at the subscribers of shipment 42 only; the rest (no
-usable equality) are scanned.  UPDATE and DELETE are matched on the old and the
-new row, so a row leaving a filter is announced (as a DELETE of the old row)
+subscribers, not all of them: per table, subscriptions are indexed so a change
+looks at few of them (:mod:`pgpulse.routing.routes`).  UPDATE and DELETE are
+matched on the old and the new row, so a row leaving a filter is announced (as a DELETE of the old row)
 without revealing the new one.  Each change is encoded once per variant and
 transport and the same bytes go to every matching subscriber (:mod:`events`).
 """
@@ -14,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pgpulse.auth.rls import RowSecurity
@@ -24,11 +22,11 @@ from pgpulse.log.cursor import Cursor, Snapshot
 from pgpulse.routing import db_filters
 from pgpulse.routing.db_filters import DatabaseFilter
 from pgpulse.routing.outbox import Outbox
+from pgpulse.routing.routes import TableRoutes
 from pgpulse.routing.subscriber import (
     FilterErrors,
     Subscriber,
     Subscription,
-    row_keys,
     variant_of,
 )
 from pgpulse.routing.subscriptions import SubscriptionSpec
@@ -39,29 +37,11 @@ __all__ = ["Bus", "Subscriber", "Subscription"]
 log = logging.getLogger("pgpulse.routing.bus")
 
 
-class _Routes:
-    """The subscriptions of one table."""
-
-    __slots__ = ("indexed", "scanned", "unfiltered", "viewed")
-
-    def __init__(self) -> None:
-        self.unfiltered: dict[Subscriber, int] = {}
-        self.indexed: dict[str, dict[Any, set[Subscription]]] = {}
-        self.viewed: dict[str, set[Subscription]] = {}
-        """Under row-level security, by filter key: a change reaches only the
-        groups whose verdict says they see it (not a scan of everyone)."""
-        self.scanned: set[Subscription] = set()
-
-    def empty(self) -> bool:
-        return not (self.unfiltered or self.indexed or self.viewed or self.scanned)
-
-
 class Bus:
     """Subscription index plus dispatch of listener batches."""
 
     def __init__(self) -> None:
-        self._routes: dict[str, _Routes] = {}
-        self._index_keys: dict[tuple[str, str], Any] = {}
+        self._routes: dict[str, TableRoutes] = {}
         self._db_filters: dict[str, dict[str, list[Any]]] = {}
         """table → filter key → [DatabaseFilter, subscriptions using it]."""
         self.preparing = False
@@ -94,18 +74,7 @@ class Bus:
         for :meth:`settled` first: a batch being prepared has no verdicts for
         a filter added meanwhile)."""
         sub = Subscription(spec, subscriber, ref)
-        routes = self._routes.setdefault(spec.table, _Routes())
-        if not spec.filtered:
-            routes.unfiltered[subscriber] = routes.unfiltered.get(subscriber, 0) + 1
-        elif spec.index_column is not None:
-            routes.indexed.setdefault(spec.index_column, {}).setdefault(
-                spec.index_value, set()
-            ).add(sub)
-            self._index_keys[(spec.table, spec.index_column)] = spec.index_key
-        elif spec.db_filter is not None and spec.db_filter.viewer is not None:
-            routes.viewed.setdefault(spec.db_filter.key, set()).add(sub)
-        else:
-            routes.scanned.add(sub)
+        self._routes.setdefault(spec.table, TableRoutes()).add(sub)
         if spec.db_filter is not None:
             entry = self._db_filters.setdefault(spec.table, {}).setdefault(
                 spec.db_filter.key, [spec.db_filter, 0]
@@ -133,30 +102,7 @@ class Bus:
                 self._release_db_filter(spec.table, spec.db_filter)
         if routes is None:
             return
-        if not spec.filtered:
-            count = routes.unfiltered.get(sub.subscriber, 0) - 1
-            if count > 0:
-                routes.unfiltered[sub.subscriber] = count
-            else:
-                routes.unfiltered.pop(sub.subscriber, None)
-        elif spec.index_column is not None:
-            by_value = routes.indexed.get(spec.index_column, {})
-            subs = by_value.get(spec.index_value)
-            if subs is not None:
-                subs.discard(sub)
-                if not subs:
-                    del by_value[spec.index_value]
-                if not by_value:
-                    routes.indexed.pop(spec.index_column, None)
-        elif spec.db_filter is not None and spec.db_filter.viewer is not None:
-            key = spec.db_filter.key
-            viewers = routes.viewed.get(key)
-            if viewers is not None:
-                viewers.discard(sub)
-                if not viewers:
-                    del routes.viewed[key]
-        else:
-            routes.scanned.discard(sub)
+        routes.remove(sub)
         if routes.empty():
             del self._routes[spec.table]
 
@@ -325,7 +271,7 @@ class Bus:
             else:
                 others.append(subscriber)
         reached = len(unfiltered) * len(run)
-        filtered = bool(routes.indexed or routes.viewed or routes.scanned)
+        filtered = routes.filtered
         for change in run:
             for subscriber in others:
                 if subscriber.deliver(change, Variant.FULL):
@@ -349,7 +295,7 @@ class Bus:
             self._dirty.append(subscriber.outbox)
         return 1
 
-    def _publish_filtered(self, change: Change, routes: _Routes) -> int:
+    def _publish_filtered(self, change: Change, routes: TableRoutes) -> int:
         """Deliver *change* to the filtered subscribers it matches."""
         unfiltered = routes.unfiltered
         dirty = self._dirty
@@ -357,7 +303,7 @@ class Bus:
         matched: dict[Subscriber, tuple[bool, bool]] = {}
         evaluated: set[Subscriber] = set()
         errors = self.errors
-        for sub in self._candidates(change, routes):
+        for sub in routes.candidates(change):
             subscriber = sub.subscriber
             if subscriber in unfiltered or subscriber in evaluated:
                 continue
@@ -379,53 +325,3 @@ class Bus:
                     dirty.append(subscriber.outbox)
                 reached += 1
         return reached
-
-    @staticmethod
-    def _viewers(
-        change: Change, viewed: dict[str, set[Subscription]]
-    ) -> Iterable[Subscription]:
-        """The row-level security groups that see *change* (or all of them for
-        a TRUNCATE, or when a filter was not evaluated on it: their
-        :meth:`Subscription.matches` then reports it)."""
-        evaluated = change.viewed
-        if (
-            change.op == "TRUNCATE"
-            or evaluated is None
-            or not viewed.keys() <= evaluated
-        ):
-            for every in viewed.values():
-                yield from every
-            return
-        for key in change.verdicts or ():
-            seeing = viewed.get(key)
-            if seeing:
-                yield from seeing
-
-    def _candidates(self, change: Change, routes: _Routes) -> Iterable[Subscription]:
-        yield from routes.scanned
-        if routes.viewed:
-            yield from self._viewers(change, routes.viewed)
-        if not routes.indexed:
-            return
-        if change.op == "TRUNCATE":
-            for by_value in routes.indexed.values():
-                for subs in by_value.values():
-                    yield from subs
-            return
-        try:
-            rows = [r for r in row_keys(change) if r is not None]
-        except ValueError as exc:  # the row is not JSON we can read
-            log.warning("cannot read a change to %s: %s", change.table, exc)
-            rows = []
-        for column, by_value in routes.indexed.items():
-            key_of = self._index_keys[(change.table, column)]
-            seen: set[Any] = set()
-            for row in rows:
-                try:
-                    value = row.key(column, key_of)
-                except (ValueError, TypeError, ArithmeticError):
-                    continue  # matches() reports it for each subscriber
-                if value is None or value in seen:
-                    continue
-                seen.add(value)
-                yield from by_value.get(value, ())
