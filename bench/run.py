@@ -85,7 +85,7 @@ PLANS: dict[str, dict[str, dict[str, Any]]] = {
             "duration": 8.0,
             "throughput": {
                 "groups": 100,
-                "rates": [250, 500, 1000, 2000, 4000],
+                "rates": [500, 1000, 2000, 4000, 6000, 8000],
                 "duration": 5.0,
             },
         },
