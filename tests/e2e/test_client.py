@@ -301,6 +301,27 @@ async def test_live_refetches_after_truncate(
 
 
 @deadline(60)
+async def test_live_shows_the_rest_endpoints_message_when_its_fetch_is_refused(
+    page: Page, gateway: DemoGateway
+) -> None:
+    """REST errors have PostgREST's body; live() shows its message."""
+    async with httpx.AsyncClient() as client:
+        response = await client.get(
+            gateway.url + "/v1/rest/documents", params={"order": "id.sideways"}
+        )
+    assert response.status_code == 400
+    message = response.json()["message"]
+    assert "unknown order modifier 'sideways'" in message
+    await open_client(page, gateway)
+    # The order goes to REST only (the stream has none): REST refuses it.
+    await page.evaluate(
+        "() => { window.live = pulse.live('documents', { order: 'id.sideways' }); }"
+    )
+    await page.wait_for_function("() => live.error !== null")
+    assert await page.evaluate("() => live.error.message") == message
+
+
+@deadline(60)
 async def test_subscribing_to_unknown_table_reports_server_message_without_retrying(
     page: Page, gateway: DemoGateway
 ) -> None:

@@ -51,8 +51,9 @@ async def _status(
         async with client.stream("GET", url, headers=headers) as response:
             if response.status_code == 200:
                 return 200, ""
-            body = await response.aread()
-            return response.status_code, orjson.loads(body)["error"]
+            body = orjson.loads(await response.aread())
+            # The stream's errors are {"error"}, REST's PostgREST's {"message"}.
+            return response.status_code, body.get("error") or body["message"]
 
 
 def _raw_get(port: int, target: str, headers: str = "") -> int:

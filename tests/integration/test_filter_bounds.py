@@ -35,7 +35,7 @@ async def test_deep_filters_are_a_400_everywhere(conn, gateway_factory):
     events = httpx.get(gw.url + "/v1/events", params={"sub": f"docs:{deep}"})
     assert events.status_code == 400 and "levels deep" in events.json()["error"]
     rest = httpx.get(gw.url + "/v1/rest/docs?" + deep)
-    assert rest.status_code == 400 and "levels deep" in rest.json()["error"]
+    assert rest.status_code == 400 and "levels deep" in rest.json()["message"]
     async with websockets.connect(f"ws://127.0.0.1:{gw.port}/v1/ws") as ws:
         await ws.send(
             orjson.dumps({"type": "subscribe", "ref": "a", "sub": f"docs:{deep}"})

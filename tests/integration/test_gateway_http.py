@@ -211,7 +211,7 @@ async def test_rest_reads_through_the_real_gateway_only_when_enabled(
     opened = gateway_factory("--rest")
     async with httpx.AsyncClient() as client:
         r = await client.get(closed.url + "/v1/rest/docs")
-        assert r.status_code == 403 and "--rest" in r.json()["error"]
+        assert r.status_code == 403 and "--rest" in r.json()["message"]
         r = await client.get(
             opened.url + "/v1/rest/docs",
             params={"select": "id,title", "shipment_id": "eq.5"},
@@ -219,4 +219,4 @@ async def test_rest_reads_through_the_real_gateway_only_when_enabled(
         assert r.status_code == 200
         assert r.json() == [{"id": 2, "title": "b"}]
         r = await client.get(opened.url + "/v1/rest/docs", params={"nope": "eq.1"})
-        assert r.status_code == 400 and "nope" in r.json()["error"]
+        assert r.status_code == 400 and "nope" in r.json()["message"]

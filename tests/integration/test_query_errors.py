@@ -165,11 +165,10 @@ MESSAGES: list[tuple[str, Callable[[QueryClient], Any], type[Exception], str]] =
         "range() end 2 is before start 5",
     ),
     (
-        "planned_count",
-        lambda db: docs(db).select("*", count="planned"),
+        "unknown_count",
+        lambda db: docs(db).select("*", count="guessed"),
         QueryError,
-        "count must be 'exact' or None, got 'planned'; planned and estimated counts "
-        "are not supported.",
+        "count must be 'exact', 'planned', 'estimated' or None, got 'guessed'.",
     ),
     (
         "bad_foreign_table",

@@ -94,7 +94,8 @@ async def ref(dsn) -> AsyncIterator[asyncpg.Connection]:
 
 
 async def get(client: httpx.AsyncClient, url: str, **headers: str) -> httpx.Response:
-    return await client.get(url, headers=headers)
+    named = {k.replace("_", "-"): v for k, v in headers.items()}
+    return await client.get(url, headers=named)
 
 
 async def test_select_filter_order_and_limit_in_postgrest_syntax(client, ref):
@@ -204,80 +205,144 @@ async def test_single_object_accept_header(client):
     assert one.json() == {"id": 3, "name": "Chen", "email": "chen@example.com"}
     many = await get(client, "users", accept="application/vnd.pgrst.object+json")
     assert many.status_code == 406
-    assert many.json()["error"].startswith(
-        "expected exactly one row, got more than one"
+    body = many.json()
+    assert body["code"] == "PGRST116"
+    assert body["message"] == "Cannot coerce the result to a single JSON object"
+    assert body["details"] == "The result contains more than 1 row"
+    assert body["hint"].startswith("expected exactly one row, got more than one")
+    none = await get(
+        client, "users?id=eq.999", accept="application/vnd.pgrst.object+json"
     )
+    assert none.status_code == 406
+    # What postgrest-py's maybe_single() looks for to return None.
+    assert none.json()["details"] == "The result contains 0 rows"
 
 
 async def test_unknown_table_is_404_with_suggestions(client):
     response = await get(client, "document")
     assert response.status_code == 404
     assert response.json() == {
-        "error": "table 'document' does not exist. Did you mean 'documents', "
-        "'document_labels'?"
+        "code": "PGRST205",
+        "message": "table 'document' does not exist. Did you mean 'documents', "
+        "'document_labels'?",
+        "details": None,
+        "hint": None,
     }
 
 
 async def test_pgpulse_schema_is_never_exposed(client):
     response = await get(client, "pgpulse.changes")
     assert response.status_code == 404
-    assert response.json()["error"].startswith("table 'pgpulse.changes' does not exist")
+    assert response.json()["message"].startswith(
+        "table 'pgpulse.changes' does not exist"
+    )
 
 
 BAD_REQUESTS = [
     (
         "documents?titel=eq.x",
+        "42703",
         "column 'titel' does not exist in table 'documents'. Did you mean 'title'?",
     ),
-    ("documents?select=id,nodes(id", "missing ')' after the columns of 'nodes'"),
-    ("documents?id=equals.1", "unknown operator 'equals' in filter 'id=equals.1'"),
-    ("documents?id=1", "filter 'id=1' has no operator"),
-    ("documents?limit=ten", "limit must be a non-negative integer, got 'ten'"),
+    (
+        "documents?select=id,nodes(id",
+        "PGRST100",
+        "missing ')' after the columns of 'nodes'",
+    ),
+    (
+        "documents?id=equals.1",
+        "PGRST100",
+        "unknown operator 'equals' in filter 'id=equals.1'",
+    ),
+    ("documents?id=1", "PGRST100", "filter 'id=1' has no operator"),
+    (
+        "documents?limit=ten",
+        "PGRST100",
+        "limit must be a non-negative integer, got 'ten'",
+    ),
     (
         "documents?order=id.sideways",
+        "PGRST100",
         "unknown order modifier 'sideways' in order='id.sideways'",
     ),
     (
-        "documents?select=id,users(name)",
-        "'users' can be embedded from 'documents' in 2 ways",
+        "documents?select=id,shipments(port)&shipments.nope=eq.1",
+        "42703",
+        "column 'nope' does not exist",
     ),
-    ("documents?nodes.limit=1", "'nodes' is not an embedded table in select('*')"),
-    ("documents?id=eq.abc", 'invalid input syntax for type integer: "abc"'),
-    ("documents?pages=like.1*", "'like' needs a text column; column 'pages' has type"),
+    (
+        "documents?nodes.limit=1",
+        "PGRST100",
+        "'nodes' is not an embedded table in select('*')",
+    ),
+    ("documents?id=eq.abc", "22P02", 'invalid input syntax for type integer: "abc"'),
+    (
+        "documents?pages=like.1*",
+        "PGRST100",
+        "'like' needs a text column; column 'pages' has type",
+    ),
 ]
 
 
 @pytest.mark.parametrize(
-    ("url", "message"), BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS]
+    ("url", "code", "message"), BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS]
 )
 async def test_bad_requests_are_400_with_a_message_naming_the_problem(
-    client, url, message
+    client, url, code, message
 ):
+    """PostgREST's status and body: ``{code, message, details, hint}``, the
+    code PostgREST gives the same mistake (or PostgreSQL's SQLSTATE)."""
     response = await get(client, url)
     assert response.status_code == 400
-    assert response.json()["error"].startswith(message)
+    body = response.json()
+    assert set(body) == {"code", "message", "details", "hint"}
+    assert body["code"] == code, body
+    assert body["message"].startswith(message)
+
+
+async def test_ambiguous_and_missing_embeds_answer_as_postgrest(client):
+    ambiguous = await get(client, "documents?select=id,users(name)")
+    assert ambiguous.status_code == 300
+    assert ambiguous.json()["code"] == "PGRST201"
+    assert (
+        "'users' can be embedded from 'documents' in 2 ways"
+        in (ambiguous.json()["message"])
+    )
+    missing = await get(client, "documents?select=id,labels_nope(name)")
+    assert missing.status_code == 400
+    assert missing.json()["code"] == "PGRST200", missing.json()
 
 
 async def test_database_errors_keep_their_code(client):
     response = await get(client, "documents?id=eq.abc")
     body = response.json()
     assert body["code"] == "22P02"
-    assert set(body) == {"error", "code", "detail", "hint"}
+    assert set(body) == {"code", "message", "details", "hint"}
 
 
-async def test_unsupported_headers_are_explained(client):
-    planned = await get(client, "documents", prefer="count=planned")
-    assert planned.status_code == 400
-    assert planned.json()["error"] == (
-        "Prefer: count=planned is not supported; use Prefer: count=exact."
-    )
+async def test_counts_ranges_and_profiles_answer_as_postgrest(client):
+    for prefer in ("count=exact", "count=planned", "count=estimated"):
+        counted = await get(client, "documents?limit=2", prefer=prefer)
+        assert counted.status_code == 206, prefer
+        total = counted.headers["content-range"].split("/")[1]
+        assert total.isdigit() and int(total) > 2, prefer
+    unknown = await get(client, "documents", prefer="count=guessed")
+    assert unknown.status_code == 400 and unknown.json()["code"] == "PGRST100"
     both = await get(client, "documents?limit=2", range="0-1")
     assert both.status_code == 400
-    assert "either the Range header or limit/offset" in both.json()["error"]
+    assert "either the Range header or limit/offset" in both.json()["message"]
     backwards = await get(client, "documents", range="5-2")
-    assert backwards.status_code == 416
+    assert backwards.status_code == 416 and backwards.json()["code"] == "PGRST103"
     garbage = await get(client, "documents", range="bytes=0-1")
     assert garbage.status_code == 400
+    profiled = await get(client, "documents?select=id&limit=1", accept_profile="public")
+    assert profiled.status_code == 200 and len(profiled.json()) == 1
+    hidden = await get(client, "changes", accept_profile="pgpulse")
+    assert hidden.status_code == 406
+    assert hidden.json()["code"] == "PGRST106"
+    assert hidden.json()["message"] == (
+        "The schema must be one of the following: public"
+    )
 
 
 async def test_disabled_endpoint_says_how_to_enable_it(client, gateway):
@@ -287,7 +352,7 @@ async def test_disabled_endpoint_says_how_to_enable_it(client, gateway):
     finally:
         gateway.settings.rest_enabled = True
     assert response.status_code == 403
-    message = response.json()["error"]
+    message = response.json()["message"]
     assert "--rest" in message
     assert "PGPULSE_REST=1" in message
 

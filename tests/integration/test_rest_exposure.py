@@ -68,7 +68,7 @@ async def test_rest_exposes_only_what_the_stream_would(conn, gateway_factory):
         ("keyed?select=secret", 400, "'secret' does not exist"),
     ]:
         response = _get(gw, path)
-        error = response.json().get("error", "")
+        error = response.json().get("message", "")
         assert (response.status_code, message in error) == (status, True), (
             path,
             response.status_code,
@@ -77,7 +77,7 @@ async def test_rest_exposes_only_what_the_stream_would(conn, gateway_factory):
         assert "password_hash" not in error or "'password_hash' does not" in error
         assert "available" not in error or "password_hash" not in error
     # An unknown-column message never lists a hidden column among the known.
-    suggestion = _get(gw, "users?select=passwordhash").json()["error"]
+    suggestion = _get(gw, "users?select=passwordhash").json()["message"]
     assert "password_hash" not in suggestion
     assert _get(gw, "keyed").json() == [{"id": 1}]
     assert _get(gw, "opened").json() == [{"id": 1, "note": "n"}]
@@ -118,7 +118,7 @@ async def test_rest_under_policies(conn, gateway_factory, tmp_path: Path):
     assert _get(gw, "docs?tenant_id=eq.2", **bearer).json() == []
     assert _get(gw, "docs?or=(tenant_id.eq.2,id.eq.2)", **bearer).json() == []
     response = _get(gw, "docs?select=secret", **bearer)
-    assert response.status_code == 400 and "'secret'" in response.json()["error"]
+    assert response.status_code == 400 and "'secret'" in response.json()["message"]
     assert _get(gw, "open_data", **bearer).status_code == 403
     admin = {"authorization": f"Bearer {token({'tenant_id': 2}, role='admin')}"}
     assert _get(gw, "docs", **admin).json() == [

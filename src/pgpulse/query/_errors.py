@@ -39,6 +39,7 @@ class SingleRowError(PgPulseError):
 
     def __init__(self, rows: int, allow_none: bool, exact: bool = True) -> None:
         self.rows = rows
+        self.exact = exact
         """Rows found (a lower bound when *exact* is false: reads stop at 2)."""
         wanted = "at most one row" if allow_none else "exactly one row"
         if rows == 0:

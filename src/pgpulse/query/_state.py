@@ -60,11 +60,12 @@ class State:
 def count_flag(count: str | None) -> bool:
     if count is None:
         return False
-    if count != "exact":
+    if count not in ("exact", "planned", "estimated"):
         raise QueryError(
-            f"count must be 'exact' or None, got {count!r}; planned and estimated "
-            "counts are not supported."
+            f"count must be 'exact', 'planned', 'estimated' or None, got {count!r}."
         )
+    # Planned and estimated are answered exactly: PostgreSQL's planner
+    # estimate can be far off, and PostgREST clients only read the number.
     return True
 
 

@@ -3,9 +3,10 @@
 Why this shape: routing cost must grow with the number of *matching*
 subscribers, not all of them: per table, subscriptions are indexed so a change
 looks at few of them (:mod:`pgpulse.routing.routes`).  UPDATE and DELETE are
-matched on the old and the new row, so a row leaving a filter is announced (as a DELETE of the old row)
-without revealing the new one.  Each change is encoded once per variant and
-transport and the same bytes go to every matching subscriber (:mod:`events`).
+matched on the old and the new row, so a row leaving a filter is announced (as
+a DELETE of the old row) without revealing the new one.  Each change is
+encoded once per variant and transport and the same bytes go to every matching
+subscriber (:mod:`events`).
 """
 
 from __future__ import annotations

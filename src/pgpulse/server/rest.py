@@ -2,10 +2,12 @@
 
 Same URL syntax as PostgREST (``?select=id,nodes(id)&status=eq.final&order=id.desc
 &limit=10``), same ``Range``/``Content-Range`` and ``Prefer: count=exact``
-headers, so postgrest-js style clients can read from pgpulse unchanged.  Every
-name is checked against the gateway's catalog and every value is bound, exactly
-as for the Python builder.  Errors are JSON: ``{"error": "..."}`` naming the
-problem.  The ``pgpulse`` schema (the change log) is never exposed.
+headers, ``Accept-Profile`` for the schema, so postgrest-js style clients can
+read from pgpulse unchanged.  Every name is checked against the gateway's
+catalog and every value is bound, exactly as for the Python builder.  Errors
+are PostgREST's ``{code, message, details, hint}``
+(:mod:`pgpulse.server.rest_errors`), the message naming the problem.  The
+``pgpulse`` schema (the change log) is never exposed.
 
 The gateway mounts this and provides ``request.app.state.gateway`` with ``.pool``,
 ``.catalog`` and ``.settings.rest_enabled``.
@@ -28,6 +30,12 @@ from pgpulse.exceptions import (
 )
 from pgpulse.query import QueryBuilder, QueryClient, SingleRowError, apply_params
 from pgpulse.server.exposure import RestExposure
+from pgpulse.server.rest_errors import (
+    REST_DISABLED,
+    RestProblem,
+    error_response,
+    problem,
+)
 
 __all__ = ["HIDDEN_SCHEMAS", "OBJECT_MEDIA_TYPE", "rest_read"]
 
@@ -43,34 +51,45 @@ _DISABLED = (
 )
 
 
-class _HTTPProblem(Exception):
-    def __init__(self, status: int, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.status = status
-        self.extra = extra
-
-
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
     return Response(
         orjson.dumps(body), status, headers=headers, media_type="application/json"
     )
 
 
-def _error(status: int, message: str, **extra: Any) -> Response:
-    return _json(status, {"error": message, **extra})
-
-
 def _count_wanted(request: Request) -> bool:
+    """``Prefer: count=exact|planned|estimated``: the count is always exact
+    (PostgreSQL's planner estimate can be far off; exact costs a scan)."""
     for token in request.headers.get("prefer", "").split(","):
         key, _, value = token.strip().partition("=")
         if key == "count":
-            if value != "exact":
-                raise _HTTPProblem(
+            if value not in ("exact", "planned", "estimated"):
+                raise RestProblem(
                     400,
-                    f"Prefer: count={value} is not supported; use Prefer: count=exact.",
+                    "PGRST100",
+                    f"Prefer: count={value} is not understood; use "
+                    "Prefer: count=exact (planned and estimated are answered "
+                    "exactly).",
                 )
             return True
     return False
+
+
+def _table_name(request: Request, schemas: Any) -> str:
+    """The table asked for, in the schema ``Accept-Profile`` names."""
+    table: str = request.path_params["table"]
+    profile = request.headers.get("accept-profile")
+    if profile is None:
+        return table
+    allowed = list(schemas or ("public",))
+    if profile not in allowed:
+        raise RestProblem(
+            406,
+            "PGRST106",
+            f"The schema must be one of the following: {', '.join(allowed)}",
+            hint="list the schema in [rest] schemas to expose it",
+        )
+    return table if "." in table else f"{profile}.{table}"
 
 
 def _range(request: Request) -> tuple[int, int | None] | None:
@@ -80,16 +99,28 @@ def _range(request: Request) -> tuple[int, int | None] | None:
     unit = request.headers.get("range-unit", "items")
     match = _RANGE.match(header)
     if unit != "items" or match is None:
-        raise _HTTPProblem(
+        raise RestProblem(
             400,
+            "PGRST100",
             f"Range {header!r} (unit {unit!r}) is not understood; send e.g. "
             "'Range: 0-9' with 'Range-Unit: items'.",
         )
     start = int(match.group(1))
     end = int(match.group(2)) if match.group(2) else None
     if end is not None and end < start:
-        raise _HTTPProblem(416, f"Range {header!r} ends before it starts.")
+        raise RestProblem(416, "PGRST103", f"Range {header!r} ends before it starts.")
     return start, end
+
+
+def _unknown(client: QueryClient, asked: str, table: str) -> UnknownTableError:
+    """An unknown table, with suggestions from the schema it was looked for in
+    (``Accept-Profile``) when the name came without one."""
+    if asked == table:
+        return UnknownTableError(asked, client.schema.names())
+    schema = table.split(".", 1)[0]
+    return UnknownTableError(
+        table, [t.qualified for t in client.schema.tables() if t.schema == schema]
+    )
 
 
 def _build(
@@ -109,8 +140,10 @@ def _build(
     wanted = _range(request)
     if wanted is not None:
         if "limit" in params or "offset" in params:
-            raise _HTTPProblem(
-                400, "use either the Range header or limit/offset, not both."
+            raise RestProblem(
+                400,
+                "PGRST100",
+                "use either the Range header or limit/offset, not both.",
             )
         offset, end = wanted
         builder = builder.offset(offset)
@@ -134,12 +167,12 @@ async def rest_read(request: Request) -> Response:
     settings = gateway.settings
     auth_on = gateway.auth.enabled or gateway.authenticate is not None
     if not settings.rest_enabled and not auth_on:
-        return _error(403, _DISABLED)
+        return problem(403, REST_DISABLED, _DISABLED)
     try:
         access = await gateway.identify(request)
     except AuthError as exc:
-        return _error(exc.status, str(exc))
-    table = request.path_params["table"]
+        return error_response(exc)
+    authenticated = bool(access.claims.values)
     exposure = RestExposure(
         gateway.catalog,
         gateway.watched,
@@ -154,26 +187,27 @@ async def rest_read(request: Request) -> Response:
         exposure=exposure,
     )
     try:
-        client.schema.table(table)
-    except UnknownTableError as exc:
-        return _error(404, str(exc))
-    try:
+        table = _table_name(request, settings.rest_schemas)
+        try:
+            client.schema.table(table)
+        except UnknownTableError:
+            unknown = _unknown(client, request.path_params["table"], table)
+            raise RestProblem(404, "PGRST205", str(unknown)) from None
         builder, offset = _build(request, client, table)
         builder.sql()  # plans the query: every table's rules are known now
         if exposure.viewers:
             result = await _as_viewer(gateway.pool, builder, exposure)
         else:
             result = await builder.execute()
-    except _HTTPProblem as exc:
-        return _error(exc.status, str(exc), **exc.extra)
-    except AuthError as exc:
-        return _error(exc.status, str(exc))
-    except ValidationError as exc:
-        return _error(400, str(exc))
-    except SingleRowError as exc:
-        return _error(406, str(exc))
-    except DatabaseError as exc:
-        return _database_error(exc)
+    except (
+        RestProblem,
+        AuthError,
+        UnknownTableError,
+        ValidationError,
+        SingleRowError,
+        DatabaseError,
+    ) as exc:
+        return error_response(exc, authenticated)
     rows = len(result.data) if isinstance(result.data, list) else 1
     headers = {"Content-Range": _content_range(offset, rows, result.count)}
     if request.method == "HEAD":
@@ -200,16 +234,3 @@ async def _as_viewer(pool: Any, builder: QueryBuilder, exposure: RestExposure) -
             claims,
         )
         return await builder.execute(conn)
-
-
-def _database_error(exc: DatabaseError) -> Response:
-    """Bad input PostgreSQL caught (a malformed integer...) is the client's 400."""
-    state = exc.sqlstate or ""
-    if state == "42501":
-        status = 403
-    elif state.startswith(("22", "42")):
-        status = 400
-    else:
-        status = 500
-    message = str(exc).split("\n", 1)[0]
-    return _error(status, message, code=exc.sqlstate, detail=exc.detail, hint=exc.hint)

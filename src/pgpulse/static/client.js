@@ -657,7 +657,7 @@ export class Pulse {
     }
     const body = parseJSON(await res.text());
     if (!res.ok) {
-      const message = body && typeof body.error === "string" ? body.error : `HTTP ${res.status}`;
+      const message = body && typeof body.message === "string" ? body.message : `HTTP ${res.status}`;
       throw new PulseError(message, { status: res.status, table });
     }
     if (!Array.isArray(body)) throw new PulseError(`expected a JSON array of rows from ${url}`, { table });
