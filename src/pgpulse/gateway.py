@@ -14,7 +14,6 @@ handshake are what guarantee "nothing lost, nothing twice":
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -35,6 +34,7 @@ from pgpulse.capture.privileges import check_schema
 from pgpulse.catalog import Catalog
 from pgpulse.config import Settings
 from pgpulse.exceptions import AuthError, UnknownTableError
+from pgpulse.live.registry import LiveQueries
 from pgpulse.log import prune
 from pgpulse.log.cursor import Cursor
 from pgpulse.log.listener import Listener
@@ -61,7 +61,6 @@ AUTH_EXPIRED = "auth_expired"
 
 log = logging.getLogger("pgpulse.gateway")
 
-_PRUNE_LOCK = 0x7067_7072_756E  # only one process prunes at a time
 _RESOLVED_LIMIT = 10_000  # subscriptions whose filter check is remembered
 
 
@@ -106,6 +105,10 @@ class Gateway:
         self.authenticate = authenticate
         self.bus = Bus()
         self.bus.row_security = RowSecurity()
+        self.live = LiveQueries()
+        """Live queries (``/v1/live``), refreshed after the batches that touch
+        their tables."""
+        self.bus.observers.append(self.live.observe)
         self.catalog = Catalog()
         self.watched: dict[str, WatchedTable] = {}
         self.pool: Any = None
@@ -161,6 +164,7 @@ class Gateway:
             )
             self._spawn(self.decoder.run(), "decoder")
         self._spawn(self._heartbeat(), "heartbeat")
+        self._spawn(self.live.upkeep(min(self.settings.heartbeat, 10.0)), "live")
         if self.settings.retention_seconds or self.settings.retention_rows:
             self._spawn(self._pruner(), "pruner")
         await self.wait_ready()
@@ -179,12 +183,14 @@ class Gateway:
         stream ends with the reason, and clients resume elsewhere."""
         for subscriber in list(self.bus.subscribers):
             subscriber.outbox.close(SHUTTING_DOWN)
+        self.live.close_streams(SHUTTING_DOWN)
 
     async def stop(self) -> None:
         tasks = [*self._tasks, *self._oneshots]
         await asyncio.gather(*(cancel_and_wait(task) for task in tasks))
         self._tasks.clear()
         self.close_streams()
+        await self.live.close()
         if self.pool is not None:
             try:
                 # Graceful close waits for every connection to be released.
@@ -411,37 +417,4 @@ class Gateway:
                 subscriber.outbox.put(advance if subscriber.skip is None else ping)
 
     async def _pruner(self) -> None:
-        settings = self.settings
-        seen = -1
-        while True:
-            # Without new changes the log does not grow: an idle gateway sends
-            # nothing but the listener's keepalive, pruning included.
-            if self.bus.changes == seen:
-                await asyncio.sleep(settings.prune_interval)
-                continue
-            seen = self.bus.changes
-            try:
-                async with self.pool.acquire() as conn:
-                    got = await conn.fetchval(
-                        "select pg_try_advisory_lock($1)", _PRUNE_LOCK
-                    )
-                    if got:
-                        try:
-                            result = await prune.prune(
-                                conn,
-                                older_than=dt.timedelta(
-                                    seconds=settings.retention_seconds
-                                )
-                                if settings.retention_seconds
-                                else None,
-                                keep_rows=settings.retention_rows,
-                            )
-                            if result.deleted:
-                                log.info("pruned %d old changes", result.deleted)
-                        finally:
-                            await conn.execute(
-                                "select pg_advisory_unlock($1)", _PRUNE_LOCK
-                            )
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("pruning skipped: %s", exc)
-            await asyncio.sleep(settings.prune_interval)
+        await prune.run_pruner(self.pool, self.settings, lambda: self.bus.changes)

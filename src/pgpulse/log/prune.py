@@ -8,15 +8,18 @@ resuming from before it gets an explicit ``reset`` instead of a gap.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
+
 from pgpulse.log.changelog import pruned_xid
 
-__all__ = ["PruneResult", "consumer_hold", "prune"]
+__all__ = ["PruneResult", "consumer_hold", "prune", "run_pruner"]
 
 log = logging.getLogger("pgpulse.log.prune")
 
@@ -215,3 +218,41 @@ async def _age_boundary(conn: Any, too_old: dt.datetime) -> str | None:
             else:
                 low = int(row["xid"]) + 1
         return str(low)
+
+
+#: Only one process prunes at a time (an advisory lock).
+_PRUNE_LOCK = 0x7067_7072_756E
+
+
+async def run_pruner(pool: Any, settings: Any, changes: Callable[[], int]) -> None:
+    """A gateway's pruning loop: every ``prune_interval``, if *changes* (the
+    changes routed so far) moved, prune under the advisory lock."""
+    seen = -1
+    while True:
+        # Without new changes the log does not grow: an idle gateway sends
+        # nothing but the listener's keepalive, pruning included.
+        if changes() == seen:
+            await asyncio.sleep(settings.prune_interval)
+            continue
+        seen = changes()
+        try:
+            async with pool.acquire() as conn:
+                got = await conn.fetchval(
+                    "select pg_try_advisory_lock($1)", _PRUNE_LOCK
+                )
+                if got:
+                    try:
+                        result = await prune(
+                            conn,
+                            older_than=dt.timedelta(seconds=settings.retention_seconds)
+                            if settings.retention_seconds
+                            else None,
+                            keep_rows=settings.retention_rows,
+                        )
+                        if result.deleted:
+                            log.info("pruned %d old changes", result.deleted)
+                    finally:
+                        await conn.execute("select pg_advisory_unlock($1)", _PRUNE_LOCK)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("pruning skipped: %s", exc)
+        await asyncio.sleep(settings.prune_interval)

@@ -29,6 +29,7 @@ from pgpulse.auth.identity import Authenticate
 from pgpulse.config import Settings
 from pgpulse.gateway import Gateway
 from pgpulse.server.limits import oversized
+from pgpulse.server.live import live_endpoint
 from pgpulse.server.metrics import CONTENT_TYPE, exposition
 from pgpulse.server.sse import events_endpoint, json_error
 from pgpulse.server.ws import websocket_endpoint
@@ -144,6 +145,10 @@ class GatewayApp:
         if scope["type"] == "http" and scope["path"] == "/v1/events":
             scope["app"] = self.starlette
             await events_endpoint(scope, receive, send)
+            return
+        if scope["type"] == "http" and scope["path"] == "/v1/live":
+            scope["app"] = self.starlette
+            await live_endpoint(scope, receive, send)
             return
         await self.starlette(scope, receive, send)
 

@@ -168,6 +168,29 @@ class _GatewayCollector(Collector):
             "1 while the listener polls (writers skip NOTIFY), 0 on wake-ups.",
             value=int(listener.polling),
         )
+        live = gateway.live.stats()
+        yield GaugeMetricFamily(
+            "pgpulse_live_queries",
+            "Distinct live queries held (clients of one query share it).",
+            value=live["queries"],
+        )
+        yield GaugeMetricFamily(
+            "pgpulse_live_clients",
+            "Clients of live queries.",
+            value=live["clients"],
+        )
+        yield CounterMetricFamily(
+            "pgpulse_live_refreshes",
+            "Reads of live queries (the first and one per batch that can "
+            "change one), however many clients share them.",
+            value=live["refreshes"],
+        )
+        yield CounterMetricFamily(
+            "pgpulse_live_skipped",
+            "Changes to a live query's table dropped without a read (neither "
+            "row passes its filters).",
+            value=live["skipped"],
+        )
         yield from self._group_metrics()
 
 

@@ -37,7 +37,7 @@ from pgpulse.server.rest_errors import (
     problem,
 )
 
-__all__ = ["HIDDEN_SCHEMAS", "OBJECT_MEDIA_TYPE", "rest_read"]
+__all__ = ["HIDDEN_SCHEMAS", "OBJECT_MEDIA_TYPE", "rest_read", "run_as_viewer"]
 
 #: Schemas the endpoint never reads (pgpulse's own bookkeeping).
 HIDDEN_SCHEMAS = ("pgpulse",)
@@ -196,7 +196,7 @@ async def rest_read(request: Request) -> Response:
         builder, offset = _build(request, client, table)
         builder.sql()  # plans the query: every table's rules are known now
         if exposure.viewers:
-            result = await _as_viewer(gateway.pool, builder, exposure)
+            result = await run_as_viewer(gateway.pool, builder, exposure)
         else:
             result = await builder.execute()
     except (
@@ -218,7 +218,9 @@ async def rest_read(request: Request) -> Response:
     return _json(status, result.data, headers)
 
 
-async def _as_viewer(pool: Any, builder: QueryBuilder, exposure: RestExposure) -> Any:
+async def run_as_viewer(
+    pool: Any, builder: QueryBuilder, exposure: RestExposure
+) -> Any:
     """Run the read as the caller's role with its claims (row-level security
     mode: PostgreSQL applies the tables' own policies)."""
     if len(exposure.viewers) != 1:

@@ -1,0 +1,276 @@
+"""One live query's server-side state, shared by every client who asks it.
+
+Why re-read instead of patching rows in Python: the rows of a query with a
+filter, an order, a limit and embedded tables are what PostgreSQL says they
+are (collations, NULL order, a row that leaves a full window bringing the next
+one in, a shipment whose port changes inside every document that embeds it).
+So after a batch of changes that can affect the query, the query runs again,
+ONCE for all its clients, in one statement (embeds are joins, never N+1), and
+the result is diffed against the rows the clients hold: the patches are exact
+by construction, and the cost of a change is per distinct query it touches.
+
+Stitching: the state is registered (and starts observing changes) before its
+first read, so a change committed after that read's snapshot is always seen
+by a later refresh; one committed before is in the read.  Nothing is missed,
+and a change seen twice costs a refresh that finds no difference.
+
+Patches (SSE events; the JSON of ``row``/``key`` as the REST endpoint gives):
+
+* ``delete {"key"}``: the row left the result;
+* ``insert {"row", "before"}`` / ``update {"row", "old_key", "before"}``:
+  remove the row with that key if present, then insert it before the row
+  keyed ``before`` (``null``: at the end);
+* ``sync {"version"}`` (with the event id): the client's rows now equal the
+  query's result at one database snapshot; render here.
+
+Deletes come first, then inserts and updates in descending result order,
+each placed before its successor: applied in order (and again, after a
+reconnect in the middle: every step is idempotent) they give the result, in
+order.  Rows whose content did not change and whose order relative to each
+other holds (the longest such run) are not sent at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import orjson
+
+from pgpulse.routing.outbox import Outbox
+
+__all__ = ["Fetch", "SharedQuery"]
+
+log = logging.getLogger("pgpulse.live")
+
+Fetch = Callable[[], Awaitable[list[dict[str, Any]]]]
+Describe = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
+
+#: Refreshes kept per query for clients resuming with Last-Event-ID.
+HISTORY = 256
+
+
+def _event(kind: str, data: Any, event_id: str | None = None) -> bytes:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {kind}\ndata: ".encode() + orjson.dumps(data) + b"\n\n"
+
+
+class SharedQuery:
+    """The rows of one live query, refreshed after changes, with clients."""
+
+    def __init__(
+        self,
+        query_id: str,
+        label: str,
+        key_columns: Sequence[str],
+        tables: frozenset[str],
+        fetch: Fetch,
+        describe: Describe,
+    ) -> None:
+        self.id = query_id
+        self.label = label
+        """What to name in logs (table and query)."""
+        self.key_columns = tuple(key_columns)
+        self.tables = tables
+        """Every table the query reads (schema-qualified): a change to any
+        of them may change the result."""
+        self._fetch = fetch
+        self._describe = describe
+        self.keys: list[str] = []
+        """Row keys (JSON text), in result order."""
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.version = 0
+        self.ready = asyncio.Event()
+        self.failed: str | None = None
+        self.history: deque[tuple[int, bytes]] = deque(maxlen=HISTORY)
+        self.outboxes: set[Outbox] = set()
+        self.refreshes = 0
+        self.idle_since: float | None = None
+        self._dirty = False
+        self._task: asyncio.Task[None] | None = None
+        self._snapshot: tuple[int, bytes] | None = None
+        self._shape: tuple[str, ...] | None = None
+
+    # -- refreshing ----------------------------------------------------------------
+
+    def mark_dirty(self) -> None:
+        """A change may have changed the result: read it again (once, however
+        many changes arrive meanwhile)."""
+        self._dirty = True
+        if self.failed is None and (self._task is None or self._task.done()):
+            self._task = asyncio.create_task(
+                self._run(), name=f"pgpulse-live-{self.id}"
+            )
+
+    async def _run(self) -> None:
+        while self._dirty and self.failed is None:
+            self._dirty = False
+            try:
+                rows = await self._fetch()
+                self.refreshes += 1
+                self._apply(rows)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.fail(f"live query on {self.label} failed: {exc}")
+                return
+
+    def fail(self, reason: str) -> None:
+        log.warning("%s; ending its %d streams", reason, len(self.outboxes))
+        self.failed = reason
+        self.ready.set()
+        for outbox in list(self.outboxes):
+            outbox.close(reason + "; reconnect")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def _key(self, row: dict[str, Any]) -> str:
+        try:
+            values = [row[k] for k in self.key_columns]
+        except KeyError:
+            raise LookupError(
+                f"a row of {self.label} lacks its key {', '.join(self.key_columns)}"
+            ) from None
+        return orjson.dumps(values).decode()
+
+    def _key_object(self, key: str) -> dict[str, Any]:
+        return dict(zip(self.key_columns, orjson.loads(key), strict=True))
+
+    def _apply(self, rows: list[dict[str, Any]]) -> None:
+        keys = [self._key(r) for r in rows]
+        new = dict(zip(keys, rows, strict=True))
+        if len(new) != len(rows):
+            self.fail(f"live query on {self.label} returned one key twice")
+            return
+        shape = tuple(rows[0]) if rows else self._shape
+        reshaped = (
+            self._shape is not None and shape is not None and shape != self._shape
+        )
+        old_keys, old_rows = self.keys, self.rows
+        self.keys, self.rows, self._shape = keys, new, shape
+        if self.version == 0 or reshaped:
+            # First read, or the table's columns changed (a migration): a
+            # whole new snapshot, never rows of another shape as patches.
+            self.version += 1
+            if reshaped:
+                snapshot = self.snapshot()
+                self.history.clear()
+                for outbox in list(self.outboxes):
+                    outbox.put(snapshot)
+            self.ready.set()
+            return
+        body = self._patches(old_keys, old_rows, keys, new)
+        if body is None:
+            return  # nothing changed: no version, nothing sent
+        self.version += 1
+        data = body + _event("sync", {"version": self.version}, self.event_id)
+        self.history.append((self.version, data))
+        for outbox in list(self.outboxes):
+            outbox.put(data)
+
+    def _patches(
+        self,
+        old_keys: list[str],
+        old_rows: dict[str, dict[str, Any]],
+        keys: list[str],
+        rows: dict[str, dict[str, Any]],
+    ) -> bytes | None:
+        parts: list[bytes] = []
+        for key in old_keys:
+            if key not in rows:
+                parts.append(_event("delete", {"key": self._key_object(key)}))
+        stable = _stable(old_keys, old_rows, keys, rows)
+        for i in range(len(keys) - 1, -1, -1):
+            key = keys[i]
+            if key in stable:
+                continue
+            before = self._key_object(keys[i + 1]) if i + 1 < len(keys) else None
+            if key in old_rows:
+                payload = {
+                    "row": rows[key],
+                    "old_key": self._key_object(key),
+                    "before": before,
+                }
+                parts.append(_event("update", payload))
+            else:
+                parts.append(_event("insert", {"row": rows[key], "before": before}))
+        return b"".join(parts) if parts else None
+
+    # -- what clients get ------------------------------------------------------------
+
+    @property
+    def event_id(self) -> str:
+        return f"{self.id}.{self.version}"
+
+    def snapshot(self) -> bytes:
+        """The ``snapshot`` event of the current rows (built once per version)."""
+        cached = self._snapshot
+        if cached is not None and cached[0] == self.version:
+            return cached[1]
+        rows = [self.rows[k] for k in self.keys]
+        data = {
+            "query": self.id,
+            "version": self.version,
+            "columns": self._describe(rows),
+            "key": list(self.key_columns),
+            "rows": rows,
+        }
+        event = _event("snapshot", data, self.event_id)
+        self._snapshot = (self.version, event)
+        return event
+
+    def sync(self) -> bytes:
+        """A ``sync`` event of the current version (nothing to apply)."""
+        return _event("sync", {"version": self.version}, self.event_id)
+
+    def since(self, version: int) -> list[bytes] | None:
+        """The refreshes after *version*, or None when they are not all kept."""
+        if version == self.version:
+            return []
+        if version > self.version or not self.history:
+            return None
+        first = self.history[0][0]
+        if version < first - 1:
+            return None
+        return [data for v, data in self.history if v > version]
+
+
+def _stable(
+    old_keys: list[str],
+    old_rows: dict[str, dict[str, Any]],
+    keys: list[str],
+    rows: dict[str, dict[str, Any]],
+) -> set[str]:
+    """Rows that need no patch: unchanged content, and among those the
+    longest run whose order relative to each other did not change (a row can
+    move without changing what is selected of it, e.g. ordered by a column
+    not in select)."""
+    position = {k: i for i, k in enumerate(old_keys)}
+    same = [k for k in keys if k in old_rows and old_rows[k] == rows[k]]
+    # Longest increasing subsequence of old positions, in new order.
+    tails: list[int] = []
+    tail_keys: list[str] = []
+    links: dict[str, str | None] = {}
+    for key in same:
+        pos = position[key]
+        i = bisect.bisect_left(tails, pos)
+        links[key] = tail_keys[i - 1] if i > 0 else None
+        if i == len(tails):
+            tails.append(pos)
+            tail_keys.append(key)
+        else:
+            tails[i] = pos
+            tail_keys[i] = key
+    out: set[str] = set()
+    node = tail_keys[-1] if tail_keys else None
+    while node is not None:
+        out.add(node)
+        node = links[node]
+    return out

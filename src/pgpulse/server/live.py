@@ -1,0 +1,306 @@
+"""``GET /v1/live``: a query's rows as a ``snapshot``, then patches (SSE).
+
+The request is the REST grammar plus ``table=`` (``/v1/live?table=documents&
+select=id,title,shipment:shipments(port)&status=eq.final&order=title&limit=50``)
+and runs through the same builder, exposure rules and row-level security as
+``/v1/rest`` (:mod:`pgpulse.server.rest`), so a live query shows exactly what
+a REST read would.  Clients of one query share its state
+(:mod:`pgpulse.live`); ``Last-Event-ID`` resumes its patches, or gets a fresh
+``snapshot`` when they are no longer kept.  Errors before the stream starts
+are JSON ``{"error": ...}`` with a 4xx, as for ``/v1/events``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from starlette.requests import Request
+from starlette.types import Receive, Scope, Send
+
+from pgpulse.auth.access import SESSION_CLAIMS
+from pgpulse.catalog import Table
+from pgpulse.exceptions import AuthError, PgPulseError, UnknownTableError
+from pgpulse.gateway import SHUTTING_DOWN, Gateway
+from pgpulse.live.query import LiveQuery
+from pgpulse.live.registry import Affects
+from pgpulse.live.shared import SharedQuery
+from pgpulse.log.change import Change
+from pgpulse.query import QueryBuilder, QueryClient, apply_params
+from pgpulse.query._plan import Level, build_plan
+from pgpulse.query._select import parse_select
+from pgpulse.routing.outbox import Outbox
+from pgpulse.routing.subscriber import row_keys
+from pgpulse.routing.wire import control_event
+from pgpulse.server.exposure import RestExposure
+from pgpulse.server.rest import HIDDEN_SCHEMAS, run_as_viewer
+from pgpulse.server.sse import SSE_HEADERS, cors_headers, json_error
+
+__all__ = ["live_endpoint"]
+
+log = logging.getLogger("pgpulse.live")
+
+
+async def live_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+    gateway: Gateway = scope["app"].state.gateway
+    request = Request(scope)
+    cors = cors_headers(request, gateway.settings.cors_origins)
+    if scope["method"] != "GET":
+        await json_error(send, 405, "use GET /v1/live?table=TABLE", cors)
+        return
+    settings = gateway.settings
+    auth_on = gateway.auth.enabled or gateway.authenticate is not None
+    if not settings.rest_enabled and not auth_on:
+        await json_error(
+            send,
+            403,
+            "live queries read like the REST endpoint, which is disabled; start "
+            "the gateway with --rest or set PGPULSE_REST=1",
+            cors,
+        )
+        return
+    raw_id = request.query_params.get("last_event_id") or request.headers.get(
+        "last-event-id"
+    )
+    if raw_id and len(raw_id) > settings.max_cursor_bytes:
+        await json_error(send, 400, "the event id is too long", cors)
+        return
+    try:
+        access = await gateway.identify(request)
+        query = LiveQuery.from_params(request.query_params.multi_items())
+        plan = await _plan(gateway, access, query)
+        release = gateway.admit(access)
+    except AuthError as exc:
+        await json_error(send, exc.status, str(exc), cors)
+        return
+    except UnknownTableError as exc:
+        await json_error(send, 404, str(exc), cors)
+        return
+    except (PgPulseError, ValueError) as exc:
+        await json_error(send, 400, str(exc), cors)
+        return
+
+    outbox = Outbox(settings.outbox_limit)
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + cors}
+    )
+    outbox.put(f"retry: {settings.retry_ms}\n\n".encode())
+    watcher = asyncio.create_task(_watch_disconnect(receive, outbox))
+    shared: SharedQuery | None = None
+    try:
+        shared = await gateway.live.join(plan.query_id, plan.create, outbox)
+        await shared.ready.wait()
+        if shared.failed is None:
+            for data in _opening(shared, raw_id):
+                outbox.put(data)
+        await _write(send, outbox)
+    except asyncio.CancelledError:
+        outbox.close(SHUTTING_DOWN)
+        with contextlib.suppress(Exception):
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": control_event("sse", "error", {"reason": SHUTTING_DOWN}),
+                    "more_body": False,
+                }
+            )
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+    finally:
+        release()
+        if shared is not None:
+            gateway.live.leave(shared, outbox)
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+
+
+def _opening(shared: SharedQuery, raw_id: str | None) -> list[bytes]:
+    """What a client gets first: the patches it missed, or a snapshot."""
+    if raw_id:
+        query_id, _, version = raw_id.partition(".")
+        if query_id == shared.id and version.isdigit():
+            missed = shared.since(int(version))
+            if missed is not None:
+                # Then a sync, so the client knows it is current even when
+                # it missed nothing.
+                return [*missed, shared.sync()]
+    return [shared.snapshot()]
+
+
+async def _write(send: Send, outbox: Outbox) -> None:
+    while True:
+        chunks = await outbox.get()
+        if outbox.closed is not None:
+            if not outbox.closed.startswith("client disconnected"):
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": control_event(
+                            "sse", "error", {"reason": outbox.closed}
+                        ),
+                        "more_body": False,
+                    }
+                )
+            return
+        if chunks:
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": b"".join(chunks),
+                    "more_body": True,
+                }
+            )
+
+
+async def _watch_disconnect(receive: Receive, outbox: Outbox) -> None:
+    while True:
+        message: Any = await receive()
+        if message["type"] == "http.disconnect":
+            outbox.close("client disconnected")
+            return
+
+
+class _Plan:
+    """A checked live query, ready to be shared or created."""
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        query: LiveQuery,
+        table: Table,
+        builder: QueryBuilder,
+        exposure: RestExposure,
+        tables: frozenset[str],
+        affects: Affects | None,
+        context: Any,
+    ) -> None:
+        self.gateway = gateway
+        self.query = query
+        self.table = table
+        self.builder = builder
+        self.exposure = exposure
+        self.tables = tables
+        self.affects = affects
+        self.query_id = query.key(context)
+
+    async def fetch(self) -> list[dict[str, Any]]:
+        pool = self.gateway.pool
+        if self.exposure.viewers:
+            result = await run_as_viewer(pool, self.builder, self.exposure)
+        else:
+            result = await self.builder.execute()
+        data = result.data
+        return list(data) if isinstance(data, list) else [data]
+
+    def describe(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each output column: its name, PostgreSQL type and nullability
+        (embedded rows are ``json``)."""
+        if rows:
+            names = list(rows[0])
+        else:
+            names = list(self.table.columns)
+        out = []
+        for name in names:
+            column = self.table.columns.get(name)
+            if column is None:
+                out.append({"name": name, "type": "json", "nullable": True})
+            else:
+                out.append(
+                    {
+                        "name": name,
+                        "type": column.type_name,
+                        "nullable": column.nullable,
+                    }
+                )
+        return out
+
+    async def create(self) -> tuple[SharedQuery, Affects | None]:
+        label = f"{self.table.qualified} ({self.query.select})"
+        shared = SharedQuery(
+            self.query_id,
+            label,
+            self.table.primary_key,
+            self.tables,
+            self.fetch,
+            self.describe,
+        )
+        return shared, self.affects
+
+
+async def _plan(gateway: Gateway, access: Any, query: LiveQuery) -> _Plan:
+    exposure = RestExposure(
+        gateway.catalog,
+        gateway.watched,
+        access,
+        gateway.settings.rest_schemas,
+        gateway.settings.rest_tables,
+    )
+    client = QueryClient(
+        gateway.pool,
+        gateway.catalog,
+        hidden_schemas=HIDDEN_SCHEMAS,
+        exposure=exposure,
+    )
+    table = client.schema.table(query.table)
+    query.check_key(table)
+    builder = apply_params(client.table(query.table), query.params)
+    for column, desc, nulls in query.order_terms(table):
+        builder = builder.order(column, desc=desc, nulls_first=nulls)
+    builder.sql()  # checks every name, and the caller's rules on every table
+    items = parse_select(query.select)
+    root = build_plan(client.schema, table, items, query.select)
+    tables = frozenset(_tables(root))
+    affects = await _cheap_test(gateway, access, query, table, tables)
+    context: Any = None
+    if access.enabled:
+        # Whose rows: the role and claims (minus those that differ per
+        # session) decide the policy filters and row-level security.
+        stable = {
+            k: v for k, v in access.claims.values.items() if k not in SESSION_CLAIMS
+        }
+        context = [access.claims.role, stable]
+    return _Plan(gateway, query, table, builder, exposure, tables, affects, context)
+
+
+def _tables(level: Level) -> list[str]:
+    out = [level.table.qualified]
+    relation = level.relation
+    if relation is not None and relation.junction is not None:
+        out.append(relation.junction.qualified)
+    for child in level.children:
+        out.extend(_tables(child))
+    return out
+
+
+async def _cheap_test(
+    gateway: Gateway,
+    access: Any,
+    query: LiveQuery,
+    table: Table,
+    tables: frozenset[str],
+) -> Affects | None:
+    """For a query on one table whose filters Python decides exactly: a
+    change neither row of which passes them cannot change the result."""
+    if tables != {table.qualified} or not query.filters:
+        return None
+    if any("." in key for key, _value in query.filters):
+        return None  # a modifier of an embedded table
+    text = ";".join(f"{k}={v}" for k, v in query.filters)
+    try:
+        (spec,) = await gateway.parse_subscriptions([f"{query.table}:{text}"], access)
+    except Exception:
+        return None
+    predicate = spec.predicate
+    if predicate is None or spec.db_filter is not None:
+        return None
+
+    def affects(change: Change) -> bool:
+        new, old = row_keys(change)
+        return (new is not None and predicate(new) is True) or (
+            old is not None and predicate(old) is True
+        )
+
+    return affects
