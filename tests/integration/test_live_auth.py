@@ -9,6 +9,7 @@ equal what the tenant may read, and never hold another tenant's row.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from pathlib import Path
 from typing import Any
@@ -167,3 +168,18 @@ async def test_row_level_security_is_evaluated_as_the_callers_role(
     finally:
         for stream in streams.values():
             await stream.close()
+
+
+async def test_a_live_stream_ends_when_its_token_expires(
+    conn, gateway_factory, tmp_path: Path
+):
+    await two_tenants(conn)
+    gw = gateway_factory("--config", write_config(tmp_path), env=ENV)
+    short = token({"tenant_id": 1}, expires_in=2)
+    async with LiveStream(gw.url, _params(short, order="id")) as stream:
+        await stream.equal([])
+        async with asyncio.timeout(10):
+            while not any(e == "auth_expired" for e, _ in stream.events):
+                await asyncio.sleep(0.1)
+    (reason,) = [d["reason"] for e, d in stream.events if e == "auth_expired"]
+    assert "token expired" in reason

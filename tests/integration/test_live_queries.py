@@ -350,3 +350,49 @@ async def _metrics(gw: Any) -> dict[str, float]:
             name, value = line.split()
             out[name] = float(value)
     return out
+
+
+async def test_python_client_yields_the_rows_through_a_gateway_restart(
+    conn, gateway_factory
+):
+    """``Client.live()``: the rows at every consistent point; after the
+    gateway is killed and started again (its state gone), a fresh snapshot,
+    and the rows stay the query's."""
+    from pgpulse.clients import Client
+
+    await _schema(conn)
+    gw = gateway_factory("--rest")
+    seen: list[list[dict[str, Any]]] = []
+
+    async def follow(client: Client) -> None:
+        async for rows in client.live(
+            "docs",
+            select="id,title,rank",
+            filters={"shipment_id": "eq.1"},
+            order="rank.desc.nullslast",
+            limit=5,
+        ):
+            seen.append(rows)
+
+    async def converged() -> None:
+        async with asyncio.timeout(20):
+            while not seen or seen[-1] != await _rows(conn, WINDOW_SQL):
+                await asyncio.sleep(0.05)
+
+    async with Client(gw.url, backoff_max=0.5) as client:
+        task = asyncio.create_task(follow(client))
+        try:
+            await converged()
+            await conn.execute("update docs set rank = 90 where id = 6")
+            await converged()
+            gw.kill()
+            await conn.execute("update docs set rank = 91 where id = 9")
+            gw.start()
+            await converged()
+            await conn.execute("delete from docs where id = 6")
+            await converged()
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    assert len(seen) >= 4

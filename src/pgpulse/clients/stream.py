@@ -22,6 +22,7 @@ import httpx
 from httpx_sse import aconnect_sse
 
 from pgpulse.backoff import Backoff
+from pgpulse.clients.live import Filters, live_params, live_rows
 from pgpulse.exceptions import AuthError, ValidationError
 from pgpulse.routing.values import loads_exact
 
@@ -182,6 +183,26 @@ class Client:
             delay = Backoff(0.2, self.backoff_max, attempt=attempt).next()
             attempt += 1
             await asyncio.sleep(delay)
+
+    def live(
+        self,
+        table: str,
+        *,
+        select: str = "*",
+        filters: Filters = None,
+        order: str | None = None,
+        limit: int | None = None,
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """The rows of a query, now and after every change that alters them::
+
+            async for rows in client.live("documents", filters={"status":
+                    "eq.final"}, order="updated_at.desc", limit=50):
+                render(rows)
+
+        The REST grammar (``select``, filters, ``order``, ``limit``); rows are
+        yielded at every consistent point, across reconnects.  For the patches
+        themselves, see :func:`pgpulse.clients.live.live_events`."""
+        return live_rows(self, live_params(table, select, filters, order, limit))
 
     async def _refresh_token(self) -> None:
         source = self._token_source

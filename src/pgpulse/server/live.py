@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 from starlette.requests import Request
@@ -23,7 +24,7 @@ from starlette.types import Receive, Scope, Send
 from pgpulse.auth.access import SESSION_CLAIMS
 from pgpulse.catalog import Table
 from pgpulse.exceptions import AuthError, PgPulseError, UnknownTableError
-from pgpulse.gateway import SHUTTING_DOWN, Gateway
+from pgpulse.gateway import AUTH_EXPIRED, SHUTTING_DOWN, Gateway
 from pgpulse.live.query import LiveQuery
 from pgpulse.live.registry import Affects
 from pgpulse.live.shared import SharedQuery
@@ -88,6 +89,7 @@ async def live_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
     )
     outbox.put(f"retry: {settings.retry_ms}\n\n".encode())
     watcher = asyncio.create_task(_watch_disconnect(receive, outbox))
+    expiry = _expire_at(outbox, access.claims.expires_at)
     shared: SharedQuery | None = None
     try:
         shared = await gateway.live.join(plan.query_id, plan.create, outbox)
@@ -111,6 +113,8 @@ async def live_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
             task.uncancel()
     finally:
         release()
+        if expiry is not None:
+            expiry.cancel()
         if shared is not None:
             gateway.live.leave(shared, outbox)
         watcher.cancel()
@@ -135,12 +139,12 @@ async def _write(send: Send, outbox: Outbox) -> None:
         chunks = await outbox.get()
         if outbox.closed is not None:
             if not outbox.closed.startswith("client disconnected"):
+                expired = outbox.closed.startswith(AUTH_EXPIRED)
+                kind = AUTH_EXPIRED if expired else "error"
                 await send(
                     {
                         "type": "http.response.body",
-                        "body": control_event(
-                            "sse", "error", {"reason": outbox.closed}
-                        ),
+                        "body": control_event("sse", kind, {"reason": outbox.closed}),
                         "more_body": False,
                     }
                 )
@@ -153,6 +157,19 @@ async def _write(send: Send, outbox: Outbox) -> None:
                     "more_body": True,
                 }
             )
+
+
+def _expire_at(outbox: Outbox, when: float | None) -> asyncio.TimerHandle | None:
+    """End the stream when the caller's token expires (``auth_expired``, as
+    on /v1/events): the client gets a new token and resumes."""
+    if when is None:
+        return None
+
+    def expire() -> None:
+        outbox.close(f"{AUTH_EXPIRED}: the token expired; resume with a new one")
+
+    delay = max(0.0, when - time.time())
+    return asyncio.get_running_loop().call_later(delay, expire)
 
 
 async def _watch_disconnect(receive: Receive, outbox: Outbox) -> None:
