@@ -67,7 +67,7 @@ async def test_docs_python_block_runs(where, code, conn, database, gateway_facto
         "insert into documents values (2, 42, 'Packing list #2', 'final')"
     )
     await capture.watch(conn, "documents")
-    gw = gateway_factory()
+    gw = gateway_factory("--rest")
     script = Path(tempfile.mkdtemp()) / "snippet.py"
     script.write_text(code)
     proc = await asyncio.create_subprocess_exec(

@@ -73,7 +73,8 @@ class LiveStream:
 
     async def _read(self) -> None:
         assert self.response is not None
-        event, eid, data = "message", None, []
+        event, eid = "message", None
+        data: list[str] = []
         async for line in self.response.aiter_lines():
             if line == "":
                 if data:
@@ -281,6 +282,12 @@ async def test_reconnecting_with_last_event_id_resumes_the_patches(
         assert second.events[0][0] != "snapshot", second.events[:3]
         assert second.view.rows != rows
     # An id the server no longer knows gets a fresh snapshot, never a mix.
+    stale = ".".join([*last_id.split(".")[:2], "99"])  # a version it never had
+    epoch = ".".join([last_id.split(".")[0], "00000000", "1"])  # another state's
+    for unknown in (stale, epoch, "0000000000000000.1.3"):
+        async with LiveStream(gw.url, WINDOW, last_id=unknown) as third:
+            await third.equal(lambda: _rows(conn, WINDOW_SQL))
+            assert third.events[0][0] == "snapshot", unknown
     async with LiveStream(gw.url, WINDOW, last_id="0000000000000000.3") as third:
         await third.equal(lambda: _rows(conn, WINDOW_SQL))
         assert third.events[0][0] == "snapshot"

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
+import secrets
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -84,6 +85,7 @@ class SharedQuery:
         """Row keys (JSON text), in result order."""
         self.rows: dict[str, dict[str, Any]] = {}
         self.version = 0
+        self.epoch = secrets.token_hex(4)
         self.ready = asyncio.Event()
         self.failed: str | None = None
         self.history: deque[tuple[int, bytes]] = deque(maxlen=HISTORY)
@@ -207,7 +209,19 @@ class SharedQuery:
 
     @property
     def event_id(self) -> str:
-        return f"{self.id}.{self.version}"
+        """``query.epoch.version``: the epoch tells this state from another
+        of the same query (another process, or after a restart), whose
+        versions count from 1 again."""
+        return f"{self.id}.{self.epoch}.{self.version}"
+
+    def resumes(self, event_id: str) -> list[bytes] | None:
+        """What a client that last saw *event_id* missed, or None when this
+        state cannot tell (then it needs a snapshot)."""
+        query_id, _, rest = event_id.partition(".")
+        epoch, _, version = rest.partition(".")
+        if query_id != self.id or epoch != self.epoch or not version.isdigit():
+            return None
+        return self.since(int(version))
 
     def snapshot(self) -> bytes:
         """The ``snapshot`` event of the current rows (built once per version)."""

@@ -124,13 +124,11 @@ async def live_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
 def _opening(shared: SharedQuery, raw_id: str | None) -> list[bytes]:
     """What a client gets first: the patches it missed, or a snapshot."""
     if raw_id:
-        query_id, _, version = raw_id.partition(".")
-        if query_id == shared.id and version.isdigit():
-            missed = shared.since(int(version))
-            if missed is not None:
-                # Then a sync, so the client knows it is current even when
-                # it missed nothing.
-                return [*missed, shared.sync()]
+        missed = shared.resumes(raw_id)
+        if missed is not None:
+            # Then a sync, so the client knows it is current even when it
+            # missed nothing.
+            return [*missed, shared.sync()]
     return [shared.snapshot()]
 
 

@@ -18,11 +18,13 @@
  *     sub.unsubscribe();
  *
  *     const live = pulse.live("documents", {
- *       filter: "shipment_id=eq.42", order: "id",
- *       onRows(rows, ev) { render(rows); },  // ev is null after a (re)fetch
+ *       select: "id,title,shipment:shipments(port)", filter: "status=eq.final",
+ *       order: "updated_at.desc", limit: 50,
+ *       onRows(rows) { render(rows); },      // after the snapshot and every change
  *     });
  *     live.rows;                             // current rows (a new array after every change)
- *     await live.ready;                      // resolves with the rows after the first fetch
+ *     await live.ready;                      // resolves with the rows of the first snapshot
+ *     live.subscribe(render);                // a store: React useSyncExternalStore, Svelte
  *     live.unsubscribe();
  *
  *     pulse.close();
@@ -68,14 +70,13 @@
  *   filters, the server evaluates each and tags the event with `subs`, which of
  *   them see it and as which operation (an UPDATE that moves a row out of one
  *   filter reaches that subscription as a DELETE of the old row, `moved: true`).
- * - `live()` fetches its rows with `GET /v1/rest/<table>?<filters>&order=&limit=`
- *   after the stream is `ready`, buffers the changes that arrive while the fetch
- *   is in flight and applies them, in order, on top of the fetched rows (upsert
- *   by primary key on INSERT/UPDATE, remove on DELETE), so it converges however
- *   the fetch and the writes interleave. On TRUNCATE or `reset` it clears and
- *   refetches. With `order`, rows are kept sorted client-side; with `limit`, the
- *   window is trimmed and refetched when a delete empties a slot. With `select`,
- *   include the primary key columns.
+ * - `live()` opens `/v1/live` (one stream per live query): the server runs the
+ *   query and sends a snapshot, then patches (delete, insert/update placed before
+ *   a row, sync) after every change that alters its result, stitched to the
+ *   snapshot so nothing is missed or applied twice; a reconnect resumes the
+ *   patches with the last event id, or gets a fresh snapshot. Filters, order,
+ *   limit and embeds are evaluated by PostgreSQL only. The primary key columns
+ *   must be selected (rows are named by them).
  *
  * Options of `connect()`: `token` (a JWT, or a function, async or not, returning
  * one: it is called again when the server ends the stream with `auth_expired` or
@@ -89,6 +90,9 @@
 
 /** The connection states, in the order a healthy connection usually meets them. */
 export const STATES = Object.freeze(["connecting", "live", "reconnecting", "error", "closed"]);
+
+/** How healthy a state is, for the state of several streams together. */
+const RANK = Object.freeze({ error: 0, reconnecting: 1, connecting: 2, live: 3, closed: 4 });
 
 const DEFAULT_BACKOFF = Object.freeze({ initial: 500, max: 10000, factor: 2, jitter: 0.3 });
 
@@ -195,8 +199,6 @@ export function splitTop(text, sep = ",") {
   return out;
 }
 
-const NUMERIC = /^-?\d+(\.\d+)?([eE][-+]?\d+)?$/;
-
 /**
  * How one subscription sees a change. With several subscriptions on one table,
  * the server says in `subs` which of them see the change and as which operation
@@ -212,52 +214,6 @@ function seenBy(ev, index) {
   if (op === "INSERT") return { ...own, op: "INSERT", old: null, moved: true };
   if (op === "DELETE") return { ...own, op: "DELETE", row: null, moved: true };
   return own;
-}
-
-// -- ordering for live() -------------------------------------------------------------
-
-function compileOrder(order) {
-  if (!order) return null;
-  const keys = splitTop(String(order)).map((part) => {
-    const bits = part.trim().split(".");
-    let desc = false;
-    let nullsFirst;
-    while (bits.length > 1) {
-      const last = bits[bits.length - 1];
-      if (last === "asc" || last === "desc") desc = last === "desc";
-      else if (last === "nullsfirst" || last === "nullslast") nullsFirst = last === "nullsfirst";
-      else break;
-      bits.pop();
-    }
-    return { column: bits.join("."), desc, nullsFirst: nullsFirst ?? desc };
-  });
-  return (a, b) => {
-    for (const key of keys) {
-      const x = a[key.column];
-      const y = b[key.column];
-      if (x == null || y == null) {
-        if (x == null && y == null) continue;
-        return (x == null) === key.nullsFirst ? -1 : 1;
-      }
-      let c;
-      if (typeof x === "number" && typeof y === "number") c = x - y;
-      else if (typeof x === "string" && typeof y === "string" && NUMERIC.test(x) && NUMERIC.test(y)) {
-        c = Number(x) - Number(y);
-      } else {
-        const sx = typeof x === "object" ? JSON.stringify(x) : x;
-        const sy = typeof y === "object" ? JSON.stringify(y) : y;
-        c = sx < sy ? -1 : sx > sy ? 1 : 0;
-      }
-      if (c) return key.desc ? -c : c;
-    }
-    return 0;
-  };
-}
-
-function samePk(row, pk) {
-  if (!row || !pk) return false;
-  const keys = Object.keys(pk);
-  return keys.length > 0 && keys.every((k) => row[k] != null && String(row[k]) === String(pk[k]));
 }
 
 // -- the connection ------------------------------------------------------------------
@@ -276,10 +232,14 @@ export class Pulse {
     this._tokenStale = typeof this._tokenSource === "function";
     this._EventSource = options.EventSource ?? globalThis.EventSource;
     this._fetch = options.fetch ?? ((...args) => globalThis.fetch(...args));
-    /** Current connection state (see STATES). */
+    /** Current connection state (see STATES): the change stream's and the live
+     * queries' together (the least healthy of them). */
     this.state = "connecting";
     /** Detail of the current state (reason, server message, cursor...). */
     this.detail = null;
+    this._streamState = "connecting"; // the change stream's own state
+    this._streamDetail = null;
+    this._lives = new Set(); // live queries, each with a stream of its own
     /** Cursor of the last event received: where a reconnect resumes from. */
     this.cursor = options.cursor ?? null;
     /** Counters: `changes` received, `connects` (ready events), `reconnects`, `resets`. */
@@ -333,7 +293,7 @@ export class Pulse {
   }
 
   /**
-   * Keep an array of rows in sync with a table (REST fetch, then live changes).
+   * The rows of a query, kept equal to the database by the server (`/v1/live`).
    * @param {string} table
    * @param {{filter?: string, order?: string, limit?: number, select?: string,
    *          onRows?: Function, onChange?: Function, onError?: Function}} [options]
@@ -352,6 +312,7 @@ export class Pulse {
     this._retryTimer = this._applyTimer = null;
     for (const sub of this._subs) sub.active = false;
     this._subs.clear();
+    for (const live of [...this._lives]) live.unsubscribe();
     this._members = new Set();
     globalThis.removeEventListener?.("online", this._onOnline);
     this._setState("closed", null);
@@ -360,6 +321,21 @@ export class Pulse {
   // -- internals --
 
   _setState(state, detail) {
+    this._streamState = state;
+    this._streamDetail = detail;
+    this._publishState();
+  }
+
+  /** The state shown to `onState`: the least healthy of the change stream
+   * (when it carries subscriptions) and the live queries' streams. */
+  _publishState() {
+    let state = this._streamState;
+    let detail = this._streamDetail;
+    if (state !== "closed") {
+      const parts = [...this._lives].map((live) => [live.state, live.detail]);
+      if (this._subs.size || !parts.length) parts.push([this._streamState, this._streamDetail]);
+      [state, detail] = parts.reduce((worst, part) => (RANK[part[0]] < RANK[worst[0]] ? part : worst));
+    }
     if (this.state === state && JSON.stringify(this.detail) === JSON.stringify(detail)) return;
     this.state = state;
     this.detail = detail;
@@ -389,7 +365,7 @@ export class Pulse {
       for (const sub of this._subs) {
         if (this._members.has(sub)) continue;
         this._members.add(sub);
-        if (this.state === "live") sub._ready(this._readyInfo);
+        if (this._streamState === "live") sub._ready(this._readyInfo);
         else if (this._fatal) sub._fail(this._fatal);
       }
       return;
@@ -456,7 +432,7 @@ export class Pulse {
     const specs = this._specs;
     const members = new Set(this._subs);
     this._members = members;
-    if (this.state !== "reconnecting") this._setState("connecting", { subscriptions: specs });
+    if (this._streamState !== "reconnecting") this._setState("connecting", { subscriptions: specs });
     const url = this._streamUrl(specs, this.cursor);
     let es;
     try {
@@ -633,36 +609,6 @@ export class Pulse {
       if (own) sub._deliver(own);
     }
   }
-
-  async _rest(table, { filter = "", order, limit, select, signal } = {}) {
-    const params = [];
-    for (const part of splitTop(normFilter(filter), ";")) {
-      if (!part.trim()) continue;
-      const eq = part.indexOf("=");
-      params.push(`${encodeURIComponent(part.slice(0, eq).trim())}=${encodeURIComponent(part.slice(eq + 1))}`);
-    }
-    if (select) params.push(`select=${encodeURIComponent(select)}`);
-    if (order) params.push(`order=${encodeURIComponent(order)}`);
-    if (limit != null) params.push(`limit=${encodeURIComponent(limit)}`);
-    const url = `${this.url}/v1/rest/${encodeURIComponent(table)}${params.length ? "?" : ""}${params.join("&")}`;
-    let res;
-    try {
-      res = await this._fetch(url, {
-        headers: this._headers({ Accept: "application/json" }),
-        cache: "no-store",
-        signal,
-      });
-    } catch (error) {
-      throw new PulseError(`could not fetch ${table}: ${error?.message ?? error}`);
-    }
-    const body = parseJSON(await res.text());
-    if (!res.ok) {
-      const message = body && typeof body.message === "string" ? body.message : `HTTP ${res.status}`;
-      throw new PulseError(message, { status: res.status, table });
-    }
-    if (!Array.isArray(body)) throw new PulseError(`expected a JSON array of rows from ${url}`, { table });
-    return body;
-  }
 }
 
 /** One subscription on a Pulse connection; created by `pulse.subscribe()`. */
@@ -707,67 +653,90 @@ export class Subscription {
   }
 }
 
-/** Rows of a table kept in sync; created by `pulse.live()`. */
+/**
+ * The rows of a query, kept equal to the database; created by `pulse.live()`.
+ *
+ * The server runs the query (the REST grammar: `select`, `filter`, `order`,
+ * `limit`, embeds) and sends a snapshot, then patches after every change that
+ * alters the result (`/v1/live`): the client never evaluates a filter or an
+ * order. `rows` is replaced (a new array) only when a patch set is complete, so
+ * it is a stable snapshot between changes. A store: `subscribe(fn)` calls `fn`
+ * with the rows at once and after every change and returns the unsubscribe
+ * function; `getSnapshot()` returns the rows: usable as is with React's
+ * `useSyncExternalStore(live.subscribe, live.getSnapshot)` and as a Svelte store.
+ */
 export class LiveQuery {
   constructor(pulse, table, options = {}) {
     this._pulse = pulse;
     this._options = options;
-    this._order = compileOrder(options.order);
-    this._limit = options.limit == null ? null : Number(options.limit);
-    /** Current rows: a new array after every change. */
+    /** Table name as given (`documents`, `schema.table`). */
+    this.table = normTable(table);
+    /** Filter string, PostgREST grammar joined by `;` ("" for none). */
+    this.filter = normFilter(options.filter);
+    /** Current rows, in the query's order: a new array after every change. */
     this.rows = [];
-    /** True once the first fetch completed. */
+    /** Output columns: `{name, type, nullable}` (PostgreSQL type names). */
+    this.columns = [];
+    /** The key columns naming rows. */
+    this.key = [];
+    /** The server's version of the rows (grows with every change). */
+    this.version = 0;
+    /** True once the first snapshot arrived. */
     this.loaded = false;
-    /** The last error (REST or subscription), or null. */
+    /** The last error, or null. */
     this.error = null;
-    this._fetchGen = 0;
-    this._buffer = null; // changes received while a fetch is in flight
-    this._needsFetch = true;
+    /** This query's stream: "connecting", "live", "reconnecting", "error", "closed". */
+    this.state = "connecting";
+    this.detail = null;
+    /** False once unsubscribed. */
+    this.active = true;
+    this._keys = [];
+    this._byKey = new Map();
+    this._lastId = null;
+    this._es = null;
+    this._gen = 0;
+    this._attempt = 0;
     this._retryTimer = null;
-    this._retryDelay = 0;
-    /** Resolves with the rows once the first fetch completed. */
+    this._refusedOnce = false;
+    this._listeners = new Set();
+    /** Resolves with the rows once the first snapshot arrived. */
     this.ready = new Promise((resolve) => {
       this._resolveReady = resolve;
     });
-    this._sub = pulse.subscribe(table, {
-      filter: options.filter,
-      onReady: (info) => {
-        call(options.onReady, info);
-        if (this._needsFetch && !this._buffer) this._load();
-      },
-      onChange: (ev) => this._onChange(ev),
-      onReset: (info) => {
-        call(options.onReset, info);
-        this._clear(null);
-        this._load();
-      },
-      onError: (error) => {
-        this.error = error;
-        call(options.onError, error);
-      },
-    });
-    /** Table name as events carry it. */
-    this.table = this._sub.table;
-    /** Filter string of the underlying subscription. */
-    this.filter = this._sub.filter;
+    this.subscribe = this.subscribe.bind(this);
+    this.getSnapshot = this.getSnapshot.bind(this);
+    pulse._lives.add(this);
+    this._open();
   }
 
-  /** Whether the query is still subscribed. */
-  get active() {
-    return this._sub.active;
+  /** Store contract: `fn(rows)` now and after every change; returns the unsubscribe function. */
+  subscribe(fn) {
+    this._listeners.add(fn);
+    call(fn, this.rows);
+    return () => this._listeners.delete(fn);
   }
 
-  /** Refetch the rows (changes arriving meanwhile are applied on top). */
+  /** The current rows (the same array until the next change). */
+  getSnapshot() {
+    return this.rows;
+  }
+
+  /** Ask for a fresh snapshot. */
   refresh() {
-    return this._load();
+    this._lastId = null;
+    this._attempt = 0;
+    this._open();
   }
 
-  /** Stop following the table. */
+  /** Stop following the query. */
   unsubscribe() {
-    this._fetchGen++;
+    if (!this.active) return;
+    this.active = false;
     clearTimeout(this._retryTimer);
-    this._buffer = null;
-    this._sub.unsubscribe();
+    this._closeStream();
+    this._pulse._lives.delete(this);
+    this._setState("closed", null);
+    this._listeners.clear();
   }
 
   /** Alias of `unsubscribe()`. */
@@ -775,109 +744,200 @@ export class LiveQuery {
     this.unsubscribe();
   }
 
-  _emit(ev) {
-    call(this._options.onRows, this.rows, ev);
+  _setState(state, detail) {
+    this.state = state;
+    this.detail = detail;
+    this._pulse._publishState();
   }
 
-  _clear(ev) {
-    this.rows = [];
-    this._emit(ev);
+  _url(withCursor = true) {
+    const enc = encodeURIComponent;
+    const params = [`table=${enc(this.table)}`];
+    for (const part of splitTop(this.filter, ";")) {
+      if (!part.trim()) continue;
+      const eq = part.indexOf("=");
+      params.push(`${enc(part.slice(0, eq).trim())}=${enc(part.slice(eq + 1))}`);
+    }
+    const { select, order, limit } = this._options;
+    if (select) params.push(`select=${enc(select)}`);
+    if (order) params.push(`order=${enc(order)}`);
+    if (limit != null) params.push(`limit=${enc(limit)}`);
+    if (withCursor && this._lastId) params.push(`last_event_id=${enc(this._lastId)}`);
+    const token = this._pulse._token;
+    if (token) params.push(`access_token=${enc(token)}`);
+    return `${this._pulse.url}/v1/live?${params.join("&")}`;
   }
 
-  async _load() {
-    if (!this._sub.active) return;
-    const gen = ++this._fetchGen;
+  _closeStream() {
+    this._gen++;
+    if (this._es) {
+      this._es.close();
+      this._es = null;
+    }
+  }
+
+  _open() {
+    if (!this.active) return;
+    const pulse = this._pulse;
     clearTimeout(this._retryTimer);
     this._retryTimer = null;
-    this._buffer = [];
-    this._needsFetch = true;
-    const { order, limit, select } = this._options;
-    let fetched;
+    if (pulse._tokenStale) {
+      this._closeStream();
+      const gen = this._gen;
+      pulse._refreshToken().then(() => {
+        if (gen === this._gen && this.active) this._open();
+      });
+      return;
+    }
+    this._closeStream();
+    const gen = this._gen;
+    const url = this._url();
+    if (this.state !== "reconnecting") this._setState("connecting", { table: this.table });
+    let es;
     try {
-      fetched = await this._pulse._rest(this._sub.table, { filter: this._sub.filter, order, limit, select });
+      es = new pulse._EventSource(url);
     } catch (error) {
-      if (gen !== this._fetchGen || !this._sub.active) return;
-      // Keep what we have, with the buffered changes, and try again later.
-      const buffered = this._buffer;
-      this._buffer = null;
-      if (buffered.length) {
-        for (const ev of buffered) this.rows = this._applyChange(this.rows, ev);
-        this._emit(buffered[buffered.length - 1]);
+      this._retry({ reason: String(error?.message ?? error) });
+      return;
+    }
+    this._es = es;
+    let opened = false;
+    const current = () => gen === this._gen && this.active;
+    const on = (name, handle) =>
+      es.addEventListener(name, (e) => {
+        if (!current()) return;
+        const data = parseJSON(e.data);
+        if (!data) return;
+        if (e.lastEventId) this._lastId = e.lastEventId;
+        handle(data);
+      });
+    es.addEventListener("open", () => {
+      if (current()) opened = true;
+    });
+    on("snapshot", (data) => {
+      this.columns = data.columns ?? [];
+      this.key = data.key ?? [];
+      this._keys = [];
+      this._byKey = new Map();
+      for (const row of data.rows ?? []) {
+        const k = this._keyOf(row);
+        this._keys.push(k);
+        this._byKey.set(k, row);
       }
-      this.error = error;
-      call(this._options.onError, error);
-      if (error.status >= 400 && error.status < 500) return; // a bad query stays bad
-      this._retryDelay = Math.min(10000, Math.max(500, this._retryDelay * 2));
-      this._retryTimer = setTimeout(() => this._load(), this._retryDelay);
+      this._publish(data.version);
+    });
+    on("delete", (data) => {
+      const k = this._keyOf(data.key);
+      const old = this._byKey.get(k) ?? null;
+      this._remove(k);
+      call(this._options.onChange, { table: this.table, op: "DELETE", pk: data.key, row: null, old });
+    });
+    const place = (op) => (data) => {
+      const k = this._keyOf(data.row);
+      if (data.old_key) this._remove(this._keyOf(data.old_key));
+      this._remove(k);
+      const at = data.before == null ? -1 : this._keys.indexOf(this._keyOf(data.before));
+      this._keys.splice(at < 0 ? this._keys.length : at, 0, k);
+      this._byKey.set(k, data.row);
+      call(this._options.onChange, { table: this.table, op, pk: this._pk(data.row), row: data.row, old: null });
+    };
+    on("insert", place("INSERT"));
+    on("update", place("UPDATE"));
+    on("sync", (data) => this._publish(data.version));
+    es.addEventListener("auth_expired", () => {
+      if (!current()) return;
+      pulse._tokenStale = typeof pulse._tokenSource === "function";
+      this._closeStream();
+      if (!pulse._tokenStale) {
+        this._fail(new PulseError("token expired", { status: 401, table: this.table }));
+        return;
+      }
+      this._attempt = 0;
+      this._retry({ reason: "token expired" });
+    });
+    es.addEventListener("error", (e) => {
+      if (!current()) return;
+      this._closeStream();
+      if (typeof e.data === "string") {
+        // The server's own `event: error`: it is about to close the stream.
+        const info = parseJSON(e.data);
+        this._retry({ reason: info?.reason ?? e.data });
+      } else if (opened) {
+        this._retry({ reason: "connection lost" });
+      } else {
+        this._diagnose(this._gen);
+      }
+    });
+  }
+
+  /** The stream failed before it opened: did the server refuse the query? */
+  async _diagnose(gen) {
+    const pulse = this._pulse;
+    const probe = await pulse._probe(this._url(false));
+    if (gen !== this._gen || !this.active) return;
+    if (probe.status === 401 && typeof pulse._tokenSource === "function" && !this._refusedOnce) {
+      // The token may have expired while we were away: one fresh try.
+      this._refusedOnce = true;
+      pulse._tokenStale = true;
+      this._retry({ reason: probe.message, status: 401 });
       return;
     }
-    if (gen !== this._fetchGen || !this._sub.active) return;
-    const buffered = this._buffer;
-    this._buffer = null;
-    this._needsFetch = false;
-    this._retryDelay = 0;
-    this.error = null;
-    let rows = this._order ? fetched.slice().sort(this._order) : fetched.slice();
-    for (const ev of buffered) rows = this._applyChange(rows, ev);
-    this.rows = rows;
+    this._refusedOnce = false;
+    if (probe.status >= 400 && probe.status < 500 && probe.status !== 408 && probe.status !== 429) {
+      this._fail(new PulseError(probe.message, { status: probe.status, table: this.table }));
+      return;
+    }
+    this._retry({ reason: probe.message, status: probe.status || undefined });
+  }
+
+  _fail(error) {
+    // A refused query stays refused: nothing is retried (call refresh()).
+    this.error = error;
+    this._setState("error", { message: error.message, status: error.status });
+    call(this._options.onError, error);
+  }
+
+  _retry(detail) {
+    if (!this.active) return;
+    clearTimeout(this._retryTimer);
+    const attempt = this._attempt++;
+    const { initial, max, factor, jitter } = this._pulse.backoff;
+    const base = Math.min(max, initial * factor ** attempt);
+    const delay = Math.max(0, Math.round(base * (1 - jitter * Math.random())));
+    this._setState("reconnecting", { ...detail, attempt: attempt + 1, delay });
+    this._retryTimer = setTimeout(() => {
+      this._retryTimer = null;
+      this._open();
+    }, delay);
+  }
+
+  _keyOf(values) {
+    return JSON.stringify(this.key.map((k) => (values ? values[k] : undefined)));
+  }
+
+  _pk(row) {
+    const pk = {};
+    for (const k of this.key) pk[k] = row[k];
+    return pk;
+  }
+
+  _remove(k) {
+    if (!this._byKey.has(k)) return;
+    this._byKey.delete(k);
+    this._keys.splice(this._keys.indexOf(k), 1);
+  }
+
+  /** A patch set is complete (or a snapshot arrived): new rows for everyone. */
+  _publish(version) {
+    this.version = version ?? this.version;
+    this.rows = this._keys.map((k) => this._byKey.get(k));
     this.loaded = true;
-    this._emit(null);
+    this.error = null;
+    this._attempt = 0;
+    this._refusedOnce = false;
+    if (this.state !== "live") this._setState("live", { version: this.version });
     this._resolveReady(this.rows);
-  }
-
-  _onChange(ev) {
-    call(this._options.onChange, ev);
-    if (this._buffer) {
-      this._buffer.push(ev);
-      return;
-    }
-    if (ev.op === "TRUNCATE") {
-      this._clear(ev);
-      this._load();
-      return;
-    }
-    const before = this.rows.length;
-    this.rows = this._applyChange(this.rows, ev);
-    this._emit(ev);
-    if (this._limit && ev.op === "DELETE" && before >= this._limit && this.rows.length < this._limit) {
-      this._load(); // a slot emptied: pull in the next row
-    }
-  }
-
-  _project(row) {
-    const select = this._options.select;
-    // Only plain column lists are projected; anything fancier keeps the whole row.
-    if (!select || !/^[\w\s,]+$/.test(select)) return row;
-    const out = {};
-    for (const column of select.split(",")) {
-      const name = column.trim();
-      if (name in row) out[name] = row[name];
-    }
-    return out;
-  }
-
-  _applyChange(rows, ev) {
-    if (ev.op === "TRUNCATE") return [];
-    const index = rows.findIndex((row) => samePk(row, ev.pk));
-    if (ev.op === "DELETE") {
-      if (index < 0) return rows;
-      return rows.slice(0, index).concat(rows.slice(index + 1));
-    }
-    if (!ev.row) return rows;
-    const row = this._project(ev.row);
-    let next;
-    if (!this._order) {
-      next = rows.slice();
-      if (index >= 0) next[index] = row;
-      else next.push(row);
-    } else {
-      next = index >= 0 ? rows.slice(0, index).concat(rows.slice(index + 1)) : rows.slice();
-      let at = next.length;
-      // Insert after equal keys, so ties keep their arrival order.
-      while (at > 0 && this._order(next[at - 1], row) > 0) at--;
-      next.splice(at, 0, row);
-    }
-    if (this._limit && next.length > this._limit) next.length = this._limit;
-    return next;
+    call(this._options.onRows, this.rows, null);
+    for (const fn of [...this._listeners]) call(fn, this.rows);
   }
 }
