@@ -89,6 +89,15 @@ async def client_js(request: Request) -> Response:
     )
 
 
+async def client_types(request: Request) -> Response:
+    """TypeScript declarations of client.js, served beside it."""
+    return FileResponse(
+        STATIC_DIR / "client.d.ts",
+        media_type="application/typescript",
+        headers={"cache-control": "no-cache"},
+    )
+
+
 async def index(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
     if gateway.settings.demo and (STATIC_DIR / "demo.html").exists():
@@ -102,6 +111,7 @@ async def index(request: Request) -> Response:
             "events": "/v1/events?sub=TABLE[:FILTERS]",
             "websocket": "/v1/ws",
             "client": "/v1/client.js",
+            "live": "/v1/live?table=TABLE[&select=&FILTERS&order=&limit=]",
             "watched": sorted(gateway.watched),
         }
     )
@@ -206,6 +216,7 @@ def create_app(
         Route("/healthz", healthz),
         Route("/metrics", metrics),
         Route("/v1/client.js", client_js),
+        Route("/v1/client.d.ts", client_types),
         WebSocketRoute("/v1/ws", websocket_endpoint),
         *_rest_routes(),
         Mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False)),
