@@ -51,6 +51,9 @@ class Target:
     host: str = "127.0.0.1"
     paths: list[str] | None = None
     """One path per client (filtered subscriptions); overrides *path*."""
+    ready: bytes = READY_MARK
+    """What the server sends once the client is set up (``ready`` on a change
+    stream, ``snapshot`` on a live query)."""
 
     def request(self, index: int) -> bytes:
         path = self.paths[index % len(self.paths)] if self.paths else self.path
@@ -90,6 +93,7 @@ class _Client(asyncio.Protocol):
         "buf",
         "closing",
         "head",
+        "mark",
         "ready",
         "request",
         "sampled",
@@ -98,8 +102,11 @@ class _Client(asyncio.Protocol):
         "w",
     )
 
-    def __init__(self, worker: _Worker, request: bytes, sampled: bool) -> None:
+    def __init__(
+        self, worker: _Worker, request: bytes, sampled: bool, mark: bytes = READY_MARK
+    ) -> None:
         self.w = worker
+        self.mark = mark
         self.request = request
         self.sampled = sampled
         self.ready: asyncio.Future[str | None] = (
@@ -133,13 +140,20 @@ class _Client(asyncio.Protocol):
                 if len(self.head) > head_end + 4 or len(self.head) > 65536:
                     self._fail()
                 return
-            at = self.head.find(READY_MARK, head_end)
+            at = self.head.find(self.mark, head_end)
             if at < 0:
                 if len(self.head) > 65536:
                     self._fail()
                 return
+            # Counting starts after the marker's event (a live query's
+            # snapshot holds rows: they are not deliveries).
+            end = self.head.find(b"\n\n", at)
+            if end < 0:
+                if len(self.head) > 1 << 24:
+                    self._fail()
+                return
             self.ready.set_result(None)
-            data = self.head[at + len(READY_MARK) :]
+            data = self.head[end + 2 :]
             self.head = b""
             if not data:
                 return
@@ -226,7 +240,7 @@ class _Worker:
             index = first_index + i
             sampled = sample_every > 0 and index % sample_every == 0
             async with gate:
-                client = _Client(self, target.request(index), sampled)
+                client = _Client(self, target.request(index), sampled, target.ready)
                 try:
                     await loop.create_connection(
                         lambda: client, target.host, target.port

@@ -27,6 +27,7 @@ from bench.scenarios.fanout import run_fanout
 from bench.scenarios.idle import run_idle
 from bench.scenarios.instructions import run_instructions
 from bench.scenarios.latency import run_floor, run_latency
+from bench.scenarios.live import run_live
 from bench.scenarios.routing import run_routing
 from pgpulse.embedded import EmbeddedCluster
 
@@ -96,6 +97,13 @@ PLANS: dict[str, dict[str, dict[str, Any]]] = {
             "jobs": 100,
             "interval": 0.2,
         },
+        "live": {
+            "clients": [1, 100, 1000],
+            "queries": [1, 10, 100],
+            "refetch": [1, 10, 100],
+            "rate": 50.0,
+            "duration": 5.0,
+        },
     },
     "quick": {
         "floor": {"rates": [100], "duration": 1.0},
@@ -149,6 +157,13 @@ PLANS: dict[str, dict[str, dict[str, Any]]] = {
             "jobs": 8,
             "interval": 0.2,
         },
+        "live": {
+            "clients": [1, 10],
+            "queries": [1, 3],
+            "refetch": [1, 3],
+            "rate": 20.0,
+            "duration": 1.0,
+        },
     },
 }
 
@@ -164,6 +179,7 @@ RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
     "builds": run_builds,
     "auth": run_auth_groups,
     "consumers": run_consumers,
+    "live": run_live,
 }
 
 #: Order of ``all``.

@@ -16,6 +16,7 @@ from bench.report.builds import _builds
 from bench.report.consumers import _consumers
 from bench.report.cost import _dbcost, _instructions, _parts
 from bench.report.delivery import _fanout, _idle, _latency, _routing
+from bench.report.live import _live
 from bench.report.verdicts import targets
 from bench.servers import SYSTEMS
 
@@ -96,6 +97,7 @@ def render(results: dict[str, Any], meta: dict[str, Any]) -> str:
     lines += _builds(results)
     lines += _auth(results)
     lines += _consumers(results)
+    lines += _live(results)
     lines += _unmet(results)
     lines += [
         "",

@@ -78,6 +78,13 @@ TINY: dict[str, dict[str, Any]] = {
         "jobs": 3,
         "interval": 0.1,
     },
+    "live": {
+        "clients": [2],
+        "queries": [2],
+        "refetch": [2],
+        "rate": 20.0,
+        "duration": 0.5,
+    },
 }
 
 
@@ -208,6 +215,15 @@ def test_benchmark_scenarios_produce_well_formed_results(
     for design, row in wake.items():
         assert row["handled"] == row["jobs"] == 3, design
 
+    live = results["live"]
+    for r in [*live["fanout"], *live["distinct"], *live["refetch"]]:
+        assert r["status"] == "ok", r
+        assert r["written"] > 0 and r["latency_ms"]["n"] > 0, r
+    # Counted, not timed: clients of one query share its reads; refetching
+    # clients read once per change each.
+    assert live["fanout"][0]["reads_per_change"] <= 1.5
+    assert live["refetch"][0]["reads_per_change"] >= 1.5
+
     json.dumps(results)  # the raw results are JSON-serialisable
     verdicts = {t["verdict"] for t in targets(results)}
     assert verdicts <= {"met", "NOT met", "not measured"}
@@ -230,6 +246,7 @@ def test_benchmark_scenarios_produce_well_formed_results(
         "## 8. On the PostgreSQL users run",
         "## 9. Delivery under auth",
         "## 10. Consumer groups",
+        "## 11. Live queries",
     ):
         assert heading in page
     (tmp_path / "benchmarks.md").write_text(page)

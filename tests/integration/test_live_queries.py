@@ -256,7 +256,7 @@ async def test_reconnecting_with_last_event_id_resumes_the_patches(
     conn, gateway_factory
 ):
     await _schema(conn)
-    gw = gateway_factory("--rest")
+    gw = gateway_factory("--rest", env={"PGPULSE_METRICS_TOKEN": "scrape"})
     async with LiveStream(gw.url, WINDOW) as first:
         await first.equal(await _rows(conn, WINDOW_SQL))
         # Documents 3, 6, 9... are shipment 1's.
@@ -265,10 +265,14 @@ async def test_reconnecting_with_last_event_id_resumes_the_patches(
         last_id = first.last_id
         rows = first.view.rows
     assert last_id is not None and not last_id.endswith(".1")
-    # While nobody listens, the shared query still follows the table.
+    # While nobody listens, the query is not read; a returning client gets
+    # one read's difference as a patch set.
+    await asyncio.sleep(0.5)
+    reads = (await _metrics(gw))["pgpulse_live_refreshes_total"]
     await conn.execute("update docs set rank = 101 where id = 12")
     await conn.execute("delete from docs where id = 9")
     await asyncio.sleep(1.0)
+    assert (await _metrics(gw))["pgpulse_live_refreshes_total"] == reads
     second = LiveStream(gw.url, WINDOW, last_id=last_id)
     second.view = first.view
     async with second:
@@ -281,6 +285,7 @@ async def test_reconnecting_with_last_event_id_resumes_the_patches(
             ) from None
         assert second.events[0][0] != "snapshot", second.events[:3]
         assert second.view.rows != rows
+        assert (await _metrics(gw))["pgpulse_live_refreshes_total"] == reads + 1
     # An id the server no longer knows gets a fresh snapshot, never a mix.
     stale = ".".join([*last_id.split(".")[:2], "99"])  # a version it never had
     epoch = ".".join([last_id.split(".")[0], "00000000", "1"])  # another state's

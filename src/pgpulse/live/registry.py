@@ -4,8 +4,9 @@ Why one registry: clients asking the same query (same normalized request,
 same policy context) join one :class:`~pgpulse.live.shared.SharedQuery`; a
 batch of changes marks dirty only the queries that read a changed table and
 that the change can affect, so a refresh is per batch per distinct query,
-never per client.  A query nobody listens to is kept a little while (clients
-that reconnect resume its patches) and then dropped.
+never per client.  A query nobody listens to is kept a little while, without
+being read: a client that reconnects meanwhile gets one read's difference as a
+patch set (resuming its patches), and after the linger time it is dropped.
 """
 
 from __future__ import annotations
@@ -57,7 +58,12 @@ class LiveQueries:
             if not queries:
                 continue
             for query in queries:
-                if query._dirty:
+                if query._dirty or query.stale:
+                    continue
+                if query.idle_since is not None:
+                    # Nobody listens: remember to read it again when a
+                    # client comes back, instead of reading it now.
+                    query.stale = True
                     continue
                 affects = self._affects.get(query.id)
                 if affects is not None and change.op != "TRUNCATE":
@@ -93,8 +99,14 @@ class LiveQueries:
                 # Observing before the first read: see the module docstring
                 # of pgpulse.live.shared ("Stitching").
                 query.mark_dirty()
-            query.outboxes.add(outbox)
             query.idle_since = None
+            if query.stale:
+                # Changes came while nobody listened: read it again (one
+                # patch set, which resuming clients get) before joining.
+                query.stale = False
+                query.mark_dirty()
+        await query.settled()
+        query.outboxes.add(outbox)
         return query
 
     def leave(self, query: SharedQuery, outbox: Outbox) -> None:

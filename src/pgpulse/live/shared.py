@@ -92,6 +92,8 @@ class SharedQuery:
         self.outboxes: set[Outbox] = set()
         self.refreshes = 0
         self.idle_since: float | None = None
+        self.stale = False
+        """Changes arrived while no client listened (read again on a join)."""
         self._dirty = False
         self._task: asyncio.Task[None] | None = None
         self._snapshot: tuple[int, bytes] | None = None
@@ -120,6 +122,11 @@ class SharedQuery:
             except Exception as exc:
                 self.fail(f"live query on {self.label} failed: {exc}")
                 return
+
+    async def settled(self) -> None:
+        """Wait until no read is due or running."""
+        while self._task is not None and not self._task.done():
+            await asyncio.shield(self._task)
 
     def fail(self, reason: str) -> None:
         log.warning("%s; ending its %d streams", reason, len(self.outboxes))

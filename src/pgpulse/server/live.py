@@ -94,7 +94,9 @@ async def live_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
     try:
         shared = await gateway.live.join(plan.query_id, plan.create, outbox)
         await shared.ready.wait()
-        if shared.failed is None:
+        if shared.failed is not None:
+            outbox.close(shared.failed + "; reconnect")
+        else:
             for data in _opening(shared, raw_id):
                 outbox.put(data)
         await _write(send, outbox)
