@@ -103,6 +103,7 @@ PLANS: dict[str, dict[str, dict[str, Any]]] = {
             "refetch": [1, 10, 100],
             "rate": 50.0,
             "duration": 5.0,
+            "refetch_rate": 10.0,
         },
     },
     "quick": {

@@ -25,8 +25,11 @@ def _live(results: dict[str, Any]) -> list[str]:
         "change, counted (`pgpulse_live_refreshes_total`, or the clients' REST "
         "requests); CPU: the gateway process. Refetch-on-notify is the pattern live "
         "queries replace: each client follows the change stream and runs the same "
-        "query over `/v1/rest` on every event (clients in one Python process on the "
-        "same machine, so its latency at 100 clients includes their own queueing).",
+        "query over `/v1/rest` on every event, at "
+        f"{data.get('refetch_rate', rate):.0f} changes/s (its clients are httpx "
+        "clients in one Python process on the same machine: at 100 of them that "
+        "process is saturated, so its latency there includes their own queueing; "
+        "the reads per change are what a database would serve).",
         "",
         "| design | clients | queries | reads/change | CPU ms/change | p50 | p99 | "
         "delivered |",
@@ -42,7 +45,13 @@ def _live(results: dict[str, Any]) -> list[str]:
             f"{_num(r.get('server_cpu_ms_per_change'), 3)} | "
             f"{_num(r['latency_ms'].get('p50'), 2)} | "
             f"{_num(r['latency_ms'].get('p99'), 2)} | "
-            f"{_pct(r.get('delivered_ratio'))} |"
+            f"{_pct(r.get('delivered_ratio'))}"
+            + (
+                " (the clients could not keep up: not a measure of the server)"
+                if (r.get("delivered_ratio") or 0) < 0.9
+                else ""
+            )
+            + " |"
         )
 
     for r in data["fanout"]:

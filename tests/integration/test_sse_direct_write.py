@@ -14,7 +14,7 @@ import uvicorn
 
 from pgpulse.embedded import free_port
 from pgpulse.routing.outbox import Outbox
-from pgpulse.server.sse import _chunked_cycle, _Stream
+from pgpulse.server.sse import DirectStream, chunked_cycle
 
 BIG = b"x" * 30_000_000  # more than the kernel buffers while nobody reads
 
@@ -31,10 +31,10 @@ async def test_direct_writes_engage_and_keep_the_stream_intact(
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
-        stream = _Stream(send, "test", None)
+        stream = DirectStream(send, "test", None)
         stream.outbox = outbox = Outbox(10**9)
         outbox.direct = stream.write_now
-        stream.cycle = _chunked_cycle(send)
+        stream.cycle = chunked_cycle(send)
         engaged.append(stream.cycle is not None)
         # As the bus does: queue, then flush (written now, or left queued when
         # the transport's flow control has paused after the big chunk).
@@ -99,8 +99,8 @@ def test_a_changed_uvicorn_is_reported_not_silently_slower(
 
     sse._contract_warned = False
     with caplog.at_level("WARNING", logger="pgpulse"):
-        assert _chunked_cycle(Cycle().send) is None
-        assert _chunked_cycle(Cycle().send) is None
+        assert chunked_cycle(Cycle().send) is None
+        assert chunked_cycle(Cycle().send) is None
     warnings = [r for r in caplog.records if "uvicorn" in r.getMessage()]
     assert len(warnings) == 1
     assert "pyproject.toml" in warnings[0].getMessage()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 
 from pgpulse.routing.outbox import Outbox
-from pgpulse.server.sse import _Stream
+from pgpulse.server.sse import DirectStream
 
 
 async def _setup(blocked: asyncio.Event | None = None):
@@ -21,7 +21,7 @@ async def _setup(blocked: asyncio.Event | None = None):
             await gate["blocked"].wait()
         sent.append(message["body"])
 
-    stream = _Stream(send, "test client", None)
+    stream = DirectStream(send, "test client", None)
     outbox = Outbox(1000, stream.on_close)
     stream.outbox = outbox
     outbox.direct = stream.write_now

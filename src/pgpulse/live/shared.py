@@ -182,7 +182,10 @@ class SharedQuery:
         data = body + _event("sync", {"version": self.version}, self.event_id)
         self.history.append((self.version, data))
         for outbox in list(self.outboxes):
-            outbox.put(data)
+            # Written at once where the socket takes it (the SSE fast path),
+            # the same bytes object for every client.
+            outbox.put_deferred(data)
+            outbox.flush()
 
     def _patches(
         self,

@@ -37,7 +37,15 @@ from pgpulse.routing.subscriber import row_keys
 from pgpulse.routing.wire import control_event
 from pgpulse.server.exposure import RestExposure
 from pgpulse.server.rest import HIDDEN_SCHEMAS, run_as_viewer
-from pgpulse.server.sse import SSE_HEADERS, cors_headers, json_error
+from pgpulse.server.sse import (
+    SSE_HEADERS,
+    DirectStream,
+    chunked_cycle,
+    client_label,
+    cors_headers,
+    json_error,
+    watch_disconnect,
+)
 
 __all__ = ["live_endpoint"]
 
@@ -83,33 +91,39 @@ async def live_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
         await json_error(send, 400, str(exc), cors)
         return
 
-    outbox = Outbox(settings.outbox_limit)
+    label = f"{client_label(scope, [query.table])} live"
+    if access.claims.subject is not None:
+        label = f"{label} user {access.claims.subject}"
+    stream = DirectStream(send, label, asyncio.current_task())
+    outbox = Outbox(settings.outbox_limit, stream.on_close)
+    stream.outbox = outbox
+    outbox.direct = stream.write_now
     await send(
         {"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + cors}
     )
+    stream.cycle = chunked_cycle(send)
     outbox.put(f"retry: {settings.retry_ms}\n\n".encode())
-    watcher = asyncio.create_task(_watch_disconnect(receive, outbox))
+    watcher = asyncio.create_task(watch_disconnect(receive, outbox))
     expiry = _expire_at(outbox, access.claims.expires_at)
-    shared: SharedQuery | None = None
+    joined: list[SharedQuery] = []
+    attach = asyncio.create_task(_attach(gateway, plan, outbox, raw_id, joined))
     try:
-        shared = await gateway.live.join(plan.query_id, plan.create, outbox)
-        await shared.ready.wait()
-        if shared.failed is not None:
-            outbox.close(shared.failed + "; reconnect")
-        else:
-            for data in _opening(shared, raw_id):
-                outbox.put(data)
-        await _write(send, outbox)
+        await stream.run(attach)
     except asyncio.CancelledError:
-        outbox.close(SHUTTING_DOWN)
-        with contextlib.suppress(Exception):
-            await send(
-                {
-                    "type": "http.response.body",
-                    "body": control_event("sse", "error", {"reason": SHUTTING_DOWN}),
-                    "more_body": False,
-                }
-            )
+        if outbox.closed is None:
+            # The server is shutting down: tell the client to reconnect.
+            outbox.close(SHUTTING_DOWN)
+            if not stream.sending:
+                with contextlib.suppress(Exception):
+                    await send(
+                        {
+                            "type": "http.response.body",
+                            "body": control_event(
+                                "sse", "error", {"reason": SHUTTING_DOWN}
+                            ),
+                            "more_body": False,
+                        }
+                    )
         task = asyncio.current_task()
         if task is not None:
             task.uncancel()
@@ -117,10 +131,30 @@ async def live_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
         release()
         if expiry is not None:
             expiry.cancel()
-        if shared is not None:
+        stream.discard()
+        for shared in joined:
             gateway.live.leave(shared, outbox)
-        watcher.cancel()
-        await asyncio.gather(watcher, return_exceptions=True)
+        for task in (watcher, attach):
+            task.cancel()
+        await asyncio.gather(watcher, attach, return_exceptions=True)
+
+
+async def _attach(
+    gateway: Gateway,
+    plan: _Plan,
+    outbox: Outbox,
+    raw_id: str | None,
+    joined: list[SharedQuery],
+) -> None:
+    """Join the shared query, then queue what the client gets first."""
+    shared = await gateway.live.join(plan.query_id, plan.create, outbox)
+    joined.append(shared)
+    await shared.ready.wait()
+    if shared.failed is not None:
+        outbox.close(shared.failed + "; reconnect")
+        return
+    for data in _opening(shared, raw_id):
+        outbox.put(data)
 
 
 def _opening(shared: SharedQuery, raw_id: str | None) -> list[bytes]:
@@ -134,31 +168,6 @@ def _opening(shared: SharedQuery, raw_id: str | None) -> list[bytes]:
     return [shared.snapshot()]
 
 
-async def _write(send: Send, outbox: Outbox) -> None:
-    while True:
-        chunks = await outbox.get()
-        if outbox.closed is not None:
-            if not outbox.closed.startswith("client disconnected"):
-                expired = outbox.closed.startswith(AUTH_EXPIRED)
-                kind = AUTH_EXPIRED if expired else "error"
-                await send(
-                    {
-                        "type": "http.response.body",
-                        "body": control_event("sse", kind, {"reason": outbox.closed}),
-                        "more_body": False,
-                    }
-                )
-            return
-        if chunks:
-            await send(
-                {
-                    "type": "http.response.body",
-                    "body": b"".join(chunks),
-                    "more_body": True,
-                }
-            )
-
-
 def _expire_at(outbox: Outbox, when: float | None) -> asyncio.TimerHandle | None:
     """End the stream when the caller's token expires (``auth_expired``, as
     on /v1/events): the client gets a new token and resumes."""
@@ -170,14 +179,6 @@ def _expire_at(outbox: Outbox, when: float | None) -> asyncio.TimerHandle | None
 
     delay = max(0.0, when - time.time())
     return asyncio.get_running_loop().call_later(delay, expire)
-
-
-async def _watch_disconnect(receive: Receive, outbox: Outbox) -> None:
-    while True:
-        message: Any = await receive()
-        if message["type"] == "http.disconnect":
-            outbox.close("client disconnected")
-            return
 
 
 class _Plan:

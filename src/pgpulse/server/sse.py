@@ -29,7 +29,13 @@ from pgpulse.routing.bus import Subscriber
 from pgpulse.routing.outbox import Outbox
 from pgpulse.routing.wire import control_event
 
-__all__ = ["events_endpoint", "json_error"]
+__all__ = [
+    "DirectStream",
+    "chunked_cycle",
+    "events_endpoint",
+    "json_error",
+    "watch_disconnect",
+]
 
 log = logging.getLogger("pgpulse.sse")
 
@@ -153,7 +159,7 @@ async def events_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
     label = client_label(scope, subs)
     if access.claims.subject is not None:
         label = f"{label} user {access.claims.subject}"
-    stream = _Stream(send, label, asyncio.current_task())
+    stream = DirectStream(send, label, asyncio.current_task())
     outbox = Outbox(gateway.settings.outbox_limit, stream.on_close)
     stream.outbox = outbox
     outbox.direct = stream.write_now
@@ -161,9 +167,9 @@ async def events_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
     subscriber.expires_at = access.claims.expires_at
     headers = SSE_HEADERS + cors
     await send({"type": "http.response.start", "status": 200, "headers": headers})
-    stream.cycle = _chunked_cycle(send)
+    stream.cycle = chunked_cycle(send)
     outbox.put(f"retry: {gateway.settings.retry_ms}\n\n".encode())
-    watcher = asyncio.create_task(_watch_disconnect(receive, outbox))
+    watcher = asyncio.create_task(watch_disconnect(receive, outbox))
     attach = asyncio.create_task(gateway.attach(subscriber, specs, resume))
     attach.add_done_callback(lambda task: _attach_done(task, subscriber, gateway))
     try:
@@ -210,7 +216,7 @@ def _attach_done(
     subscriber.outbox.close(f"server error while attaching: {exc}; reconnect")
 
 
-class _Stream:
+class DirectStream:
     """Writes one client's events: synchronously from the bus when the socket
     takes them (:meth:`write_now`), otherwise from this client's own task.
 
@@ -232,7 +238,7 @@ class _Stream:
         """A suspended ``send`` coroutine and the future it waits on."""
         self.cycle: Any = None
         """uvicorn's response cycle, when :meth:`write_now` may frame chunks
-        onto its transport itself (see :func:`_chunked_cycle`)."""
+        onto its transport itself (see :func:`chunked_cycle`)."""
 
     def on_close(self, reason: str) -> None:
         if reason.startswith("client disconnected"):
@@ -343,7 +349,7 @@ class _Stream:
                 self.sending = False
 
 
-def _chunked_cycle(send: Send) -> Any:
+def chunked_cycle(send: Send) -> Any:
     """uvicorn's httptools response cycle behind *send*, if its response is
     chunked and still open, else None.
 
@@ -379,7 +385,7 @@ def _chunked_cycle(send: Send) -> Any:
 _contract_warned = False
 
 
-async def _watch_disconnect(receive: Receive, outbox: Outbox) -> None:
+async def watch_disconnect(receive: Receive, outbox: Outbox) -> None:
     while True:
         message: Any = await receive()
         if message["type"] == "http.disconnect":
