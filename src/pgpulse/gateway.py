@@ -124,6 +124,8 @@ class Gateway:
         self.decoder: Decoder | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._catalog_refreshed_at = 0.0
+        self.catalog_generation = 0
+        """Counts catalog reads: what was built on an older one is rebuilt."""
         self._catalog_lock = asyncio.Lock()
         self._catalog_stale = False
         self._oneshots: set[asyncio.Task[None]] = set()
@@ -215,21 +217,29 @@ class Gateway:
 
     async def _load_catalog(self, conn: Any) -> None:
         await self.catalog.refresh(conn)
+        self.catalog_generation += 1
         self._resolved.clear()
         if self.bus.row_security is not None:
             self.bus.row_security.forget()
         self.watched = {w.name: w for w in await capture.watched(conn)}
         self._catalog_refreshed_at = asyncio.get_running_loop().time()
+        # Live queries read again with the tables' new shapes.
+        self.live.on_catalog()
 
     def _on_message(self, payload: str) -> None:
         """A message on the listener's channel that is not a wake-up."""
         if payload == "wal" and self.decoder is not None:
             self.decoder.wake(payload)
         elif payload == "catalog":
-            # A table was watched or unwatched: read the catalog again now,
-            # and on the next unknown table even if that is soon.
-            self._catalog_stale = True
-            self._spawn_once(self.refresh_catalog(), "catalog")
+            # A table was watched or unwatched, or a migration applied: read
+            # the catalog again now, and on the next unknown table even if
+            # that is soon.
+            self.schedule_catalog_refresh()
+
+    def schedule_catalog_refresh(self) -> None:
+        """Read the catalog again soon (it is known to be out of date)."""
+        self._catalog_stale = True
+        self._spawn_once(self.refresh_catalog(), "catalog")
 
     def _spawn_once(self, coro: Any, name: str) -> None:
         task = asyncio.create_task(coro, name=f"pgpulse-{name}")

@@ -408,3 +408,37 @@ async def test_python_client_yields_the_rows_through_a_gateway_restart(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
     assert len(seen) >= 4
+
+
+async def test_a_migration_re_snapshots_instead_of_sending_rows_of_another_shape(
+    conn, gateway_factory, tmp_path
+):
+    """`pgpulse migrate` tells running gateways; a live query of `*` then gets
+    a new snapshot with the column added, and after a drop one without it."""
+    from pgpulse.migrate import apply_migrations
+
+    await _schema(conn)
+    gw = gateway_factory("--rest")
+    params = {"table": "docs", "order": "id", "limit": "3"}
+    sql = "select * from docs order by id limit 3"
+    async with LiveStream(gw.url, params) as stream:
+        await stream.equal(await _rows(conn, sql))
+        folder = tmp_path / "migrations"
+        folder.mkdir()
+        (folder / "0001_add_label.sql").write_text(
+            "alter table docs add column label text not null default 'new';"
+        )
+        await apply_migrations(conn, folder)
+        await stream.equal(lambda: _rows(conn, sql))
+        assert stream.view.rows[0]["label"] == "new"
+        snapshot = [d for e, d in stream.events if e == "snapshot"][-1]
+        assert {"name": "label", "type": "text", "nullable": False} in snapshot[
+            "columns"
+        ]
+        (folder / "0002_drop_note.sql").write_text("alter table docs drop column note;")
+        await apply_migrations(conn, folder)
+        await stream.equal(lambda: _rows(conn, sql))
+        assert "note" not in stream.view.rows[0]
+        # Never a patch of another shape: each shape came as a snapshot.
+        kinds = [e for e, _ in stream.events]
+        assert kinds.count("snapshot") == 3, kinds

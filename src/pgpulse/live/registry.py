@@ -137,6 +137,15 @@ class LiveQueries:
                     del self._by_table[table]
         await query.close()
 
+    def on_catalog(self) -> None:
+        """The catalog was read again (a migration): every query reads again;
+        one whose rows changed shape sends its clients a new snapshot."""
+        for query in self.queries.values():
+            if query.idle_since is not None:
+                query.stale = True
+            elif query.version:
+                query.mark_dirty()
+
     async def upkeep(self, interval: float) -> None:
         """Keep live streams open through proxies (a comment line, as on
         /v1/events) and drop queries nobody has listened to for a while."""

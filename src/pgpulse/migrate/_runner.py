@@ -18,6 +18,7 @@ Why each choice:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 from collections.abc import Sequence
@@ -245,12 +246,21 @@ class Migrator:
                     for m in plan
                 ]
             await self._lock(conn)
+            applied: list[AppliedMigration] = []
             try:
                 await self._ensure_table(conn)
                 plan = self._plan(files, await fetch_applied(conn), to)
                 self.observer.planned(plan, dry_run=False)
-                return [await self._apply_one(conn, m) for m in plan]
+                for migration in plan:
+                    applied.append(await self._apply_one(conn, migration))
+                return applied
             finally:
+                if applied:
+                    # Running gateways read the catalog again: their live
+                    # queries re-snapshot with the new shapes.  Best effort:
+                    # it must not hide a migration's own error.
+                    with contextlib.suppress(Exception):
+                        await conn.execute("select pg_notify('pgpulse', 'catalog')")
                 await self._unlock(conn)
 
     async def repair_checksums(self, target: DsnOrConn) -> list[MigrationStatus]:

@@ -16,27 +16,17 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
 
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
-from pgpulse.auth.access import SESSION_CLAIMS
-from pgpulse.catalog import Table
 from pgpulse.exceptions import AuthError, PgPulseError, UnknownTableError
 from pgpulse.gateway import AUTH_EXPIRED, SHUTTING_DOWN, Gateway
 from pgpulse.live.query import LiveQuery
-from pgpulse.live.registry import Affects
 from pgpulse.live.shared import SharedQuery
-from pgpulse.log.change import Change
-from pgpulse.query import QueryBuilder, QueryClient, apply_params
-from pgpulse.query._plan import Level, build_plan
-from pgpulse.query._select import parse_select
 from pgpulse.routing.outbox import Outbox
-from pgpulse.routing.subscriber import row_keys
 from pgpulse.routing.wire import control_event
-from pgpulse.server.exposure import RestExposure
-from pgpulse.server.rest import HIDDEN_SCHEMAS, run_as_viewer
+from pgpulse.server.live_plan import LivePlan, plan_live
 from pgpulse.server.sse import (
     SSE_HEADERS,
     DirectStream,
@@ -79,7 +69,7 @@ async def live_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
     try:
         access = await gateway.identify(request)
         query = LiveQuery.from_params(request.query_params.multi_items())
-        plan = await _plan(gateway, access, query)
+        plan = await plan_live(gateway, access, query)
         release = gateway.admit(access)
     except AuthError as exc:
         await json_error(send, exc.status, str(exc), cors)
@@ -141,7 +131,7 @@ async def live_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
 
 async def _attach(
     gateway: Gateway,
-    plan: _Plan,
+    plan: LivePlan,
     outbox: Outbox,
     raw_id: str | None,
     joined: list[SharedQuery],
@@ -179,146 +169,3 @@ def _expire_at(outbox: Outbox, when: float | None) -> asyncio.TimerHandle | None
 
     delay = max(0.0, when - time.time())
     return asyncio.get_running_loop().call_later(delay, expire)
-
-
-class _Plan:
-    """A checked live query, ready to be shared or created."""
-
-    def __init__(
-        self,
-        gateway: Gateway,
-        query: LiveQuery,
-        table: Table,
-        builder: QueryBuilder,
-        exposure: RestExposure,
-        tables: frozenset[str],
-        affects: Affects | None,
-        context: Any,
-    ) -> None:
-        self.gateway = gateway
-        self.query = query
-        self.table = table
-        self.builder = builder
-        self.exposure = exposure
-        self.tables = tables
-        self.affects = affects
-        self.query_id = query.key(context)
-
-    async def fetch(self) -> list[dict[str, Any]]:
-        pool = self.gateway.pool
-        if self.exposure.viewers:
-            result = await run_as_viewer(pool, self.builder, self.exposure)
-        else:
-            result = await self.builder.execute()
-        data = result.data
-        return list(data) if isinstance(data, list) else [data]
-
-    def describe(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Each output column: its name, PostgreSQL type and nullability
-        (embedded rows are ``json``)."""
-        if rows:
-            names = list(rows[0])
-        else:
-            names = list(self.table.columns)
-        out = []
-        for name in names:
-            column = self.table.columns.get(name)
-            if column is None:
-                out.append({"name": name, "type": "json", "nullable": True})
-            else:
-                out.append(
-                    {
-                        "name": name,
-                        "type": column.type_name,
-                        "nullable": column.nullable,
-                    }
-                )
-        return out
-
-    async def create(self) -> tuple[SharedQuery, Affects | None]:
-        label = f"{self.table.qualified} ({self.query.select})"
-        shared = SharedQuery(
-            self.query_id,
-            label,
-            self.table.primary_key,
-            self.tables,
-            self.fetch,
-            self.describe,
-        )
-        return shared, self.affects
-
-
-async def _plan(gateway: Gateway, access: Any, query: LiveQuery) -> _Plan:
-    exposure = RestExposure(
-        gateway.catalog,
-        gateway.watched,
-        access,
-        gateway.settings.rest_schemas,
-        gateway.settings.rest_tables,
-    )
-    client = QueryClient(
-        gateway.pool,
-        gateway.catalog,
-        hidden_schemas=HIDDEN_SCHEMAS,
-        exposure=exposure,
-    )
-    table = client.schema.table(query.table)
-    query.check_key(table)
-    builder = apply_params(client.table(query.table), query.params)
-    for column, desc, nulls in query.order_terms(table):
-        builder = builder.order(column, desc=desc, nulls_first=nulls)
-    builder.sql()  # checks every name, and the caller's rules on every table
-    items = parse_select(query.select)
-    root = build_plan(client.schema, table, items, query.select)
-    tables = frozenset(_tables(root))
-    affects = await _cheap_test(gateway, access, query, table, tables)
-    context: Any = None
-    if access.enabled:
-        # Whose rows: the role and claims (minus those that differ per
-        # session) decide the policy filters and row-level security.
-        stable = {
-            k: v for k, v in access.claims.values.items() if k not in SESSION_CLAIMS
-        }
-        context = [access.claims.role, stable]
-    return _Plan(gateway, query, table, builder, exposure, tables, affects, context)
-
-
-def _tables(level: Level) -> list[str]:
-    out = [level.table.qualified]
-    relation = level.relation
-    if relation is not None and relation.junction is not None:
-        out.append(relation.junction.qualified)
-    for child in level.children:
-        out.extend(_tables(child))
-    return out
-
-
-async def _cheap_test(
-    gateway: Gateway,
-    access: Any,
-    query: LiveQuery,
-    table: Table,
-    tables: frozenset[str],
-) -> Affects | None:
-    """For a query on one table whose filters Python decides exactly: a
-    change neither row of which passes them cannot change the result."""
-    if tables != {table.qualified} or not query.filters:
-        return None
-    if any("." in key for key, _value in query.filters):
-        return None  # a modifier of an embedded table
-    text = ";".join(f"{k}={v}" for k, v in query.filters)
-    try:
-        (spec,) = await gateway.parse_subscriptions([f"{query.table}:{text}"], access)
-    except Exception:
-        return None
-    predicate = spec.predicate
-    if predicate is None or spec.db_filter is not None:
-        return None
-
-    def affects(change: Change) -> bool:
-        new, old = row_keys(change)
-        return (new is not None and predicate(new) is True) or (
-            old is not None and predicate(old) is True
-        )
-
-    return affects
