@@ -442,3 +442,90 @@ async def test_a_migration_re_snapshots_instead_of_sending_rows_of_another_shape
         # Never a patch of another shape: each shape came as a snapshot.
         kinds = [e for e, _ in stream.events]
         assert kinds.count("snapshot") == 3, kinds
+
+
+async def test_live_queries_over_one_websocket_with_subscriptions(
+    conn, gateway_factory
+):
+    """``{"type": "live"}`` on /v1/ws: several live queries and a change
+    subscription share one connection; each patch set is one frame; a
+    reconnect resumes with last_event_id; an unknown table is an error for
+    that ref only."""
+    import websockets
+
+    await _schema(conn)
+    gw = gateway_factory("--rest")
+    url = f"ws://127.0.0.1:{gw.port}/v1/ws"
+    views: dict[str, LiveRows] = {}
+    by_query: dict[str, str] = {}
+    last: dict[str, str] = {}
+
+    async def pump(ws: Any, until: Any) -> None:
+        async with asyncio.timeout(20):
+            while not await until():
+                frame = orjson.loads(await ws.recv())
+                kind = frame["type"]
+                if kind == "live":
+                    by_query[frame["query"]] = frame["ref"]
+                    views.setdefault(frame["ref"], LiveRows())
+                elif kind == "snapshot":
+                    views[by_query[frame["query"]]].apply("snapshot", frame["data"])
+                    last[by_query[frame["query"]]] = frame["id"]
+                elif kind == "patch":
+                    view = views[by_query[frame["query"]]]
+                    for op in frame["ops"]:
+                        view.apply(op.pop("op"), op)
+                    view.apply("sync", {"version": frame["version"]})
+                    last[by_query[frame["query"]]] = frame["id"]
+                elif kind == "error":
+                    views.setdefault(f"error:{frame.get('ref')}", LiveRows())
+
+    async def equal() -> bool:
+        return "w" in views and views["w"].rows == await _rows(conn, WINDOW_SQL)
+
+    window = {k: v for k, v in WINDOW.items() if k not in ("shipment_id",)}
+    async with websockets.connect(url) as ws:
+        await ws.send(
+            orjson.dumps(
+                {
+                    "type": "live",
+                    "ref": "w",
+                    **window,
+                    "filters": {"shipment_id": "eq.1"},
+                }
+            ).decode()
+        )
+        await ws.send(
+            orjson.dumps({"type": "live", "ref": "x", "table": "nope"}).decode()
+        )
+        await ws.send(
+            orjson.dumps({"type": "subscribe", "ref": "s", "sub": "docs"}).decode()
+        )
+        await pump(ws, equal)
+        await conn.execute("update docs set rank = 77 where id = 3")
+        await pump(ws, equal)
+        assert "error:x" in views
+    saved = last["w"]
+    await conn.execute("update docs set rank = 78 where id = 6")
+    async with websockets.connect(url) as ws:
+        await ws.send(
+            orjson.dumps(
+                {
+                    "type": "live",
+                    "ref": "w",
+                    **window,
+                    "filters": {"shipment_id": "eq.1"},
+                    "last_event_id": saved,
+                }
+            ).decode()
+        )
+        first = orjson.loads(await ws.recv())
+        while first["type"] == "ready":  # the connection's own greeting
+            first = orjson.loads(await ws.recv())
+        assert first["type"] == "live"
+        resumed = orjson.loads(await ws.recv())
+        assert resumed["type"] == "patch", resumed  # not a snapshot
+        view = views["w"]
+        for op in resumed["ops"]:
+            view.apply(op.pop("op"), op)
+        await pump(ws, equal)

@@ -82,6 +82,7 @@ class LiveQueries:
         query_id: str,
         create: Callable[[], Awaitable[tuple[SharedQuery, Affects | None]]],
         outbox: Outbox,
+        transport: str = "sse",
     ) -> SharedQuery:
         """The shared query *query_id* (created and read first if new), with
         *outbox* among its clients."""
@@ -106,11 +107,11 @@ class LiveQueries:
                 query.stale = False
                 query.mark_dirty()
         await query.settled()
-        query.outboxes.add(outbox)
+        query.outboxes[outbox] = transport
         return query
 
     def leave(self, query: SharedQuery, outbox: Outbox) -> None:
-        query.outboxes.discard(outbox)
+        query.outboxes.pop(outbox, None)
         if not query.outboxes:
             query.idle_since = time.monotonic()
 
@@ -154,8 +155,9 @@ class LiveQueries:
             await asyncio.sleep(interval)
             await self.sweep()
             for query in list(self.queries.values()):
-                for outbox in list(query.outboxes):
-                    outbox.put(ping)
+                for outbox, transport in list(query.outboxes.items()):
+                    if transport == "sse":
+                        outbox.put(ping)
 
     def close_streams(self, reason: str) -> None:
         for query in list(self.queries.values()):

@@ -42,6 +42,7 @@ from typing import Any
 
 import orjson
 
+from pgpulse.live.wire import Op, PatchSet, encode_snapshot
 from pgpulse.routing.outbox import Outbox
 
 __all__ = ["Fetch", "SharedQuery"]
@@ -53,11 +54,6 @@ Describe = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
 
 #: Refreshes kept per query for clients resuming with Last-Event-ID.
 HISTORY = 256
-
-
-def _event(kind: str, data: Any, event_id: str | None = None) -> bytes:
-    head = f"id: {event_id}\n" if event_id is not None else ""
-    return f"{head}event: {kind}\ndata: ".encode() + orjson.dumps(data) + b"\n\n"
 
 
 class SharedQuery:
@@ -88,15 +84,16 @@ class SharedQuery:
         self.epoch = secrets.token_hex(4)
         self.ready = asyncio.Event()
         self.failed: str | None = None
-        self.history: deque[tuple[int, bytes]] = deque(maxlen=HISTORY)
-        self.outboxes: set[Outbox] = set()
+        self.history: deque[PatchSet] = deque(maxlen=HISTORY)
+        self.outboxes: dict[Outbox, str] = {}
+        """Clients, with their transport (``sse`` or ``ws``)."""
         self.refreshes = 0
         self.idle_since: float | None = None
         self.stale = False
         """Changes arrived while no client listened (read again on a join)."""
         self._dirty = False
         self._task: asyncio.Task[None] | None = None
-        self._snapshot: tuple[int, bytes] | None = None
+        self._snapshots: dict[str, tuple[int, bytes]] = {}
         self._shape: tuple[str, ...] | None = None
 
     # -- refreshing ----------------------------------------------------------------
@@ -132,8 +129,15 @@ class SharedQuery:
         log.warning("%s; ending its %d streams", reason, len(self.outboxes))
         self.failed = reason
         self.ready.set()
-        for outbox in list(self.outboxes):
-            outbox.close(reason + "; reconnect")
+        for outbox, transport in list(self.outboxes.items()):
+            if transport == "ws":
+                # One query of a connection that carries others: say so on
+                # it, and keep the connection.
+                frame = {"type": "error", "query": self.id, "reason": reason}
+                outbox.put(orjson.dumps(frame))
+            else:
+                outbox.close(reason + "; reconnect")
+        self.outboxes.clear()
 
     async def close(self) -> None:
         if self._task is not None:
@@ -169,22 +173,21 @@ class SharedQuery:
             # whole new snapshot, never rows of another shape as patches.
             self.version += 1
             if reshaped:
-                snapshot = self.snapshot()
                 self.history.clear()
-                for outbox in list(self.outboxes):
-                    outbox.put(snapshot)
+                for outbox, transport in list(self.outboxes.items()):
+                    outbox.put(self.snapshot(transport))
             self.ready.set()
             return
-        body = self._patches(old_keys, old_rows, keys, new)
-        if body is None:
+        ops = self._patches(old_keys, old_rows, keys, new)
+        if not ops:
             return  # nothing changed: no version, nothing sent
         self.version += 1
-        data = body + _event("sync", {"version": self.version}, self.event_id)
-        self.history.append((self.version, data))
-        for outbox in list(self.outboxes):
+        patch = PatchSet(self.id, self.version, self.event_id, ops)
+        self.history.append(patch)
+        for outbox, transport in list(self.outboxes.items()):
             # Written at once where the socket takes it (the SSE fast path),
-            # the same bytes object for every client.
-            outbox.put_deferred(data)
+            # the same bytes object for every client of a transport.
+            outbox.put_deferred(patch.encoded(transport))
             outbox.flush()
 
     def _patches(
@@ -193,11 +196,11 @@ class SharedQuery:
         old_rows: dict[str, dict[str, Any]],
         keys: list[str],
         rows: dict[str, dict[str, Any]],
-    ) -> bytes | None:
-        parts: list[bytes] = []
+    ) -> list[Op]:
+        ops: list[Op] = []
         for key in old_keys:
             if key not in rows:
-                parts.append(_event("delete", {"key": self._key_object(key)}))
+                ops.append(("delete", {"key": self._key_object(key)}))
         stable = _stable(old_keys, old_rows, keys, rows)
         for i in range(len(keys) - 1, -1, -1):
             key = keys[i]
@@ -210,10 +213,10 @@ class SharedQuery:
                     "old_key": self._key_object(key),
                     "before": before,
                 }
-                parts.append(_event("update", payload))
+                ops.append(("update", payload))
             else:
-                parts.append(_event("insert", {"row": rows[key], "before": before}))
-        return b"".join(parts) if parts else None
+                ops.append(("insert", {"row": rows[key], "before": before}))
+        return ops
 
     # -- what clients get ------------------------------------------------------------
 
@@ -224,18 +227,24 @@ class SharedQuery:
         versions count from 1 again."""
         return f"{self.id}.{self.epoch}.{self.version}"
 
-    def resumes(self, event_id: str) -> list[bytes] | None:
-        """What a client that last saw *event_id* missed, or None when this
-        state cannot tell (then it needs a snapshot)."""
+    def resumes(self, event_id: str, transport: str = "sse") -> list[bytes] | None:
+        """What a client that last saw *event_id* missed, then a bare sync
+        (it is current even when it missed nothing), or None when this state
+        cannot tell (then it needs a snapshot)."""
         query_id, _, rest = event_id.partition(".")
         epoch, _, version = rest.partition(".")
         if query_id != self.id or epoch != self.epoch or not version.isdigit():
             return None
-        return self.since(int(version))
+        missed = self.since(int(version))
+        if missed is None:
+            return None
+        current = PatchSet(self.id, self.version, self.event_id, [])
+        return [p.encoded(transport) for p in missed] + [current.encoded(transport)]
 
-    def snapshot(self) -> bytes:
-        """The ``snapshot`` event of the current rows (built once per version)."""
-        cached = self._snapshot
+    def snapshot(self, transport: str = "sse") -> bytes:
+        """The snapshot of the current rows (built once per version and
+        transport)."""
+        cached = self._snapshots.get(transport)
         if cached is not None and cached[0] == self.version:
             return cached[1]
         rows = [self.rows[k] for k in self.keys]
@@ -246,24 +255,19 @@ class SharedQuery:
             "key": list(self.key_columns),
             "rows": rows,
         }
-        event = _event("snapshot", data, self.event_id)
-        self._snapshot = (self.version, event)
+        event = encode_snapshot(transport, self.id, self.event_id, data)
+        self._snapshots[transport] = (self.version, event)
         return event
 
-    def sync(self) -> bytes:
-        """A ``sync`` event of the current version (nothing to apply)."""
-        return _event("sync", {"version": self.version}, self.event_id)
-
-    def since(self, version: int) -> list[bytes] | None:
-        """The refreshes after *version*, or None when they are not all kept."""
+    def since(self, version: int) -> list[PatchSet] | None:
+        """The patch sets after *version*, or None when they are not all kept."""
         if version == self.version:
             return []
         if version > self.version or not self.history:
             return None
-        first = self.history[0][0]
-        if version < first - 1:
+        if version < self.history[0].version - 1:
             return None
-        return [data for v, data in self.history if v > version]
+        return [p for p in self.history if p.version > version]
 
 
 def _stable(

@@ -152,9 +152,7 @@ def _opening(shared: SharedQuery, raw_id: str | None) -> list[bytes]:
     if raw_id:
         missed = shared.resumes(raw_id)
         if missed is not None:
-            # Then a sync, so the client knows it is current even when it
-            # missed nothing.
-            return [*missed, shared.sync()]
+            return missed
     return [shared.snapshot()]
 
 

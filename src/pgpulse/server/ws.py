@@ -3,7 +3,15 @@
 Client → server (JSON text frames)::
 
     {"type": "subscribe", "ref": "a", "sub": "documents:shipment_id=eq.42"}
+    {"type": "live", "ref": "q", "table": "documents", "select": "id,title",
+     "filters": {"status": "eq.final"}, "order": "id", "limit": 50,
+     "last_event_id": "..."}
     {"type": "unsubscribe", "ref": "a"}
+
+A ``live`` query (:mod:`pgpulse.server.live`) is answered with ``{"type":
+"live", "ref", "query"}`` (the query's id, which its frames carry), then a
+``snapshot`` frame and a ``patch`` frame (``ops``) per change; many live
+queries and subscriptions share one connection.
 
 Server → client: ``ready``, ``change`` (``{"type":"change","id":...,"data":{...}}``),
 ``subscribed``/``unsubscribed`` acknowledgements, ``reset`` and ``error``.  Initial
@@ -25,9 +33,12 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from pgpulse.auth.access import Access
 from pgpulse.exceptions import AuthError, PgPulseError
 from pgpulse.gateway import AUTH_EXPIRED, Gateway
+from pgpulse.live.query import LiveQuery
+from pgpulse.live.shared import SharedQuery
 from pgpulse.log.cursor import Cursor
 from pgpulse.routing.bus import Subscriber, Subscription
 from pgpulse.routing.outbox import Outbox
+from pgpulse.server.live_plan import plan_live
 
 __all__ = ["websocket_endpoint"]
 
@@ -102,6 +113,7 @@ async def _serve(
     subscriber = Subscriber("ws", outbox, label)
     subscriber.expires_at = access.claims.expires_at
     refs: dict[str, list[Subscription]] = {}
+    lives: dict[str, SharedQuery] = {}
     writer = asyncio.create_task(_write(websocket, outbox))
     try:
         await gateway.attach(subscriber, specs, resume)
@@ -110,7 +122,7 @@ async def _serve(
         for sub in subscriber.subscriptions:
             refs.setdefault(sub.ref, []).append(sub)
         reader = asyncio.create_task(
-            _read(websocket, gateway, subscriber, refs, access)
+            _read(websocket, gateway, subscriber, refs, lives, access)
         )
         done, _ = await asyncio.wait(
             {writer, reader}, return_when=asyncio.FIRST_COMPLETED
@@ -131,6 +143,8 @@ async def _serve(
     finally:
         writer.cancel()
         gateway.detach(subscriber)
+        for shared in lives.values():
+            gateway.live.leave(shared, outbox)
 
 
 async def _write(websocket: WebSocket, outbox: Outbox) -> None:
@@ -147,6 +161,7 @@ async def _read(
     gateway: Gateway,
     subscriber: Subscriber,
     refs: dict[str, list[Subscription]],
+    lives: dict[str, SharedQuery],
     access: Access,
 ) -> None:
     while True:
@@ -165,8 +180,9 @@ async def _read(
                 "are accepted"
             )
             return
-        reply = await _handle(text, gateway, subscriber, refs, access)
-        subscriber.outbox.put(orjson.dumps(reply))
+        reply = await _handle(text, gateway, subscriber, refs, lives, access)
+        if reply is not None:
+            subscriber.outbox.put(orjson.dumps(reply))
 
 
 async def _handle(
@@ -174,8 +190,9 @@ async def _handle(
     gateway: Gateway,
     subscriber: Subscriber,
     refs: dict[str, list[Subscription]],
+    lives: dict[str, SharedQuery],
     access: Access,
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
     try:
         message = orjson.loads(text)
     except orjson.JSONDecodeError:
@@ -214,7 +231,13 @@ async def _handle(
             "sub": sub,
             "cursor": cursor.encode() if cursor else None,
         }
+    if kind == "live":
+        return await _live(message, ref, gateway, subscriber, refs, lives, access)
     if kind == "unsubscribe":
+        shared = lives.pop(ref, None)
+        if shared is not None:
+            gateway.live.leave(shared, subscriber.outbox)
+            return {"type": "unsubscribed", "ref": ref}
         subs = refs.pop(ref, None)
         if subs is None:
             return {"type": "error", "ref": ref, "reason": f"no subscription {ref!r}"}
@@ -225,5 +248,66 @@ async def _handle(
         return {"type": "pong"}
     return {
         "type": "error",
-        "reason": f"unknown message type {kind!r}; use subscribe, unsubscribe or ping",
+        "reason": (
+            f"unknown message type {kind!r}; use subscribe, live, unsubscribe or ping"
+        ),
     }
+
+
+_LIVE_KEYS = ("table", "select", "order", "limit")
+
+
+async def _live(
+    message: dict[str, Any],
+    ref: str,
+    gateway: Gateway,
+    subscriber: Subscriber,
+    refs: dict[str, list[Subscription]],
+    lives: dict[str, SharedQuery],
+    access: Access,
+) -> dict[str, Any] | None:
+    """Start a live query on this connection: the acknowledgement (with the
+    query's id, which its frames carry), then its snapshot or the patches
+    after ``last_event_id``."""
+    if not ref:
+        return {"type": "error", "reason": "live needs a 'ref' and a 'table'"}
+    auth_on = gateway.auth.enabled or gateway.authenticate is not None
+    if not gateway.settings.rest_enabled and not auth_on:
+        return {
+            "type": "error",
+            "ref": ref,
+            "reason": "live queries read like the REST endpoint, which is "
+            "disabled; start the gateway with --rest or set PGPULSE_REST=1",
+        }
+    if ref in refs or ref in lives:
+        return {"type": "error", "ref": ref, "reason": f"ref {ref!r} is in use"}
+    limit = gateway.settings.max_subscriptions
+    if len(subscriber.subscriptions) + len(lives) >= limit:
+        return {
+            "type": "error",
+            "ref": ref,
+            "reason": f"at most {limit} subscriptions per connection",
+        }
+    items = [(k, str(message[k])) for k in _LIVE_KEYS if message.get(k) is not None]
+    filters = message.get("filters") or {}
+    if not isinstance(filters, dict):
+        return {"type": "error", "ref": ref, "reason": "filters must be an object"}
+    items += [(str(k), str(v)) for k, v in filters.items()]
+    last_id = message.get("last_event_id")
+    try:
+        query = LiveQuery.from_params(items)
+        plan = await plan_live(gateway, access, query)
+    except (PgPulseError, ValueError) as exc:
+        return {"type": "error", "ref": ref, "reason": str(exc)}
+    outbox = subscriber.outbox
+    shared = await gateway.live.join(plan.query_id, plan.create, outbox, "ws")
+    await shared.ready.wait()
+    if shared.failed is not None:
+        gateway.live.leave(shared, outbox)
+        return {"type": "error", "ref": ref, "reason": shared.failed}
+    lives[ref] = shared
+    outbox.put(orjson.dumps({"type": "live", "ref": ref, "query": shared.id}))
+    missed = shared.resumes(str(last_id), "ws") if last_id else None
+    for frame in missed if missed is not None else [shared.snapshot("ws")]:
+        outbox.put(frame)
+    return None
