@@ -141,6 +141,40 @@ async def _random_writes(conn: Any, rng: random.Random, rounds: int) -> None:
         await asyncio.sleep(rng.random() * 0.01)
 
 
+async def _window_after_each_commit(
+    conn: Any, start: list[Any], after_id: int
+) -> set[bytes]:
+    """WINDOW's result after each transaction in the log after *after_id*,
+    computed by replaying the logged rows onto the table as it was."""
+    table = {r["id"]: dict(r) for r in start}
+
+    def window() -> bytes:
+        rows = [r for r in table.values() if r["shipment_id"] == 1]
+        # rank desc nulls last, then id
+        rows.sort(key=lambda r: (r["rank"] is None, -(r["rank"] or 0), r["id"]))
+        picked = [{"id": r["id"], "title": r["title"], "rank": r["rank"]} for r in rows]
+        return orjson.dumps(picked[:5])
+
+    out = {window()}
+    changes = await conn.fetch(
+        "select xid::text as xid, row::text as row, old::text as old "
+        "from pgpulse.changes "
+        "where tbl = 'public.docs' and id > $1 order by id",
+        after_id,
+    )
+    for i, change in enumerate(changes):
+        row = orjson.loads(change["row"]) if change["row"] else None
+        old = orjson.loads(change["old"]) if change["old"] else None
+        if old is not None:
+            table.pop(old["id"], None)
+        if row is not None:
+            table[row["id"]] = row
+        last = i + 1 == len(changes) or changes[i + 1]["xid"] != change["xid"]
+        if last:
+            out.add(window())
+    return out
+
+
 WINDOW = {
     "table": "docs",
     "select": "id,title,rank",
@@ -175,9 +209,19 @@ async def test_a_window_stays_exactly_what_the_query_returns(conn, gateway_facto
             "type": "integer",
             "nullable": True,
         }
+        start = await conn.fetch("select * from docs")
+        logged_from = await conn.fetchval(
+            "select coalesce(max(id), 0) from pgpulse.changes"
+        )
         await _random_writes(conn, random.Random(5), 150)
         for stream in streams:
             await stream.equal(lambda: _rows(conn, WINDOW_SQL))
+        # At every consistent point, a client's rows were the query's result
+        # at some commit: replay the log (one writer: ids follow commits).
+        results = await _window_after_each_commit(conn, start, logged_from)
+        for stream in streams:
+            for state in stream.states:
+                assert orjson.dumps(state) in results, state
         for stream in streams:
             kinds = [e for e, _ in stream.events]
             assert kinds.count("snapshot") == 1
