@@ -573,3 +573,39 @@ async def test_live_queries_over_one_websocket_with_subscriptions(
         for op in resumed["ops"]:
             view.apply(op.pop("op"), op)
         await pump(ws, equal)
+
+
+async def test_a_live_query_from_the_database_without_a_gateway(conn, database):
+    from pgpulse.clients import live_query
+
+    await _schema(conn)
+    seen: list[list[dict[str, Any]]] = []
+
+    async def follow() -> None:
+        async for rows in live_query(
+            database,
+            "docs",
+            select="id,title,rank",
+            filters={"shipment_id": "eq.1"},
+            order="rank.desc.nullslast",
+            limit=5,
+        ):
+            seen.append(rows)
+
+    async def converged() -> None:
+        async with asyncio.timeout(20):
+            while not seen or seen[-1] != await _rows(conn, WINDOW_SQL):
+                await asyncio.sleep(0.05)
+
+    task = asyncio.create_task(follow())
+    try:
+        await converged()
+        await conn.execute("update docs set rank = 55 where id = 3")
+        await converged()
+        await conn.execute("delete from docs where id = 3")
+        await converged()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert len(seen) >= 3

@@ -1,4 +1,5 @@
-"""Live queries from Python over a gateway's ``/v1/live``.
+"""Live queries from Python: over a gateway's ``/v1/live``, or from the
+database itself (:func:`live_query`).
 
 Why a generator of whole row lists: server-side code (a cache, a report, a
 bot) wants "the rows of this query, now", not patches; it gets them after
@@ -26,7 +27,7 @@ from pgpulse.routing.values import loads_exact
 if TYPE_CHECKING:
     from pgpulse.clients.stream import Client
 
-__all__ = ["live_events", "live_params", "live_rows"]
+__all__ = ["live_events", "live_params", "live_query", "live_rows"]
 
 log = logging.getLogger("pgpulse.clients")
 
@@ -137,3 +138,69 @@ def _message(response: httpx.Response) -> str:
         return str(response.json()["error"])
     except (ValueError, KeyError, TypeError):
         return f"HTTP {response.status_code}"
+
+
+async def live_query(
+    database_url: str,
+    table: str,
+    *,
+    select: str = "*",
+    filters: Filters = None,
+    order: str | None = None,
+    limit: int | None = None,
+) -> AsyncGenerator[list[dict[str, Any]], None]:
+    """A query's rows from the database itself, no gateway: for server-side
+    code (a worker that keeps a report current).  The same live query a
+    gateway runs (:mod:`pgpulse.live`), in this process: its own listener
+    and a small pool; rows are yielded at every consistent point::
+
+        async for rows in live_query(dsn, "documents", order="id", limit=10):
+            ...
+    """
+    from pgpulse.auth.access import OPEN
+    from pgpulse.config import Settings
+    from pgpulse.gateway import Gateway
+    from pgpulse.live.query import LiveQuery
+    from pgpulse.routing.outbox import Outbox
+    from pgpulse.server.live_plan import plan_live
+
+    settings = Settings(
+        database_url=database_url,
+        retention_seconds=None,
+        pool_size=2,
+        application_name="pgpulse-live",
+    )
+    gateway = Gateway(settings)
+    await gateway.start()
+    outbox = Outbox(limit=256 * 1024 * 1024)
+    shared = None
+    try:
+        query = LiveQuery.from_params(live_params(table, select, filters, order, limit))
+        plan = await plan_live(gateway, OPEN, query)
+        shared = await gateway.live.join(plan.query_id, plan.create, outbox, "ws")
+        await shared.ready.wait()
+        if shared.failed is not None:
+            raise ValidationError(shared.failed)
+        outbox.put(shared.snapshot("ws"))
+        view = LiveRows()
+        while True:
+            for frame in await outbox.get():
+                message = loads_exact(frame.decode())
+                kind = message["type"]
+                if kind == "snapshot":
+                    view.apply("snapshot", message["data"])
+                elif kind == "patch":
+                    for op in message["ops"]:
+                        view.apply(op.pop("op"), op)
+                    view.apply("sync", {"version": message["version"]})
+                elif kind == "error":
+                    raise ValidationError(str(message.get("reason")))
+                else:
+                    continue
+                yield view.rows
+            if outbox.closed is not None:
+                raise ValidationError(f"the live query ended: {outbox.closed}")
+    finally:
+        if shared is not None:
+            gateway.live.leave(shared, outbox)
+        await gateway.stop()
