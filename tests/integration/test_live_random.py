@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import resource
 import time
 from typing import Any
 
@@ -193,15 +194,19 @@ async def test_fifty_live_queries_stay_equal_to_their_query_under_writers(
 async def test_many_clients_on_few_queries_cost_refreshes_per_query(
     conn, gateway_factory
 ):
-    """Counted work: 200 clients on 10 distinct queries; a batch that touches
+    """Counted work: 1,000 clients on 10 distinct queries; a batch that touches
     all ten costs ten reads, and the clients share the bytes."""
+    # A thousand streams here and in the gateway (started after, it inherits).
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 4096:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
     await _schema(conn)
     gw = gateway_factory("--rest", env={"PGPULSE_METRICS_TOKEN": "scrape"})
     queries = [
         {"table": "docs", "select": "id,rank", "order": "rank.desc", "limit": str(n)}
         for n in range(1, 11)
     ]
-    streams = [LiveStream(gw.url, queries[i % 10]) for i in range(200)]
+    streams = [LiveStream(gw.url, queries[i % 10]) for i in range(1000)]
     try:
         for stream in streams:
             await stream.__aenter__()
@@ -209,7 +214,7 @@ async def test_many_clients_on_few_queries_cost_refreshes_per_query(
             await stream.consistent.wait()
         metrics = await _metrics(gw)
         assert metrics["pgpulse_live_queries"] == 10
-        assert metrics["pgpulse_live_clients"] == 200
+        assert metrics["pgpulse_live_clients"] == 1000
         before = metrics["pgpulse_live_refreshes_total"]
         rounds = 5
         for r in range(rounds):
@@ -222,7 +227,7 @@ async def test_many_clients_on_few_queries_cost_refreshes_per_query(
         # never one per client.
         assert 10 * rounds <= after - before <= 2 * 10 * rounds, after - before
         by_query: dict[str, list[Any]] = {}
-        for stream, i in zip(streams, range(200), strict=True):
+        for stream, i in zip(streams, range(1000), strict=True):
             by_query.setdefault(str(i % 10), []).append(stream.events)
         for events in by_query.values():
             assert all(e == events[0] for e in events[1:])
