@@ -609,3 +609,24 @@ async def test_a_live_query_from_the_database_without_a_gateway(conn, database):
         with contextlib.suppress(asyncio.CancelledError):
             await task
     assert len(seen) >= 3
+
+
+async def test_a_result_too_large_to_keep_is_refused_with_the_reason(
+    conn, gateway_factory
+):
+    await _schema(conn)
+    await conn.execute(
+        "insert into docs select g, 1, 'bulk', 0, null "
+        "from generate_series(1000, 11000) g"
+    )
+    gw = gateway_factory("--rest")
+    async with httpx.AsyncClient(timeout=30) as client:
+        response = await client.get(gw.url + "/v1/live", params={"table": "docs"})
+        assert response.status_code == 400
+        assert "more than 10,000 rows" in response.json()["error"]
+        assert "add a filter or a limit" in response.json()["error"]
+    # With a limit it is served.
+    async with LiveStream(gw.url, {"table": "docs", "limit": "100"}) as stream:
+        await stream.equal(
+            lambda: _rows(conn, "select * from docs order by id limit 100")
+        )

@@ -82,9 +82,19 @@ class LiveQuery:
     def params(self) -> list[tuple[str, str]]:
         """As URL parameters for the query builder (without the order)."""
         out = [("select", self.select), *self.filters]
-        if self.limit is not None:
-            out.append(("limit", str(self.limit)))
+        # Without a limit, one row more than a live query keeps: a result that
+        # large is refused (:meth:`check_size`) instead of held in memory.
+        limit = MAX_LIMIT + 1 if self.limit is None else self.limit
+        out.append(("limit", str(limit)))
         return out
+
+    def check_size(self, rows: int) -> None:
+        if self.limit is None and rows > MAX_LIMIT:
+            raise ValidationError(
+                f"the live query on {self.table!r} returns more than "
+                f"{MAX_LIMIT:,} rows, the most a live query keeps; add a filter "
+                "or a limit"
+            )
 
     def key(self, context: Any = None) -> str:
         """Equal for queries that must return the same rows to the same

@@ -42,6 +42,7 @@ from typing import Any
 
 import orjson
 
+from pgpulse.exceptions import ValidationError
 from pgpulse.live.wire import Op, PatchSet, encode_snapshot
 from pgpulse.routing.outbox import Outbox
 
@@ -84,6 +85,9 @@ class SharedQuery:
         self.epoch = secrets.token_hex(4)
         self.ready = asyncio.Event()
         self.failed: str | None = None
+        self.failed_status = 503
+        """The HTTP status of the failure for a client joining it (400 when
+        the query itself is at fault)."""
         self.history: deque[PatchSet] = deque(maxlen=HISTORY)
         self.outboxes: dict[Outbox, str] = {}
         """Clients, with their transport (``sse`` or ``ws``)."""
@@ -116,7 +120,10 @@ class SharedQuery:
                 self._apply(rows)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except ValidationError as exc:  # the query itself: the client's 400
+                self.fail(str(exc), status=400)
+                return
+            except Exception as exc:  # the clients get the reason
                 self.fail(f"live query on {self.label} failed: {exc}")
                 return
 
@@ -125,9 +132,10 @@ class SharedQuery:
         while self._task is not None and not self._task.done():
             await asyncio.shield(self._task)
 
-    def fail(self, reason: str) -> None:
+    def fail(self, reason: str, status: int = 503) -> None:
         log.warning("%s; ending its %d streams", reason, len(self.outboxes))
         self.failed = reason
+        self.failed_status = status
         self.ready.set()
         for outbox, transport in list(self.outboxes.items()):
             if transport == "ws":

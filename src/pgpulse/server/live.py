@@ -26,7 +26,7 @@ from pgpulse.live.query import LiveQuery
 from pgpulse.live.shared import SharedQuery
 from pgpulse.routing.outbox import Outbox
 from pgpulse.routing.wire import control_event
-from pgpulse.server.live_plan import LivePlan, plan_live
+from pgpulse.server.live_plan import plan_live
 from pgpulse.server.sse import (
     SSE_HEADERS,
     DirectStream,
@@ -87,16 +87,30 @@ async def live_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
     stream = DirectStream(send, label, asyncio.current_task())
     outbox = Outbox(settings.outbox_limit, stream.on_close)
     stream.outbox = outbox
-    outbox.direct = stream.write_now
+    outbox.put(f"retry: {settings.retry_ms}\n\n".encode())
+    try:
+        # Join (a new query is read first) before answering: a query that
+        # cannot be read is an HTTP error with the reason, not a stream.
+        shared = await gateway.live.join(plan.query_id, plan.create, outbox)
+    except BaseException:
+        release()
+        raise
+    if shared.failed is not None:
+        gateway.live.leave(shared, outbox)
+        release()
+        await json_error(send, shared.failed_status, shared.failed, cors)
+        return
+    # Queued before anything can be sent: patches that come meanwhile follow.
+    for data in _opening(shared, raw_id):
+        outbox.put(data)
     await send(
         {"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + cors}
     )
     stream.cycle = chunked_cycle(send)
-    outbox.put(f"retry: {settings.retry_ms}\n\n".encode())
+    outbox.direct = stream.write_now
     watcher = asyncio.create_task(watch_disconnect(receive, outbox))
     expiry = _expire_at(outbox, access.claims.expires_at)
-    joined: list[SharedQuery] = []
-    attach = asyncio.create_task(_attach(gateway, plan, outbox, raw_id, joined))
+    attach = asyncio.create_task(asyncio.sleep(0))  # joined already
     try:
         await stream.run(attach)
     except asyncio.CancelledError:
@@ -122,29 +136,10 @@ async def live_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
         if expiry is not None:
             expiry.cancel()
         stream.discard()
-        for shared in joined:
-            gateway.live.leave(shared, outbox)
+        gateway.live.leave(shared, outbox)
         for task in (watcher, attach):
             task.cancel()
         await asyncio.gather(watcher, attach, return_exceptions=True)
-
-
-async def _attach(
-    gateway: Gateway,
-    plan: LivePlan,
-    outbox: Outbox,
-    raw_id: str | None,
-    joined: list[SharedQuery],
-) -> None:
-    """Join the shared query, then queue what the client gets first."""
-    shared = await gateway.live.join(plan.query_id, plan.create, outbox)
-    joined.append(shared)
-    await shared.ready.wait()
-    if shared.failed is not None:
-        outbox.close(shared.failed + "; reconnect")
-        return
-    for data in _opening(shared, raw_id):
-        outbox.put(data)
 
 
 def _opening(shared: SharedQuery, raw_id: str | None) -> list[bytes]:

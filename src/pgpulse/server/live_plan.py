@@ -102,7 +102,9 @@ class LivePlan:
                 gateway.schedule_catalog_refresh()
             raise
         data = result.data
-        return list(data) if isinstance(data, list) else [data]
+        rows = list(data) if isinstance(data, list) else [data]
+        self.query.check_size(len(rows))
+        return rows
 
     def describe(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Each output column: its name, PostgreSQL type and nullability
