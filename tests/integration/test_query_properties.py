@@ -22,13 +22,13 @@ from hypothesis import strategies as st
 
 from pgpulse.exceptions import DatabaseError, ValidationError
 from pgpulse.query import QueryBuilder, QueryClient, connect
+from pgpulse.routing.filter_values import condition
 from pgpulse.routing.filters import (
     OPERATORS,
     And,
     Condition,
     Filter,
     Or,
-    condition,
     parse_filter,
 )
 from tests.integration.query_support import seeded_database, table_counts

@@ -9,7 +9,8 @@ from decimal import Decimal
 import pytest
 
 from pgpulse.exceptions import FilterError
-from pgpulse.routing.filters import Condition, condition, parse_filter, to_literal
+from pgpulse.routing.filter_values import condition, to_literal
+from pgpulse.routing.filters import Condition, parse_filter
 
 
 @pytest.mark.parametrize(

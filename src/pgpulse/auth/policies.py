@@ -28,12 +28,12 @@ from typing import Any
 
 from pgpulse.auth.identity import Claims
 from pgpulse.exceptions import AuthError, ConfigurationError, FilterError
+from pgpulse.routing.filter_values import to_literal
 from pgpulse.routing.filters import (
     And,
     Filter,
     Or,
     parse_filters,
-    to_literal,
 )
 
 __all__ = ["Policies", "Policy"]

@@ -13,7 +13,8 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from pgpulse.exceptions import FilterError
-from pgpulse.routing.filters import And, Filter, Or, condition, parse_filter
+from pgpulse.routing.filter_values import condition
+from pgpulse.routing.filters import And, Filter, Or, parse_filter
 
 if TYPE_CHECKING:
     from pgpulse.query._builder import QueryBuilder
@@ -97,6 +98,64 @@ class FilterMethods:
     def contained_by(self, column: str, value: object) -> QueryBuilder:
         """``column <@ value``."""
         return self._cond(column, "cd", value)
+
+    def ov(self, column: str, value: object) -> QueryBuilder:
+        """``column && value``: arrays or ranges that overlap."""
+        return self._cond(column, "ov", value)
+
+    overlaps = ov
+
+    def sl(self, column: str, range_: str) -> QueryBuilder:
+        """``column << range``: strictly left of (postgrest-py ``range_lt``)."""
+        return self._cond(column, "sl", range_)
+
+    def sr(self, column: str, range_: str) -> QueryBuilder:
+        """``column >> range``: strictly right of (``range_gt``)."""
+        return self._cond(column, "sr", range_)
+
+    def nxl(self, column: str, range_: str) -> QueryBuilder:
+        """``column &> range``: does not extend to the left of (``range_gte``)."""
+        return self._cond(column, "nxl", range_)
+
+    def nxr(self, column: str, range_: str) -> QueryBuilder:
+        """``column &< range``: does not extend to the right of (``range_lte``)."""
+        return self._cond(column, "nxr", range_)
+
+    def adj(self, column: str, range_: str) -> QueryBuilder:
+        """``column -|- range``: adjacent (``range_adjacent``)."""
+        return self._cond(column, "adj", range_)
+
+    range_lt = sl
+    range_gt = sr
+    range_gte = nxl
+    range_lte = nxr
+    range_adjacent = adj
+
+    def text_search(
+        self,
+        column: str,
+        query: str,
+        config: str | None = None,
+        type: str | None = None,
+    ) -> QueryBuilder:
+        """Full-text search: ``to_tsquery`` (``type`` None), ``plainto_tsquery``
+        (``"plain"``), ``phraseto_tsquery`` (``"phrase"``) or
+        ``websearch_to_tsquery`` (``"websearch"``, or postgrest-py's
+        ``"web_search"``), with an optional text search
+        configuration (``"english"``)."""
+        ops = {
+            None: "fts",
+            "plain": "plfts",
+            "phrase": "phfts",
+            "websearch": "wfts",
+            "web_search": "wfts",  # postgrest-py's spelling
+        }
+        if type not in ops:
+            raise FilterError(
+                f"text_search type must be plain, phrase, websearch or None, "
+                f"got {type!r}"
+            )
+        return self._add(condition(column, ops[type], query, self._negate, config))
 
     def filter(self, column: str, operator: str, value: object) -> QueryBuilder:
         """Any grammar operator by name: ``filter("id", "in", "(1,2)")``.

@@ -16,7 +16,8 @@ import orjson
 
 from pgpulse.catalog import Column, Table, quote_ident
 from pgpulse.exceptions import FilterError
-from pgpulse.routing.filters import OPERATORS, Condition, Filter, Or, to_literal
+from pgpulse.routing.filter_values import to_literal
+from pgpulse.routing.filters import OPERATORS, TEXT_SEARCH, Condition, Filter, Or
 
 __all__ = ["Params", "bind_value", "column_ref", "render_filter", "value_type"]
 
@@ -138,13 +139,45 @@ def _render_condition(cond: Condition, table: Table, alias: str, params: Params)
             raise _type_error(cond, column, "a text column")
         pattern = str(cond.value).replace("*", "%")
         sql = f"{ref} {OPERATORS[op]} {params.add(pattern)}::text"
-    elif op in ("cs", "cd"):
+    elif op in ("cs", "cd", "ov"):
+        if op == "ov" and column.category not in ("A", "R"):
+            raise _type_error(cond, column, "an array or range column")
         sql = f"{ref} {OPERATORS[op]} {_containment_value(cond, column, params)}"
+    elif op in _RANGE_OPS:
+        if column.category != "R":
+            raise _type_error(cond, column, "a range column")
+        if isinstance(cond.value, tuple):
+            raise FilterError(f"'{op}' takes a range like [1,5), in {str(cond)!r}")
+        sql = f"{ref} {OPERATORS[op]} {bind_text(params, column, cond.value)}"
+    elif op in TEXT_SEARCH:
+        sql = _text_search(cond, column, ref, params)
     else:
         if isinstance(cond.value, tuple):
             raise FilterError(f"'{op}' takes one value, got a list in {str(cond)!r}")
         sql = f"{ref} {OPERATORS[op]} {bind_text(params, column, cond.value)}"
     return f"NOT ({sql})" if cond.negate else sql
+
+
+#: Range operators: strictly left/right of, does not extend right/left of,
+#: adjacent to (PostgREST's sl, sr, nxr, nxl, adj).
+_RANGE_OPS = frozenset({"sl", "sr", "nxl", "nxr", "adj"})
+
+
+def _text_search(cond: Condition, column: Column, ref: str, params: Params) -> str:
+    """``fts(config).query``: ``column @@ to_tsquery(config, query)``; a text
+    column is searched through ``to_tsvector`` (with the same configuration)."""
+    if isinstance(cond.value, tuple) or cond.value is None:
+        raise FilterError(f"'{cond.op}' takes one search text, in {str(cond)!r}")
+    config = f"{params.add(cond.arg)}::text::regconfig, " if cond.arg else ""
+    query = f"{OPERATORS[cond.op]}({config}{params.add(cond.value)}::text)"
+    if column.base_type == "tsvector":
+        document = ref
+    elif column.category == "S":
+        again = f"{params.add(cond.arg)}::text::regconfig, " if cond.arg else ""
+        document = f"to_tsvector({again}{ref})"
+    else:
+        raise _type_error(cond, column, "a tsvector or text column")
+    return f"{document} @@ {query}"
 
 
 def _containment_value(cond: Condition, column: Column, params: Params) -> str:

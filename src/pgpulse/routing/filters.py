@@ -16,15 +16,10 @@ whoever binds a filter to a table.
 
 from __future__ import annotations
 
-import datetime as _dt
 import re
-import uuid as _uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import TypeAlias
-
-import orjson
 
 from pgpulse.exceptions import FilterError
 
@@ -34,11 +29,9 @@ __all__ = [
     "Condition",
     "Filter",
     "Or",
-    "condition",
     "parse_filter",
     "parse_filters",
     "parse_list",
-    "to_literal",
 ]
 
 #: Comparison operators of the grammar and their meaning.
@@ -55,7 +48,24 @@ OPERATORS: dict[str, str] = {
     "is": "IS",
     "cs": "@>",
     "cd": "<@",
+    "ov": "&&",
+    "sl": "<<",
+    "sr": ">>",
+    "nxl": "&>",
+    "nxr": "&<",
+    "adj": "-|-",
+    "fts": "to_tsquery",
+    "plfts": "plainto_tsquery",
+    "phfts": "phraseto_tsquery",
+    "wfts": "websearch_to_tsquery",
 }
+
+#: Full-text search operators: ``fts(english).word`` names a text search
+#: configuration in parentheses.
+TEXT_SEARCH = frozenset({"fts", "plfts", "phfts", "wfts"})
+#: Operators whose value may be a list ``(a,b)`` or a PostgreSQL literal.
+_LISTABLE = frozenset({"cs", "cd", "ov"})
+_OP = re.compile(r"^([a-z]+)(?:\(([A-Za-z_][A-Za-z0-9_.]*)\))?$")
 
 _IS_VALUES = ("null", "true", "false", "unknown")
 
@@ -70,9 +80,12 @@ class Condition:
     """Raw literal; a tuple for ``in`` (and ``cs``/``cd`` written as ``(a,b)``);
     ``None`` only for ``is``."""
     negate: bool = False
+    arg: str | None = None
+    """A full-text search operator's configuration (``fts(english)``)."""
 
     def __str__(self) -> str:
-        return f"{self.column}={'not.' if self.negate else ''}{self.op}.{_fmt(self)}"
+        op = self.op if self.arg is None else f"{self.op}({self.arg})"
+        return f"{self.column}={'not.' if self.negate else ''}{op}.{_fmt(self)}"
 
 
 @dataclass(frozen=True)
@@ -179,33 +192,50 @@ def _parse_operation(column: str, expr: str, source: str) -> Condition:
         negate = True
         expr = expr[4:]
     op, dot, literal = expr.partition(".")
+    arg = None
+    if op.endswith(")") and "(" in op:
+        # fts(english).word: the configuration's name may hold a dot
+        # (schema.config), so split after the closing parenthesis.
+        head, _, rest = expr.partition(")")
+        op, dot, literal = head + ")", rest[:1], rest[1:]
     if not dot:
         raise FilterError(
             f"filter {source!r} has no operator; expected 'column=op.value' "
             f"with op one of {', '.join(OPERATORS)}."
         )
+    match = _OP.match(op)
+    if match is not None and match.group(2) is not None:
+        op, arg = match.group(1), match.group(2)
+        if op not in TEXT_SEARCH:
+            raise FilterError(
+                f"only full-text search operators ({', '.join(sorted(TEXT_SEARCH))}) "
+                f"take a configuration in parentheses, in filter {source!r}."
+            )
     if op not in OPERATORS:
         raise FilterError(
             f"unknown operator {op!r} in filter {source!r}; "
             f"use one of {', '.join(OPERATORS)}."
         )
     value: str | tuple[str, ...] | None
-    if op == "in" or (op in ("cs", "cd") and literal.startswith("(")):
+    if op == "in" or (op in _LISTABLE and literal.startswith("(")):
         value = parse_list(literal, source)
-    elif op in ("cs", "cd"):
+    elif op in _LISTABLE:
         # A PostgreSQL literal of the column's type, as PostgREST passes it:
         # an array ({a,b}), a JSON document ({"lang":"de"}), a range ([1,5)).
         value = _unquote(literal)
     elif op == "is":
+        if literal.lower() == "not_null":
+            # PostgREST's spelling of not.is.null.
+            literal, negate = "null", not negate
         if literal.lower() not in _IS_VALUES:
             raise FilterError(
-                f"'is' takes null, true, false or unknown in {source!r}, "
+                f"'is' takes null, not_null, true, false or unknown in {source!r}, "
                 f"got {literal!r}."
             )
         value = None if literal.lower() == "null" else literal.lower()
     else:
         value = _unquote(literal)
-    return Condition(_check_column(column, source), op, value, negate)
+    return Condition(_check_column(column, source), op, value, negate, arg)
 
 
 #: How deep or=/and= may nest, and how many terms one filter may hold:
@@ -249,9 +279,9 @@ def _parse_logic_item(raw: str, source: str, depth: int) -> Filter:
     # column is everything before the first known operator.
     parts = raw.split(".")
     for i in range(1, len(parts)):
-        if parts[i] in OPERATORS or (
-            parts[i] == "not" and i + 1 < len(parts) and parts[i + 1] in OPERATORS
-        ):
+        name = parts[i].split("(", 1)[0]
+        following = parts[i + 1].split("(", 1)[0] if i + 1 < len(parts) else ""
+        if name in OPERATORS or (name == "not" and following in OPERATORS):
             column = ".".join(parts[:i])
             expr = ".".join(parts[i:])
             break
@@ -311,102 +341,3 @@ def columns_of(filt: Filter) -> set[str]:
     for item in filt.items:
         out |= columns_of(item)
     return out
-
-
-# -- building filters from Python values --------------------------------------------
-
-
-def to_literal(value: object) -> str:
-    """Spell a Python value the way the grammar writes it (``42``, ``true``, ISO dates).
-
-    Why: the query builder takes Python values (``.eq("id", 42)``) and turns them into
-    the same :class:`Condition` a URL would give, so REST, subscriptions and the
-    builder share one representation.  ``None`` is rejected: SQL matches NULL only
-    with ``is``.
-    """
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float | Decimal):
-        return str(value)
-    if isinstance(value, _dt.datetime) and value.tzinfo is None:
-        # Naive datetimes are UTC everywhere in pgpulse (as in asyncpg and in
-        # pgpulse.routing.matching), not the server's TimeZone.
-        return value.isoformat() + "+00:00"
-    if isinstance(value, _dt.datetime | _dt.date | _dt.time):
-        return value.isoformat()
-    if isinstance(value, _uuid.UUID):
-        return str(value)
-    if isinstance(value, bytes | bytearray | memoryview):
-        return "\\x" + bytes(value).hex()
-    if isinstance(value, dict | list):
-        return orjson.dumps(value, default=_json_default).decode()
-    if value is None:
-        raise FilterError(
-            "None is not a filter value: NULL never equals anything in SQL; "
-            "use is_(column, None) to match NULL."
-        )
-    raise FilterError(
-        f"cannot use {value!r} (a {type(value).__name__}) as a filter value; pass "
-        "str, int, float, Decimal, bool, date/time, UUID, bytes, dict or list."
-    )
-
-
-def _json_default(value: object) -> object:
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, bytes | bytearray | memoryview):
-        return "\\x" + bytes(value).hex()
-    if isinstance(value, set | frozenset | tuple):
-        return list(value)
-    raise TypeError(f"{value!r} (a {type(value).__name__}) is not JSON serializable")
-
-
-def condition(column: str, op: str, value: object, negate: bool = False) -> Condition:
-    """Build a :class:`Condition` from a Python value, checked like a parsed one.
-
-    ``in`` takes an iterable of values; ``cs``/``cd`` take an iterable (array
-    elements), a dict (a JSON document, kept as its JSON text) or a string (a raw
-    PostgreSQL literal such as ``{a,b}`` or ``[1,5)``); ``is`` takes ``None``,
-    ``True``, ``False`` or one of ``null``/``true``/``false``/``unknown``.
-    """
-    if not isinstance(column, str) or not column:
-        raise FilterError(f"expected a column name, got {column!r}")
-    if op not in OPERATORS:
-        raise FilterError(
-            f"unknown operator {op!r}; use one of {', '.join(OPERATORS)}."
-        )
-    literal: str | tuple[str, ...] | None
-    if op == "is":
-        if value is None or isinstance(value, bool):
-            literal = None if value is None else to_literal(value)
-        elif isinstance(value, str) and value.lower() in _IS_VALUES:
-            literal = None if value.lower() == "null" else value.lower()
-        else:
-            raise FilterError(
-                f"is_ takes None, True, False or 'unknown' for column {column!r}, "
-                f"got {value!r}."
-            )
-    elif op == "in":
-        if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
-            raise FilterError(
-                f"in_ takes a list of values for column {column!r}, got {value!r}; "
-                "e.g. in_('status', ['new', 'done'])."
-            )
-        literal = tuple(to_literal(v) for v in value)
-    elif op in ("cs", "cd"):
-        if isinstance(value, str):
-            literal = value
-        elif isinstance(value, Mapping):
-            literal = to_literal(dict(value))
-        elif isinstance(value, Iterable) and not isinstance(value, bytes):
-            literal = tuple(to_literal(v) for v in value)
-        else:
-            raise FilterError(
-                f"contains/contained_by take a list, a dict or a literal string for "
-                f"column {column!r}, got {value!r}."
-            )
-    else:
-        literal = to_literal(value)
-    return Condition(column, op, literal, negate)
