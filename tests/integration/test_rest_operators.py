@@ -36,6 +36,14 @@ CASES = [
     ),
     ("body=not.plfts.rat", "not (to_tsvector(body) @@ plainto_tsquery('rat'))"),
     ("slot=is.not_null", "slot is not null"),
+    ("body=like(any).{*cat*,*rat*}", "body like any('{%cat%,%rat%}')"),
+    ("body=like(all).{*fat*,*cat*}", "body like all('{%fat%,%cat%}')"),
+    ("body=not.ilike(any).{*CAT*}", "not (body ilike any('{%CAT%}'))"),
+    ("id=eq(any).{1,3,5}", "id = any('{1,3,5}')"),
+    ("id=gt(all).{2,4}", "id > all('{2,4}')"),
+    ("body=match.^[A-Z]", "body ~ '^[A-Z]'"),
+    ("body=imatch.CAT", "body ~* 'CAT'"),
+    ("body=match(any).{^The,rat$}", "body ~ any('{^The,rat$}')"),
     (
         'or=(slot.sl."[20,30)",doc.fts.rat)',  # inside or=(), quote a range
         "slot << '[20,30)' or doc @@ to_tsquery('rat')",
@@ -98,6 +106,16 @@ async def test_postgrest_py_range_overlap_and_text_search(conn, gateway_factory)
             (notes().range_adjacent("slot", (20, 30)), "slot -|- '(20,30)'"),
             (notes().overlaps("tags", ["red", "blue"]), "tags && '{red,blue}'"),
             (
+                notes().like_any_of("body", "*cat*,*rat*"),
+                "body like any('{%cat%,%rat%}')",
+            ),
+            (
+                notes().like_all_of("body", "*fat*,*cat*"),
+                "body like all('{%fat%,%cat%}')",
+            ),
+            (notes().ilike_any_of("body", "*CAT*"), "body ilike any('{%CAT%}')"),
+            (notes().ilike_all_of("body", "*A*,*T*"), "body ilike all('{%A%,%T%}')"),
+            (
                 notes().text_search("doc", "cats", options={"config": "english"}),
                 "doc @@ to_tsquery('english', 'cats')",
             ),
@@ -119,10 +137,15 @@ async def test_postgrest_py_range_overlap_and_text_search(conn, gateway_factory)
             assert [r["id"] for r in response.data] == await _ids(conn, where), where
 
 
-async def test_the_stream_decides_text_search_as_postgresql(conn, gateway_factory):
+@pytest.mark.parametrize(
+    "sub", ["notes:doc=fts(english).rats", "notes:id=eq(any).{11,12}"]
+)
+async def test_the_stream_decides_these_operators_as_postgresql(
+    conn, gateway_factory, sub
+):
     await _schema(conn)
     gw = gateway_factory()
-    async with SSEStream(gw.url, ["notes:doc=fts(english).rats"]) as stream:
+    async with SSEStream(gw.url, [sub]) as stream:
         assert (await stream.next_event()).event == "ready"
         await conn.execute("insert into notes (id, body) values (10, 'no match here')")
         await conn.execute("insert into notes (id, body) values (11, 'two rats')")
@@ -141,6 +164,9 @@ async def test_the_stream_decides_text_search_as_postgresql(conn, gateway_factor
         ({"body": "ov.{a}"}, "needs an array or range column"),
         ({"body": "eq(english).x"}, "only full-text search operators"),
         ({"slot": "is.maybe"}, "'is' takes null, not_null, true, false or unknown"),
+        ({"body": "like(any).*cat*"}, "takes a list like {a,b}"),
+        ({"id": "like(any).{1}"}, "needs a text column; column 'id' has type integer"),
+        ({"body": "in(any).{a}"}, "take (any) or (all)"),
     ],
 )
 async def test_misuse_is_a_400_naming_the_column(
@@ -167,3 +193,38 @@ async def test_an_unknown_text_search_configuration_is_postgresqls_error(
     body = response.json()
     assert body["code"] == "42704"
     assert "klingon" in body["message"]
+
+
+async def test_the_builder_has_the_same_operators(conn, database):
+    from pgpulse.query import connect
+
+    await _schema(conn)
+    async with await connect(database) as db:
+
+        def notes() -> Any:
+            return db.table("notes").select("id").order("id")
+
+        cases = [
+            (
+                notes().like_any_of("body", ["*cat*", "*rat*"]),
+                "body like any('{%cat%,%rat%}')",
+            ),
+            (
+                notes().not_.ilike_all_of("body", "*A*,*T*"),
+                "not (body ilike all('{%A%,%T%}'))",
+            ),
+            (notes().range_lt("slot", "[20,30)"), "slot << '[20,30)'"),
+            (notes().adj("slot", "[20,30)"), "slot -|- '[20,30)'"),
+            (notes().ov("tags", ["red", "green"]), "tags && '{red,green}'"),
+            (
+                notes().text_search("body", "cats", config="english"),
+                "to_tsvector('english', body) @@ to_tsquery('english', 'cats')",
+            ),
+            (
+                notes().text_search("doc", "fat cat", type="phrase"),
+                "doc @@ phraseto_tsquery('fat cat')",
+            ),
+        ]
+        for query, where in cases:
+            result = await query.execute()
+            assert [r["id"] for r in result.data] == await _ids(conn, where), where

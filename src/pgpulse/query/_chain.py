@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from pgpulse.exceptions import FilterError
 from pgpulse.routing.filter_values import condition
-from pgpulse.routing.filters import And, Filter, Or, parse_filter
+from pgpulse.routing.filters import And, Condition, Filter, Or, parse_filter
 
 if TYPE_CHECKING:
     from pgpulse.query._builder import QueryBuilder
@@ -130,6 +130,30 @@ class FilterMethods:
     range_gte = nxl
     range_lte = nxr
     range_adjacent = adj
+
+    def _quantified(
+        self, column: str, op: str, arg: str, patterns: str | Iterable[str]
+    ) -> QueryBuilder:
+        items = patterns.split(",") if isinstance(patterns, str) else list(patterns)
+        base = condition(column, op, "", self._negate)  # checks the column
+        values = tuple(str(p).strip() for p in items)
+        return self._add(Condition(base.column, op, values, base.negate, arg))
+
+    def like_any_of(self, column: str, patterns: str | Iterable[str]) -> QueryBuilder:
+        """``column LIKE ANY(patterns)`` (``"a*,b*"`` or a list)."""
+        return self._quantified(column, "like", "any", patterns)
+
+    def like_all_of(self, column: str, patterns: str | Iterable[str]) -> QueryBuilder:
+        """``column LIKE ALL(patterns)``."""
+        return self._quantified(column, "like", "all", patterns)
+
+    def ilike_any_of(self, column: str, patterns: str | Iterable[str]) -> QueryBuilder:
+        """``column ILIKE ANY(patterns)``."""
+        return self._quantified(column, "ilike", "any", patterns)
+
+    def ilike_all_of(self, column: str, patterns: str | Iterable[str]) -> QueryBuilder:
+        """``column ILIKE ALL(patterns)``."""
+        return self._quantified(column, "ilike", "all", patterns)
 
     def text_search(
         self,

@@ -131,13 +131,17 @@ def _render_condition(cond: Condition, table: Table, alias: str, params: Params)
             str(cond.value)
         ]
         return f"{ref} IS {negation}{keyword}"
-    if op == "in":
+    if cond.arg in ("any", "all"):
+        sql = _quantified(cond, column, ref, params)
+    elif op == "in":
         items = cond.value if isinstance(cond.value, tuple) else (str(cond.value),)
         sql = f"{ref} = ANY({bind_array(params, column, items)})"
-    elif op in ("like", "ilike"):
+    elif op in ("like", "ilike", "match", "imatch"):
         if column.category != "S":
             raise _type_error(cond, column, "a text column")
-        pattern = str(cond.value).replace("*", "%")
+        pattern = str(cond.value)
+        if op in ("like", "ilike"):
+            pattern = pattern.replace("*", "%")
         sql = f"{ref} {OPERATORS[op]} {params.add(pattern)}::text"
     elif op in ("cs", "cd", "ov"):
         if op == "ov" and column.category not in ("A", "R"):
@@ -156,6 +160,21 @@ def _render_condition(cond: Condition, table: Table, alias: str, params: Params)
             raise FilterError(f"'{op}' takes one value, got a list in {str(cond)!r}")
         sql = f"{ref} {OPERATORS[op]} {bind_text(params, column, cond.value)}"
     return f"NOT ({sql})" if cond.negate else sql
+
+
+def _quantified(cond: Condition, column: Column, ref: str, params: Params) -> str:
+    """``like(any).{a*,b*}``: ``column LIKE ANY(array)``; ``eq(all).{...}``:
+    ``column = ALL(array)`` (the values cast to the column's type)."""
+    items = cond.value if isinstance(cond.value, tuple) else (str(cond.value),)
+    quantifier = str(cond.arg).upper()
+    op = cond.op
+    if op in ("like", "ilike", "match", "imatch"):
+        if column.category != "S":
+            raise _type_error(cond, column, "a text column")
+        if op in ("like", "ilike"):
+            items = tuple(item.replace("*", "%") for item in items)
+        return f"{ref} {OPERATORS[op]} {quantifier}({params.add(list(items))}::text[])"
+    return f"{ref} {OPERATORS[op]} {quantifier}({bind_array(params, column, items)})"
 
 
 #: Range operators: strictly left/right of, does not extend right/left of,

@@ -54,6 +54,8 @@ OPERATORS: dict[str, str] = {
     "nxl": "&>",
     "nxr": "&<",
     "adj": "-|-",
+    "match": "~",
+    "imatch": "~*",
     "fts": "to_tsquery",
     "plfts": "plainto_tsquery",
     "phfts": "phraseto_tsquery",
@@ -63,6 +65,11 @@ OPERATORS: dict[str, str] = {
 #: Full-text search operators: ``fts(english).word`` names a text search
 #: configuration in parentheses.
 TEXT_SEARCH = frozenset({"fts", "plfts", "phfts", "wfts"})
+#: Operators that take ``(any)`` / ``(all)``: ``like(any).{a*,b*}`` is
+#: ``LIKE ANY('{a%,b%}')``.
+QUANTIFIABLE = frozenset(
+    {"eq", "neq", "gt", "gte", "lt", "lte", "like", "ilike", "match", "imatch"}
+)
 #: Operators whose value may be a list ``(a,b)`` or a PostgreSQL literal.
 _LISTABLE = frozenset({"cs", "cd", "ov"})
 _OP = re.compile(r"^([a-z]+)(?:\(([A-Za-z_][A-Za-z0-9_.]*)\))?$")
@@ -105,6 +112,8 @@ Filter: TypeAlias = Condition | Or | And
 
 def _fmt(cond: Condition) -> str:
     if isinstance(cond.value, tuple):
+        if cond.arg in ("any", "all"):
+            return "{" + ",".join(cond.value) + "}"
         return "(" + ",".join(cond.value) + ")"
     return "null" if cond.value is None else cond.value
 
@@ -206,10 +215,18 @@ def _parse_operation(column: str, expr: str, source: str) -> Condition:
     match = _OP.match(op)
     if match is not None and match.group(2) is not None:
         op, arg = match.group(1), match.group(2)
+        if op in QUANTIFIABLE and arg in ("any", "all"):
+            if not (literal.startswith("{") and literal.endswith("}")):
+                raise FilterError(
+                    f"'{op}({arg})' takes a list like {{a,b}}, in filter {source!r}."
+                )
+            items = tuple(_unquote(i) for i in split_top(literal[1:-1]) if i != "")
+            return Condition(_check_column(column, source), op, items, negate, arg)
         if op not in TEXT_SEARCH:
             raise FilterError(
                 f"only full-text search operators ({', '.join(sorted(TEXT_SEARCH))}) "
-                f"take a configuration in parentheses, in filter {source!r}."
+                "take a configuration in parentheses, and eq, like, ilike, gt... "
+                f"take (any) or (all), in filter {source!r}."
             )
     if op not in OPERATORS:
         raise FilterError(

@@ -56,11 +56,13 @@ def conditions(filt: Filter) -> list[Condition]:
 
 def needs_literal(cond: Condition) -> bool:
     """Whether PostgreSQL must spell this condition's literal (for its key)."""
-    return cond.op in _EQUALITY or cond.op in _ORDERING
+    return cond.arg is None and (cond.op in _EQUALITY or cond.op in _ORDERING)
 
 
 def _condition_evaluable(cond: Condition, column: Column) -> bool:
     op = cond.op
+    if cond.arg is not None:
+        return False  # a modifier (any/all) or a text search configuration
     if op == "is":
         return column.base_type not in JSON_TYPES
     if key_function(column.base_type, column.category) is None:
