@@ -412,3 +412,38 @@ async def test_jsonb_containment_with_an_object_as_postgrest_clients_send_it(
         """select id from documents where meta <@ '{"lang":"de","priority":1,"x":2}'"""
         " order by id",
     )
+
+
+async def test_embedding_by_foreign_key_column_or_constraint_name(client, ref):
+    """PostgREST's other ways to name an embed: the parent's foreign key
+    column (``author_id(name)``: it also picks one of two keys to users), or
+    a foreign key constraint's name, in either direction; the key in the
+    rows is the name as written."""
+    by_column = await get(
+        client, "documents?select=id,author_id(name)&id=lte.3&order=id"
+    )
+    assert by_column.status_code == 200, by_column.text
+    want = await hand(
+        ref,
+        "select d.id, json_build_object('name', u.name) as author_id from documents d "
+        "join users u on u.id = d.author_id where d.id <= 3 order by d.id",
+    )
+    assert by_column.json() == want
+    by_name = await get(
+        client, "documents?select=id,documents_reviewer_id_fkey(name)&id=eq.2"
+    )
+    assert by_name.status_code == 200, by_name.text
+    reviewer = await ref.fetchval(
+        "select u.name from documents d left join users u on u.id = d.reviewer_id "
+        "where d.id = 2"
+    )
+    (row,) = by_name.json()
+    embedded = row["documents_reviewer_id_fkey"]
+    assert (embedded or {}).get("name") == reviewer
+    incoming = await get(
+        client, "shipments?select=id,documents_shipment_id_fkey(id)&id=eq.1"
+    )
+    assert incoming.status_code == 200, incoming.text
+    ids = [r["id"] for r in incoming.json()[0]["documents_shipment_id_fkey"]]
+    expected = await ref.fetch("select id from documents where shipment_id = 1")
+    assert sorted(ids) == sorted(r["id"] for r in expected)

@@ -9,6 +9,7 @@ it was a guessing oracle, and unwatched tables and other schemas were readable.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,10 @@ async def _schema(conn: Any) -> None:
         "body text)"
     )
     await conn.execute("create table audit (id int primary key, what text)")
+    # A watched table whose foreign key leads to the unwatched audit table.
+    await conn.execute(
+        "create table visits (id int primary key, audit_id int references audit)"
+    )
     await conn.execute("create table keyed (id int primary key, secret text)")
     await conn.execute("create table opened (id int primary key, note text)")
     await conn.execute("create schema private")
@@ -40,6 +45,7 @@ async def _schema(conn: Any) -> None:
     await conn.execute("insert into private.articles values (1, 't')")
     await capture.watch(conn, "users", exclude=["password_hash"])
     await capture.watch(conn, "posts")
+    await capture.watch(conn, "visits")
     await capture.watch(conn, "keyed", publish="keys")
     await capture.watch(conn, "private.articles")
 
@@ -66,9 +72,16 @@ async def test_rest_exposes_only_what_the_stream_would(conn, gateway_factory):
         ("private.lonely", 404, "does not exist"),
         ("pgpulse.changes", 404, "does not exist"),
         ("keyed?select=secret", 400, "'secret' does not exist"),
+        # Embedding by foreign key column or name cannot reach a hidden table,
+        # nor say its name.
+        ("visits?select=id,audit_id(*)", 400, "'audit_id' does not exist"),
+        ("visits?select=id,visits_audit_id_fkey(*)", 400, "does not exist"),
+        ("visits?select=id,posts(*)", 400, "no foreign key links"),
     ]:
         response = _get(gw, path)
         error = response.json().get("message", "")
+        if path.startswith("visits"):
+            assert re.search(r"\baudit\b", error) is None, (path, error)
         assert (response.status_code, message in error) == (status, True), (
             path,
             response.status_code,

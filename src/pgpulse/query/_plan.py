@@ -187,9 +187,40 @@ def _matches(relation: Relation, hint: str | None, self_ref: bool) -> bool:
     return hint == fk.name or hint in fk.columns
 
 
-def resolve_relation(schema: Schema, parent: Table, embed: Embed) -> Relation:
+def embed_target(schema: Schema, parent: Table, embed: Embed) -> tuple[Table, Embed]:
+    """The table *embed* names, and the embed with the hint that picks the
+    relation: a table's name, or (as in PostgREST) a foreign key column of
+    *parent* (``shipment_id(port)``) or a foreign key constraint's name in
+    either direction (``documents_shipment_id_fkey(title)``)."""
+    try:
+        return schema.table(embed.name), embed
+    except UnknownTableError:
+        pass
+    for fk in parent.foreign_keys:
+        if embed.name == fk.name or fk.columns == (embed.name,):
+            if embed.hint is None:
+                embed = replace(embed, hint=fk.name)
+            try:
+                return schema.table(fk.ref_table), embed
+            except UnknownTableError:
+                # A table the caller may not read: unknown under the name
+                # they wrote, never its own.
+                raise UnknownTableError(embed.name, schema.names()) from None
+    for table in schema.tables():
+        for fk in table.foreign_keys:
+            if fk.ref_table == parent.qualified and fk.name == embed.name:
+                if embed.hint is None:
+                    embed = replace(embed, hint=fk.name)
+                return table, embed
+    return schema.table(embed.name), embed  # the unknown-table error, with hints
+
+
+def resolve_relation(
+    schema: Schema, parent: Table, embed: Embed, target: Table | None = None
+) -> Relation:
     """The one relation *embed* means from *parent*, or a clear error."""
-    target = schema.table(embed.name)
+    if target is None:
+        target = schema.table(embed.name)
     candidates = _relations(schema, parent, target)
     self_ref = parent.qualified == target.qualified
     matching = [r for r in candidates if _matches(r, embed.hint, self_ref)]
@@ -211,7 +242,13 @@ def resolve_relation(schema: Schema, parent: Table, embed: Embed) -> Relation:
 
 
 def _embeddable(schema: Schema, parent: Table) -> str:
-    names = {fk.ref_table.split(".")[1] for fk in parent.foreign_keys}
+    # Only tables the caller may read: a hidden one is never named.
+    visible = {t.qualified for t in schema.tables()}
+    names = {
+        fk.ref_table.split(".")[1]
+        for fk in parent.foreign_keys
+        if fk.ref_table in visible
+    }
     for table in schema.tables():
         for fk in table.foreign_keys:
             if fk.ref_table == parent.qualified:
@@ -277,8 +314,8 @@ class _Builder:
                 self.claim(keys, item.key, repr(item.name), table)
                 level.outputs.append(item)
             else:
-                relation = resolve_relation(self.schema, table, item)
-                target = self.schema.table(item.name)
+                target, hinted = embed_target(self.schema, table, item)
+                relation = resolve_relation(self.schema, table, hinted, target)
                 child = self.level(target, item.items, item)
                 child.relation = relation
                 self.claim(keys, item.key, f"embed {item.name!r}", table)
