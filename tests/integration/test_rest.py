@@ -447,3 +447,37 @@ async def test_embedding_by_foreign_key_column_or_constraint_name(client, ref):
     ids = [r["id"] for r in incoming.json()[0]["documents_shipment_id_fkey"]]
     expected = await ref.fetch("select id from documents where shipment_id = 1")
     assert sorted(ids) == sorted(r["id"] for r in expected)
+
+
+async def test_filtering_parents_by_the_presence_of_an_embed(client, ref):
+    """``reviewer=not.is.null`` keeps parents that have the embedded row,
+    ``is.null`` those that have none (PostgREST), counted alike."""
+    for filt, where in [
+        ("not.is.null", "d.reviewer_id is not null"),
+        ("is.null", "d.reviewer_id is null"),
+    ]:
+        response = await get(
+            client,
+            f"documents?select=id,reviewer:users!reviewer_id(name)&reviewer={filt}"
+            "&order=id",
+            prefer="count=exact",
+        )
+        assert response.status_code in (200, 206), response.text
+        want = [
+            r["id"]
+            for r in await ref.fetch(
+                f"select d.id from documents d where {where} order by d.id"
+            )
+        ]
+        assert [r["id"] for r in response.json()] == want, filt
+        assert response.headers["content-range"].endswith(f"/{len(want)}")
+    nodes = await get(client, "documents?select=id,nodes()&nodes=is.null&order=id")
+    assert nodes.status_code == 200, nodes.text
+    want = [
+        r["id"]
+        for r in await ref.fetch(
+            "select d.id from documents d where not exists "
+            "(select 1 from nodes n where n.document_id = d.id) order by d.id"
+        )
+    ]
+    assert [r["id"] for r in nodes.json()] == want

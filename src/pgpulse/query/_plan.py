@@ -265,6 +265,9 @@ class Level:
     key: str | None = None
     relation: Relation | None = None
     inner: bool = False
+    presence: bool | None = None
+    """``embed=not.is.null`` (True: parents that have it) or ``embed=is.null``
+    (False: parents that do not), PostgREST's filter on an embed's presence."""
     visible: bool = True
     outputs: list[Star | Field | Level] = field(default_factory=list)
     filters: list[Filter] = field(default_factory=list)
@@ -375,6 +378,11 @@ def place_filter(
     """Attach *filt* to the level it names; returns that level."""
     schema = schema or Schema(Catalog())
     level = find_level(root, path, select_text)
+    if isinstance(filt, Condition) and filt.op == "is" and filt.value is None:
+        child = level.child(filt.column)
+        if child is not None and filt.column not in level.table.columns:
+            child.presence = filt.negate
+            return child
     if isinstance(filt, Condition):
         level, column = _resolve_column(schema, level, filt.column, select_text)
         filt = replace(filt, column=column)

@@ -146,10 +146,13 @@ def _level_parts(
             continue
         join = _lateral(child, level, params, include)
         parts.joins.append(join)
-        if child.inner:
+        if child.inner or child.presence is not None:
+            # !inner, or a filter on the embed's presence (is.null, not.is.null).
             parts.inner_joins.append(join)
+            absent = child.presence is False and not child.inner
             parts.inner_where.append(
-                f"{_q('e' + str(child.index))}.{_q('j')} IS NOT NULL"
+                f"{_q('e' + str(child.index))}.{_q('j')} IS "
+                f"{'' if absent else 'NOT '}NULL"
             )
     if parent is not None:
         parts.where.extend(_pairs(level, parent))
@@ -205,11 +208,11 @@ def _from(table: Table, alias: str) -> str:
 
 
 def _wanted(level: Level) -> bool:
-    return level.visible or level.inner
+    return level.visible or level.inner or level.presence is not None
 
 
 def _only_inner(level: Level) -> bool:
-    return level.inner
+    return level.inner or level.presence is not None
 
 
 def render_read(root: Level, params: Params, *, count: bool, head: bool) -> list[str]:
