@@ -108,6 +108,12 @@ class LiveQueries:
                 query.mark_dirty()
         await query.settled()
         query.outboxes[outbox] = transport
+        # The last other client may have left while this one waited: the
+        # query looked idle, and changes meanwhile were only marked stale.
+        query.idle_since = None
+        if query.stale:
+            query.stale = False
+            query.mark_dirty()  # its patch set follows this client's opening
         return query
 
     def leave(self, query: SharedQuery, outbox: Outbox) -> None:
