@@ -13,7 +13,6 @@ are JSON ``{"error": ...}`` with a 4xx, as for ``/v1/events``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
@@ -21,11 +20,10 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from pgpulse.exceptions import AuthError, PgPulseError, UnknownTableError
-from pgpulse.gateway import AUTH_EXPIRED, SHUTTING_DOWN, Gateway
+from pgpulse.gateway import AUTH_EXPIRED, Gateway
 from pgpulse.live.query import LiveQuery
 from pgpulse.live.shared import SharedQuery
 from pgpulse.routing.outbox import Outbox
-from pgpulse.routing.wire import control_event
 from pgpulse.server.live_plan import plan_live
 from pgpulse.server.sse import (
     SSE_HEADERS,
@@ -110,36 +108,16 @@ async def live_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
     outbox.direct = stream.write_now
     watcher = asyncio.create_task(watch_disconnect(receive, outbox))
     expiry = _expire_at(outbox, access.claims.expires_at)
-    attach = asyncio.create_task(asyncio.sleep(0))  # joined already
     try:
-        await stream.run(attach)
-    except asyncio.CancelledError:
-        if outbox.closed is None:
-            # The server is shutting down: tell the client to reconnect.
-            outbox.close(SHUTTING_DOWN)
-            if not stream.sending:
-                with contextlib.suppress(Exception):
-                    await send(
-                        {
-                            "type": "http.response.body",
-                            "body": control_event(
-                                "sse", "error", {"reason": SHUTTING_DOWN}
-                            ),
-                            "more_body": False,
-                        }
-                    )
-        task = asyncio.current_task()
-        if task is not None:
-            task.uncancel()
+        await stream.serve(None)  # joined already: nothing left to attach
     finally:
         release()
         if expiry is not None:
             expiry.cancel()
         stream.discard()
         gateway.live.leave(shared, outbox)
-        for task in (watcher, attach):
-            task.cancel()
-        await asyncio.gather(watcher, attach, return_exceptions=True)
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
 
 
 def _opening(shared: SharedQuery, raw_id: str | None) -> list[bytes]:

@@ -173,27 +173,7 @@ async def events_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
     attach = asyncio.create_task(gateway.attach(subscriber, specs, resume))
     attach.add_done_callback(lambda task: _attach_done(task, subscriber, gateway))
     try:
-        await stream.run(attach)
-    except asyncio.CancelledError:
-        if outbox.closed is None:
-            # Nothing of ours cancelled it: the server is shutting down (it
-            # cancels the responses still open when its grace period ends).
-            # Tell the client to reconnect, and end without a traceback.
-            outbox.close(SHUTTING_DOWN)
-            if not stream.sending:
-                with contextlib.suppress(Exception):
-                    await send(
-                        {
-                            "type": "http.response.body",
-                            "body": control_event(
-                                "sse", "error", {"reason": SHUTTING_DOWN}
-                            ),
-                            "more_body": False,
-                        }
-                    )
-        task = asyncio.current_task()
-        if task is not None:
-            task.uncancel()
+        await stream.serve(attach)
     finally:
         release()
         stream.discard()
@@ -304,7 +284,36 @@ class DirectStream:
             self.pending[0].close()
             self.pending = None
 
-    async def run(self, attach: asyncio.Task[None]) -> None:
+    async def serve(self, attach: asyncio.Task[None] | None) -> None:
+        """:meth:`run`, ending quietly when the server cancels it."""
+        try:
+            await self.run(attach)
+        except asyncio.CancelledError:
+            outbox = self.outbox
+            assert outbox is not None
+            if outbox.closed is None:
+                # Nothing of ours cancelled it: the server is shutting down
+                # (it cancels the responses still open when its grace period
+                # ends).  Tell the client to reconnect, without a traceback.
+                outbox.close(SHUTTING_DOWN)
+                if not self.sending:
+                    with contextlib.suppress(Exception):
+                        await self.send(
+                            {
+                                "type": "http.response.body",
+                                "body": control_event(
+                                    "sse", "error", {"reason": SHUTTING_DOWN}
+                                ),
+                                "more_body": False,
+                            }
+                        )
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+
+    async def run(self, attach: asyncio.Task[None] | None) -> None:
+        """Write the outbox until it closes; *attach* (None: nothing pending)
+        is the task filling it, whose failure ends the stream."""
         outbox = self.outbox
         assert outbox is not None
         while True:
@@ -315,7 +324,12 @@ class DirectStream:
             if self.pending is not None:
                 # A direct write suspended while we waited: it goes first.
                 await self._finish_pending()
-            if attach.done() and not attach.cancelled() and attach.exception():
+            if (
+                attach is not None
+                and attach.done()
+                and not attach.cancelled()
+                and attach.exception()
+            ):
                 exc = attach.exception()
                 log.error("attaching %s failed: %s", self.label, exc)
                 outbox.close(f"server error while catching up: {exc}")
