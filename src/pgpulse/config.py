@@ -42,6 +42,9 @@ class Settings:
     """Gateway processes, each with its own listener connection."""
     rest_enabled: bool = False
     """Serve ``/v1/rest/{table}`` reads (on by default once auth is configured)."""
+    rest_writes: bool = False
+    """Accept POST/PATCH/PUT/DELETE on ``/v1/rest/{table}`` with auth off (with
+    auth on, each policy's ``write`` setting decides)."""
     rest_schemas: list[str] = field(default_factory=lambda: ["public"])
     """Schemas REST exposes (their watched tables, published columns)."""
     rest_tables: list[str] = field(default_factory=list)
@@ -113,7 +116,10 @@ class Settings:
 
 
 #: Settings read from the environment under another name as well.
-ALIASES = {"database_url": ("DATABASE_URL",), "rest_enabled": ("PGPULSE_REST",)}
+ALIASES = {
+    "database_url": ("DATABASE_URL",),
+    "rest_enabled": ("PGPULSE_REST",),
+}
 #: Settings that only the command line sets.
 _NOT_CONFIGURABLE = {"config_file"}
 _TRUE = {"1", "true", "yes", "on"}

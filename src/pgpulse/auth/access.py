@@ -6,7 +6,8 @@ caller's claims and a table's policy into :class:`TableRules`: filters ANDed to
 whatever the caller asks (placeholders bound to claims), the columns they may
 read, and, for tables under PostgreSQL's row-level security, the viewer whose
 policies the database evaluates.  With auth off every published row and column
-is readable, as before.
+is readable, as before, and writable where the gateway accepts REST writes
+(``--rest-writes``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 from dataclasses import dataclass
 
 from pgpulse.auth.identity import ANONYMOUS, Claims
-from pgpulse.auth.policies import Policies, Policy
+from pgpulse.auth.policies import WRITES, Policies, Policy
 from pgpulse.catalog import Table
 from pgpulse.exceptions import AuthError, ConfigurationError
 from pgpulse.routing.db_filters import Viewer
@@ -34,6 +35,8 @@ class TableRules:
     """The columns the caller may see and filter on (None: all published)."""
     viewer: Viewer | None = None
     """Row-level security: PostgreSQL's policies, for this role and claims."""
+    writes: frozenset[str] = frozenset()
+    """REST writes allowed (insert, update, delete); see :meth:`Access.rules`."""
 
     @property
     def key(self) -> str:
@@ -56,7 +59,7 @@ class Access:
         """This caller's rules for *table*; raises :class:`AuthError` (403)
         when no policy lets them read it."""
         if self.policies is None:
-            return TableRules()
+            return TableRules(writes=WRITES)
         policy = self.policies.for_table(table.qualified, display)
         if policy is None:
             raise AuthError(
@@ -87,7 +90,7 @@ class Access:
                 k: v for k, v in self.claims.values.items() if k not in SESSION_CLAIMS
             }
             viewer = Viewer(self.claims.role, json.dumps(shared, sort_keys=True))
-        return TableRules(filters, columns, viewer)
+        return TableRules(filters, columns, viewer, policy.writes_for(self.claims))
 
 
 #: Claims that differ per token, never per row.  Streamed changes are checked

@@ -10,13 +10,17 @@ Configured in ``pgpulse.toml`` (or ``[tool.pgpulse]`` in pyproject.toml)::
     [policies.orders]
     filter = "customer_id=eq.{claims.sub}"          # a user-specific channel
 
+    write = ["insert", "update"]   # or true, or {admin = true, default = [...]}
+
     [policies.notes]
     rls = true                                      # the table's CREATE POLICY rules
 
 Why placeholders are bound in the parsed tree, never in text: a claim is a
 value (``{"tenant_id": "1,2) or (1=1"}`` stays one odd tenant id), so no claim
 can change the filter's shape.  A missing claim denies (403), it never
-widens.  With auth on, a table without a policy is not readable at all.
+widens.  With auth on, a table without a policy is not readable at all, and
+a table is writable over REST only by the roles its ``write`` names; the
+filter then also decides which rows a write may touch and create.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from pgpulse.routing.filters import (
     parse_filters,
 )
 
-__all__ = ["Policies", "Policy"]
+__all__ = ["WRITES", "Policies", "Policy"]
 
 _PLACEHOLDER = re.compile(r"\{claims((?:\.[A-Za-z_][A-Za-z0-9_]*)+)\}")
 _MARK = "\u241e"
@@ -62,6 +66,8 @@ class Policy:
     """Role (or ``default``) → readable columns; None in the map: all."""
     rls: bool = False
     """Rows are decided by the table's own ``CREATE POLICY`` rules."""
+    writes: Mapping[str, frozenset[str]] | None = None
+    """Role (or ``default``) → the REST writes allowed (insert, update, delete)."""
 
     def allows(self, claims: Claims) -> bool:
         return self.roles is None or claims.role in self.roles
@@ -75,6 +81,14 @@ class Policy:
         if "default" in self.columns:
             return self.columns["default"]
         return ()
+
+    def writes_for(self, claims: Claims) -> frozenset[str]:
+        """The writes *claims* may make (none unless the policy says)."""
+        if self.writes is None or not self.allows(claims):
+            return frozenset()
+        if claims.role is not None and claims.role in self.writes:
+            return self.writes[claims.role]
+        return self.writes.get("default", frozenset())
 
     def bind(self, claims: Claims) -> tuple[Filter, ...]:
         """The policy's filter for *claims* (raises :class:`AuthError` 403
@@ -196,11 +210,11 @@ class Policies:
                     f"[policies.{table}] must be a table of settings "
                     "(roles, filter, columns, rls)"
                 )
-            unknown = sorted(set(spec) - {"roles", "filter", "columns", "rls"})
+            unknown = sorted(set(spec) - _SETTINGS)
             if unknown:
                 raise ConfigurationError(
                     f"[policies.{table}] has unknown setting(s) {', '.join(unknown)}; "
-                    "known: roles, filter, columns, rls"
+                    f"known: {', '.join(sorted(_SETTINGS))}"
                 )
             roles = spec.get("roles")
             if roles is not None and (
@@ -222,12 +236,45 @@ class Policies:
                 paths=paths,
                 columns=_columns(table, spec.get("columns")),
                 rls=bool(spec.get("rls", False)),
+                writes=_writes(table, spec.get("write")),
             )
         return cls(out)
 
     def for_table(self, qualified: str, short: str) -> Policy | None:
         """The policy of a table (configured by either of its names)."""
         return self.by_name.get(qualified) or self.by_name.get(short)
+
+
+_SETTINGS = frozenset({"roles", "filter", "columns", "rls", "write"})
+#: What ``write`` may allow.
+WRITES = frozenset({"insert", "update", "delete"})
+
+
+def _writes(table: str, value: Any) -> Mapping[str, frozenset[str]] | None:
+    if value is None or value is False:
+        return None
+
+    def one(item: Any, where: str) -> frozenset[str]:
+        if item is True:
+            return WRITES
+        if item is False:
+            return frozenset()
+        if isinstance(item, list) and all(isinstance(w, str) for w in item):
+            wrong = sorted(set(item) - WRITES)
+            if not wrong:
+                return frozenset(item)
+            raise ConfigurationError(
+                f"[policies.{table}] {where} names {', '.join(wrong)}; the writes "
+                "are insert, update and delete"
+            )
+        raise ConfigurationError(
+            f"[policies.{table}] {where} must be true, or a list of insert, "
+            "update, delete"
+        )
+
+    if isinstance(value, Mapping):
+        return {str(role): one(item, f"write.{role}") for role, item in value.items()}
+    return {"default": one(value, "write")}
 
 
 def _columns(table: str, value: Any) -> Mapping[str, tuple[str, ...] | None] | None:

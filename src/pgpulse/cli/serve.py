@@ -75,6 +75,12 @@ def gateway_options(func: click.decorators.FC) -> click.decorators.FC:
             "default with auth).",
         ),
         click.option(
+            "--rest-writes/--no-rest-writes",
+            default=None,
+            help="Accept REST writes (POST/PATCH/PUT/DELETE) with auth off (env "
+            "PGPULSE_REST_WRITES=1). With auth on, policies' 'write' decide.",
+        ),
+        click.option(
             "--listener-url",
             envvar="PGPULSE_LISTENER_URL",
             default=None,

@@ -17,7 +17,7 @@ import asyncpg
 import asyncpg.pool
 import orjson
 
-from pgpulse.exceptions import DatabaseError
+from pgpulse.exceptions import AuthError, DatabaseError
 from pgpulse.query._chain import FilterMethods, split_path
 from pgpulse.query._errors import QueryError, SingleRowError
 from pgpulse.query._plan import Order, Schema
@@ -30,6 +30,7 @@ from pgpulse.query._state import (
     Row,
     State,
     checked_rows,
+    column_list,
     compile_state,
     count_flag,
     non_negative,
@@ -124,13 +125,21 @@ class QueryBuilder(FilterMethods):
         *,
         returning: str = "representation",
         count: str | None = None,
+        default_to_null: bool = True,
+        columns: Sequence[str] | None = None,
     ) -> QueryBuilder:
-        """Insert one row (a dict) or many; keys missing from a row become NULL."""
+        """Insert one row (a dict) or many.
+
+        A key missing from a row is NULL, or the column's DEFAULT with
+        ``default_to_null=False``.  ``columns`` takes only those keys.
+        """
         return self._write(
             "insert",
             rows=checked_rows(rows, "insert"),
             returning=returning_flag(returning),
             count=count_flag(count),
+            default_missing=not default_to_null,
+            columns=column_list(columns),
         )
 
     def upsert(
@@ -141,9 +150,12 @@ class QueryBuilder(FilterMethods):
         ignore_duplicates: bool = False,
         returning: str = "representation",
         count: str | None = None,
+        default_to_null: bool = True,
+        columns: Sequence[str] | None = None,
     ) -> QueryBuilder:
         """Insert, or update rows whose *on_conflict* columns (default: the
-        primary key) already exist; ``ignore_duplicates`` leaves them as they are."""
+        primary key) already exist; ``ignore_duplicates`` leaves them as they
+        are.  ``default_to_null`` and ``columns`` as for :meth:`insert`."""
         target: tuple[str, ...] | None = None
         if isinstance(on_conflict, str):
             target = tuple(c.strip() for c in on_conflict.split(","))
@@ -158,6 +170,8 @@ class QueryBuilder(FilterMethods):
             ignore_duplicates=bool(ignore_duplicates),
             returning=returning_flag(returning),
             count=count_flag(count),
+            default_missing=not default_to_null,
+            columns=column_list(columns),
         )
 
     def update(
@@ -283,19 +297,28 @@ class QueryBuilder(FilterMethods):
 
     async def _run(self, conn: Connection, statement: str, params: list[Any]) -> Result:
         try:
-            if self._s.single and self._s.action != "select":
-                # A write that must touch one row is undone when it touched more.
+            if self._s.action != "select" and (self._s.single or self._guarded()):
+                # A write that must touch one row, or stay inside a policy, is
+                # undone when it did not.
                 async with conn.transaction():
                     return await self._fetch(conn, statement, params)
             return await self._fetch(conn, statement, params)
         except asyncpg.PostgresError as exc:
             raise DatabaseError.from_asyncpg(exc) from exc
 
+    def _guarded(self) -> bool:
+        """Whether a policy's filter checks the rows this write leaves."""
+        if self._s.action in ("select", "delete"):
+            return False
+        schema = self._backend.schema
+        return bool(schema.filters(schema.table(self._s.table)))
+
     async def _fetch(
         self, conn: Connection, statement: str, params: list[Any]
     ) -> Result:
         s = self._s
-        if s.action != "select" and s.returning == "minimal":
+        minimal = s.action != "select" and s.returning == "minimal"
+        if minimal and not statement.startswith("WITH"):
             status = await conn.execute(statement, *params)
             affected = int(status.rsplit(" ", 1)[-1])
             if s.single:
@@ -304,12 +327,34 @@ class QueryBuilder(FilterMethods):
         row = await conn.fetchrow(statement, *params)
         if row is None:  # pragma: no cover - the statement always returns a row
             raise DatabaseError("the query returned no result row")
+        self._check_policy(row)
+        if minimal:
+            affected = row["count"]
+            if s.single:
+                self._check_single(affected, exact=True)
+            return Result(None if s.single else [], affected if s.count else None)
         data = orjson.loads(row["data"])
         count = row["count"] if s.count else None
         if s.single:
             self._check_single(len(data), exact=s.action != "select")
             return Result(data[0] if data else None, count)
         return Result(data, count)
+
+    def _check_policy(self, row: asyncpg.Record) -> None:
+        """Raise (so the transaction rolls back) when the write left a row the
+        policy does not allow, or an upsert met a row it may not overwrite."""
+        denied = row.get("denied")
+        if denied is None:
+            return
+        s = self._s
+        skipped = s.action == "upsert" and not s.ignore_duplicates
+        if denied or (skipped and row["count"] < len(s.rows)):
+            name = self._backend.schema.table(s.table).name
+            raise AuthError(
+                f"the {s.action} would leave rows of table {name!r} outside your "
+                "policy (or overwrite rows you may not see); nothing was changed",
+                status=403,
+            )
 
     def _check_single(self, rows: int, *, exact: bool) -> None:
         allow_none = self._s.single == "maybe"

@@ -23,17 +23,17 @@ when its lateral produced something (``"e1"."j" IS NOT NULL``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from pgpulse.catalog import Table, quote_ident
 from pgpulse.query._plan import Level
 from pgpulse.query._select import Field, Star
 from pgpulse.query._sql import Params, column_ref, render_filter
+from pgpulse.query._write import WRITE_CTE
+from pgpulse.routing.filters import Filter
 
-__all__ = ["WRITE_CTE", "render_read", "render_returning"]
-
-WRITE_CTE = "pgpulse_write"
+__all__ = ["render_read", "render_returning"]
 _IN = "  "
 
 
@@ -241,23 +241,51 @@ def _count_lines(parts: _Parts) -> list[str]:
 
 
 def render_returning(
-    root: Level, params: Params, write: list[str], *, count: bool
+    root: Level,
+    params: Params,
+    ctes: list[str],
+    *,
+    count: bool,
+    minimal: bool = False,
+    checks: Sequence[Filter] = (),
 ) -> list[str]:
-    """Wrap a write (``INSERT ... RETURNING *``) so it returns rows like a read."""
+    """Read back a write's rows (*ctes* define ``pgpulse_write``) like a read.
+
+    ``minimal`` returns no rows, only the count.  With *checks* (a policy's
+    filter), ``denied`` counts written rows outside them, and ``written``
+    all written rows: the builder undoes the write when any is denied.
+    """
     cte = _q(WRITE_CTE)
-    parts = _level_parts(
-        root, params, f"{cte} AS {_q(root.alias)}", None, _wanted, with_tail=False
-    )
-    out = [f"WITH {cte} AS ("] + [_IN + line for line in write] + [")"]
-    data = 'coalesce(json_agg("r0"), \'[]\'::json) AS "data"'
-    if count:
-        out += [
-            "SELECT",
-            f"{_IN}{data},",
-            f'{_IN}(SELECT count(*) FROM {cte}) AS "count"',
-        ]
+    out = ["WITH " + ctes[0], *ctes[1:]]
+    columns: list[str] = []
+    if minimal:
+        columns.append("'[]'::json AS \"data\"")
     else:
-        out.append(f"SELECT {data}")
+        columns.append('coalesce(json_agg("r0"), \'[]\'::json) AS "data"')
+    if count or minimal:
+        columns.append(f'(SELECT count(*) FROM {cte}) AS "count"')
+    if checks:
+        allowed = " AND ".join(
+            render_filter(f, root.table, "t0", params) for f in checks
+        )
+        columns.append(
+            f'(SELECT count(*) FROM {cte} AS "t0" WHERE NOT coalesce({allowed}, '
+            'false)) AS "denied"'
+        )
+        if not count and not minimal:
+            columns.append(f'(SELECT count(*) FROM {cte}) AS "count"')
+    out.append("SELECT")
+    out += [f"{_IN}{c}," for c in columns[:-1]] + [f"{_IN}{columns[-1]}"]
+    if minimal:
+        return out
+    # Rows come back in the order they were written: the lateral joins of
+    # embeds may be planned as hash joins, which do not keep it.
+    if root.columns is None:
+        root.columns = tuple(root.table.columns)
+    n = _q("pgpulse_n")
+    source = f"(SELECT *, row_number() OVER () AS {n} FROM {cte}) AS {_q(root.alias)}"
+    parts = _level_parts(root, params, source, None, _wanted, with_tail=False)
+    parts.tail = [f"ORDER BY {_q(root.alias)}.{n}"]
     out.append("FROM (")
     out += [_IN + line for line in parts.lines()]
     out.append(') AS "r0"')

@@ -10,12 +10,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from pgpulse.catalog import Table
 from pgpulse.query._errors import QueryError
-from pgpulse.query._plan import Order, Schema, build_plan
+from pgpulse.query._plan import Level, Order, Schema, build_plan
 from pgpulse.query._render import render_read, render_returning
 from pgpulse.query._select import Item, Star
 from pgpulse.query._sql import Params
-from pgpulse.query._write import render_delete, render_insert, render_update
+from pgpulse.query._write import (
+    insert_groups,
+    render_delete,
+    render_insert,
+    render_update,
+    write_ctes,
+)
 from pgpulse.routing.filters import Filter
 
 __all__ = [
@@ -24,6 +31,7 @@ __all__ = [
     "Row",
     "State",
     "checked_rows",
+    "column_list",
     "compile_state",
     "count_flag",
     "non_negative",
@@ -55,6 +63,10 @@ class State:
     returning: Literal["representation", "minimal"] = "representation"
     on_conflict: tuple[str, ...] | None = None
     ignore_duplicates: bool = False
+    columns: tuple[str, ...] | None = None
+    """The keys an insert takes from its rows (None: every key any row has)."""
+    default_missing: bool = False
+    """A key missing from a row gets the column's DEFAULT (else NULL)."""
 
 
 def count_flag(count: str | None) -> bool:
@@ -81,6 +93,16 @@ def non_negative(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
         raise QueryError(f"{name} takes a non-negative integer, got {value!r}")
     return value
+
+
+def column_list(columns: Sequence[str] | str | None) -> tuple[str, ...] | None:
+    """``columns=`` of insert/upsert: names, or one comma-separated string."""
+    if columns is None:
+        return None
+    names = columns.split(",") if isinstance(columns, str) else list(columns)
+    if not all(isinstance(n, str) and n.strip() for n in names):
+        raise QueryError(f"columns takes column names, got {columns!r}")
+    return tuple(n.strip() for n in names)
 
 
 def checked_rows(rows: Row | Sequence[Row], method: str) -> tuple[Row, ...]:
@@ -119,7 +141,23 @@ def compile_state(s: State, schema: Schema, params: Params) -> list[str]:
             f"order(), limit() and range() apply to reads, not to {s.action}(); "
             "use filters to pick the rows to change."
         )
-    filters, root.filters = root.filters, []
+    return _compile_write(s, schema, table, root, params)
+
+
+def _compile_write(
+    s: State, schema: Schema, table: Table, root: Level, params: Params
+) -> list[str]:
+    """A write: the statement(s), and the read-back of what they wrote.
+
+    A policy's filters (the first of the root's, see ``_plan``) bound the rows
+    an update or delete touches and an upsert may overwrite, and are checked
+    on every row written (``denied``); the caller's filters pick the rows.
+    """
+    policy = list(schema.filters(table))
+    filters = root.filters[len(policy) :]
+    root.filters = []
+    _check_written_columns(s, schema, table)
+    checks: list[Filter] = []
     if s.action in ("insert", "upsert"):
         if filters:
             raise QueryError(
@@ -133,13 +171,21 @@ def compile_state(s: State, schema: Schema, params: Params) -> list[str]:
                     "because the table has no primary key."
                 )
             conflict = table.primary_key
-        write = render_insert(
-            table,
-            s.rows,
-            params,
-            on_conflict=conflict,
-            ignore_duplicates=s.ignore_duplicates,
-        )
+        statements = [
+            render_insert(
+                table,
+                columns,
+                rows,
+                params,
+                on_conflict=conflict,
+                ignore_duplicates=s.ignore_duplicates,
+                conflict_filters=policy,
+            )
+            for columns, rows in insert_groups(
+                table, s.rows, s.columns, s.default_missing
+            )
+        ]
+        checks = policy
     else:
         if not filters:
             raise QueryError(
@@ -147,9 +193,34 @@ def compile_state(s: State, schema: Schema, params: Params) -> list[str]:
                 f"{table.name!r}; add a filter such as .eq('id', 1)."
             )
         if s.action == "update":
-            write = render_update(table, s.values or {}, filters, params)
+            statements = [
+                render_update(table, s.values or {}, [*policy, *filters], params)
+            ]
+            checks = policy
         else:
-            write = render_delete(table, filters, params)
-    if s.returning == "minimal":
-        return write
-    return render_returning(root, params, [*write, "RETURNING *"], count=s.count)
+            statements = [render_delete(table, [*policy, *filters], params)]
+    minimal = s.returning == "minimal"
+    if minimal and len(statements) == 1 and not checks:
+        return statements[0]
+    return render_returning(
+        root,
+        params,
+        write_ctes(statements),
+        count=s.count,
+        minimal=minimal,
+        checks=checks,
+    )
+
+
+def _check_written_columns(s: State, schema: Schema, table: Table) -> None:
+    """Every column a write names must be one the caller may see (with auth,
+    a hidden column is as unknown as a missing one)."""
+    names: list[str] = list(s.on_conflict or ())
+    if s.columns is not None:
+        names += s.columns
+    else:
+        names += [k for row in s.rows for k in row if isinstance(k, str)]
+    if s.values is not None:
+        names += [k for k in s.values if isinstance(k, str)]
+    for name in dict.fromkeys(names):
+        schema.column(table, name)

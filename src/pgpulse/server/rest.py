@@ -16,6 +16,7 @@ The gateway mounts this and provides ``request.app.state.gateway`` with ``.pool`
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -37,7 +38,14 @@ from pgpulse.server.rest_errors import (
     problem,
 )
 
-__all__ = ["HIDDEN_SCHEMAS", "OBJECT_MEDIA_TYPE", "rest_read", "run_as_viewer"]
+__all__ = [
+    "HIDDEN_SCHEMAS",
+    "OBJECT_MEDIA_TYPE",
+    "RestRequest",
+    "open_request",
+    "rest_read",
+    "run_as_viewer",
+]
 
 #: Schemas the endpoint never reads (pgpulse's own bookkeeping).
 HIDDEN_SCHEMAS = ("pgpulse",)
@@ -75,10 +83,11 @@ def _count_wanted(request: Request) -> bool:
     return False
 
 
-def _table_name(request: Request, schemas: Any) -> str:
-    """The table asked for, in the schema ``Accept-Profile`` names."""
+def _table_name(request: Request, schemas: Any, header: str) -> str:
+    """The table asked for, in the schema the profile header names
+    (``Accept-Profile`` for reads, ``Content-Profile`` for writes)."""
     table: str = request.path_params["table"]
-    profile = request.headers.get("accept-profile")
+    profile = request.headers.get(header)
     if profile is None:
         return table
     allowed = list(schemas or ("public",))
@@ -161,18 +170,24 @@ def _content_range(offset: int, rows: int, total: int | None) -> str:
     return f"{offset}-{offset + rows - 1}/{size}"
 
 
-async def rest_read(request: Request) -> Response:
-    """Answer ``GET /v1/rest/{table}`` (see the module docstring)."""
+@dataclass
+class RestRequest:
+    """One REST request's caller, rules and table (reads and writes alike)."""
+
+    client: QueryClient
+    exposure: RestExposure
+    table: str
+    """The table asked for, qualified by the profile header when given."""
+    authenticated: bool
+
+
+async def open_request(
+    request: Request, *, profile_header: str = "accept-profile"
+) -> RestRequest:
+    """Identify the caller and find the table (404 if they may not see it)."""
     gateway = request.app.state.gateway
     settings = gateway.settings
-    auth_on = gateway.auth.enabled or gateway.authenticate is not None
-    if not settings.rest_enabled and not auth_on:
-        return problem(403, REST_DISABLED, _DISABLED)
-    try:
-        access = await gateway.identify(request)
-    except AuthError as exc:
-        return error_response(exc)
-    authenticated = bool(access.claims.values)
+    access = await gateway.identify(request)
     exposure = RestExposure(
         gateway.catalog,
         gateway.watched,
@@ -186,17 +201,30 @@ async def rest_read(request: Request) -> Response:
         hidden_schemas=HIDDEN_SCHEMAS,
         exposure=exposure,
     )
+    table = _table_name(request, settings.rest_schemas, profile_header)
     try:
-        table = _table_name(request, settings.rest_schemas)
-        try:
-            client.schema.table(table)
-        except UnknownTableError:
-            unknown = _unknown(client, request.path_params["table"], table)
-            raise RestProblem(404, "PGRST205", str(unknown)) from None
-        builder, offset = _build(request, client, table)
+        client.schema.table(table)
+    except UnknownTableError:
+        unknown = _unknown(client, request.path_params["table"], table)
+        raise RestProblem(404, "PGRST205", str(unknown)) from None
+    return RestRequest(client, exposure, table, bool(access.claims.values))
+
+
+async def rest_read(request: Request) -> Response:
+    """Answer ``GET /v1/rest/{table}`` (see the module docstring)."""
+    gateway = request.app.state.gateway
+    auth_on = gateway.auth.enabled or gateway.authenticate is not None
+    settings = gateway.settings
+    if not (settings.rest_enabled or settings.rest_writes or auth_on):
+        return problem(403, REST_DISABLED, _DISABLED)
+    authenticated = False
+    try:
+        rest = await open_request(request)
+        authenticated = rest.authenticated
+        builder, offset = _build(request, rest.client, rest.table)
         builder.sql()  # plans the query: every table's rules are known now
-        if exposure.viewers:
-            result = await run_as_viewer(gateway.pool, builder, exposure)
+        if rest.exposure.viewers:
+            result = await run_as_viewer(gateway.pool, builder, rest.exposure)
         else:
             result = await builder.execute()
     except (
@@ -219,16 +247,16 @@ async def rest_read(request: Request) -> Response:
 
 
 async def run_as_viewer(
-    pool: Any, builder: QueryBuilder, exposure: RestExposure
+    pool: Any, builder: QueryBuilder, exposure: RestExposure, *, readonly: bool = True
 ) -> Any:
-    """Run the read as the caller's role with its claims (row-level security
-    mode: PostgreSQL applies the tables' own policies)."""
+    """Run the query as the caller's role with its claims (row-level security
+    mode: PostgreSQL applies the tables' own policies and GRANTs)."""
     if len(exposure.viewers) != 1:
         raise AuthError("one request reads under one role", status=400)
     ((role, claims),) = exposure.viewers
     if role is None:
         raise AuthError("row-level security needs a role in the token", status=403)
-    async with pool.acquire() as conn, conn.transaction(readonly=True):
+    async with pool.acquire() as conn, conn.transaction(readonly=readonly):
         await conn.execute(
             "select set_config('role', $1, true), "
             "set_config('request.jwt.claims', $2, true)",
