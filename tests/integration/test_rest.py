@@ -24,6 +24,7 @@ from tests.integration.query_support import hand, seeded_database, table_counts
 @dataclass
 class Settings:
     rest_enabled: bool = True
+    rest_writes: bool = False
     rest_schemas: list[str] = field(default_factory=lambda: ["public"])
     rest_tables: list[str] = field(default_factory=list)
 

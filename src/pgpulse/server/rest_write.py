@@ -233,7 +233,11 @@ def _plan(
             columns = _names(params.get("columns"), "columns")
             rows = _rows(body, with_columns=columns is not None)
             resolution = prefer.values.get("resolution")
+            conflict = _names(params.get("on_conflict"), "on_conflict")
             if resolution is None:
+                table = rest.client.schema.table(rest.table)
+                for name in conflict or ():  # unused without a resolution
+                    rest.client.schema.column(table, name)
                 builder = builder.insert(
                     rows,
                     returning=returning,
@@ -246,7 +250,7 @@ def _plan(
                 ignore = resolution == "ignore-duplicates"
                 builder = builder.upsert(
                     rows,
-                    on_conflict=_names(params.get("on_conflict"), "on_conflict"),
+                    on_conflict=conflict,
                     ignore_duplicates=ignore,
                     returning=returning,
                     count=count,
