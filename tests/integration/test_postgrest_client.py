@@ -4,7 +4,8 @@ Why: "drop-in for PostgREST clients" is only true if their own client library
 works with nothing changed but the URL: its headers (``Accept-Profile``,
 ``Prefer: count=exact``, the object media type), its error parsing
 (``{code, message, details, hint}``) and what ``maybe_single()`` reads to
-return ``None``.  Each answer is compared with the SQL PostgreSQL runs.
+return ``None``, the ``columns=`` it adds to bulk inserts).  Each answer is
+compared with the SQL PostgreSQL runs, or the rows a write left.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from postgrest import APIError, AsyncPostgrestClient
+from postgrest import APIError, AsyncPostgrestClient, CountMethod
 
 from pgpulse import capture
 
@@ -122,3 +123,61 @@ async def test_errors_arrive_as_postgrest_errors(rest):
     with pytest.raises(APIError) as value:
         await rest.from_("docs").select("id").eq("pages", "many").execute()
     assert value.value.code == "22P02"
+
+
+async def test_writes_through_postgrest_py(conn, gateway_factory):
+    await _schema(conn)
+    gw = gateway_factory("--rest-writes")
+    async with AsyncPostgrestClient(gw.url + "/v1/rest") as rest:
+        made = await rest.from_("docs").insert({"id": 10, "title": "new"}).execute()
+        assert made.data == [
+            {
+                "id": 10,
+                "shipment_id": None,
+                "title": "new",
+                "pages": None,
+                "tags": [],
+                "meta": {},
+            }
+        ]
+        # Bulk rows with different keys: postgrest-py names them in ?columns.
+        bulk = await (
+            rest.from_("docs")
+            .insert(
+                [{"id": 11, "title": "a"}, {"id": 12, "title": "b", "pages": 5}],
+                default_to_null=False,
+                count=CountMethod.exact,
+            )
+            .execute()
+        )
+        assert bulk.count == 2 and [r["pages"] for r in bulk.data] == [None, 5]
+        merged = await (
+            rest.from_("docs")
+            .upsert([{"id": 10, "title": "newer"}, {"id": 13, "title": "c"}])
+            .execute()
+        )
+        assert [(r["id"], r["title"]) for r in merged.data] == [
+            (10, "newer"),
+            (13, "c"),
+        ]
+        kept = await (
+            rest.from_("docs")
+            .upsert({"id": 10, "title": "ignored"}, ignore_duplicates=True)
+            .execute()
+        )
+        assert kept.data == []
+        changed = await (
+            rest.from_("docs").update({"pages": 7}).in_("id", [11, 13]).execute()
+        )
+        assert sorted(r["id"] for r in changed.data) == [11, 13]
+        gone = await rest.from_("docs").delete().eq("id", 13).execute()
+        assert [r["id"] for r in gone.data] == [13]
+        with pytest.raises(APIError) as duplicate:
+            await rest.from_("docs").insert({"id": 10, "title": "dup"}).execute()
+        assert duplicate.value.code == "23505"
+    left = await conn.fetch("select id, title, pages from docs where id >= 10")
+    assert sorted(tuple(r) for r in left) == [
+        (10, "newer", None),
+        (11, "a", 7),
+        (12, "b", 5),
+    ]
