@@ -48,6 +48,8 @@ class Settings:
     rest_schemas: list[str] = field(default_factory=lambda: ["public"])
     """Schemas REST exposes (their watched tables, published columns)."""
     rest_tables: list[str] = field(default_factory=list)
+    rest_functions: list[str] = field(default_factory=list)
+    """Functions callable at ``/v1/rest/rpc/NAME`` (none unless listed)."""
     """Tables opened for REST though not watched (all their columns)."""
     cors_origins: list[str] = field(default_factory=list)
     """Browser origins allowed to use the gateway (CORS, WebSocket)."""

@@ -98,6 +98,14 @@ def gateway_options(func: click.decorators.FC) -> click.decorators.FC:
             "columns.",
         ),
         click.option(
+            "--rest-function",
+            "rest_functions",
+            multiple=True,
+            metavar="FUNCTION",
+            help="Allow calling this function at /v1/rest/rpc/FUNCTION (repeat; "
+            "none by default). With auth on it runs as the caller's role.",
+        ),
+        click.option(
             "--rest-schema",
             "rest_schemas",
             multiple=True,
@@ -181,7 +189,7 @@ def cli_overrides(given: dict[str, Any]) -> dict[str, Any]:
             out["retention_seconds"] = seconds or None
         elif name == "keep_rows" and value is not None and value < 0:
             raise click.BadParameter("--keep-rows must be >= 0")
-        elif name in ("cors_origins", "rest_tables", "rest_schemas"):
+        elif name in ("cors_origins", "rest_tables", "rest_schemas", "rest_functions"):
             if value:
                 out[name] = list(value)
         else:

@@ -274,8 +274,11 @@ def render_returning(
         )
         if not count and not minimal:
             columns.append(f'(SELECT count(*) FROM {cte}) AS "count"')
-    out.append("SELECT")
-    out += [f"{_IN}{c}," for c in columns[:-1]] + [f"{_IN}{columns[-1]}"]
+    if len(columns) == 1:
+        out.append(f"SELECT {columns[0]}")
+    else:
+        out.append("SELECT")
+        out += [f"{_IN}{c}," for c in columns[:-1]] + [f"{_IN}{columns[-1]}"]
     if minimal:
         return out
     # Rows come back in the order they were written: the lateral joins of

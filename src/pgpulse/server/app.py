@@ -120,10 +120,12 @@ async def index(request: Request) -> Response:
 def _rest_routes() -> list[BaseRoute]:
     try:
         from pgpulse.server.rest import rest_read
+        from pgpulse.server.rest_rpc import rest_rpc
         from pgpulse.server.rest_write import rest_write
     except ImportError:  # pragma: no cover - the REST module ships with pgpulse
         return []
     return [
+        Route("/v1/rest/rpc/{function}", rest_rpc, methods=["GET", "POST"]),
         Route("/v1/rest/{table}", rest_read, methods=["GET"]),
         Route(
             "/v1/rest/{table}", rest_write, methods=["POST", "PATCH", "PUT", "DELETE"]
