@@ -17,6 +17,7 @@ from pgpulse.catalog import Catalog, Column, ForeignKey, Table
 from pgpulse.exceptions import UnknownColumnError, UnknownTableError
 from pgpulse.query._errors import QueryError, RelationshipError, SelectError
 from pgpulse.query._select import Embed, Field, Item, Star
+from pgpulse.query._sql import json_path, path_column
 from pgpulse.routing.filters import Condition, Filter, columns_of
 
 __all__ = ["Exposure", "Level", "Order", "Relation", "Schema", "build_plan"]
@@ -101,11 +102,14 @@ class Schema:
         return [c for c in table.columns if allowed is None or c in allowed]
 
     def column(self, table: Table, name: str) -> Column:
-        """A column a query may name (hidden ones are unknown)."""
+        """A column a query may name (hidden ones are unknown), or a JSON path
+        into one (``data->a->>b``)."""
         visible = self.columns(table)
-        if name not in visible:
-            raise UnknownColumnError(table.name, name, visible)
-        return table.column(name)
+        path = json_path(name)
+        head = name if path is None else path[0]
+        if head not in visible:
+            raise UnknownColumnError(table.name, head, visible)
+        return path_column(table, name)
 
     def restricted(self, table: Table) -> bool:
         return self.exposure is not None and self.exposure.columns(table) is not None
@@ -355,6 +359,10 @@ def _resolve_column(
     visible = schema.columns(level.table)
     if name in visible:
         return level, name
+    path = json_path(name)
+    if path is not None and path[0] in visible:
+        schema.column(level.table, name)
+        return level, name
     head, dot, rest = name.partition(".")
     if dot and head not in visible:
         child = level.child(head)
@@ -365,7 +373,9 @@ def _resolve_column(
                 f"e.g. select('*, {head}(*)')."
             )
         return _resolve_column(schema, child, rest, select_text)
-    raise UnknownColumnError(level.table.name, name, visible)
+    raise UnknownColumnError(
+        level.table.name, name if path is None else path[0], visible
+    )
 
 
 def place_filter(

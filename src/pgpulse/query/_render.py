@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pgpulse.catalog import Table, quote_ident
 from pgpulse.query._plan import Level
 from pgpulse.query._select import Field, Star
-from pgpulse.query._sql import Params, column_ref, render_filter
+from pgpulse.query._sql import Params, column_ref, column_sql, render_filter
 from pgpulse.query._write import WRITE_CTE
 from pgpulse.routing.filters import Filter
 
@@ -102,7 +102,9 @@ def _pairs(level: Level, parent: Level) -> list[str]:
     ]
 
 
-def _select_list(level: Level, include: Callable[[Level], bool]) -> list[str]:
+def _select_list(
+    level: Level, include: Callable[[Level], bool], params: Params
+) -> list[str]:
     out: list[str] = []
     a = _q(level.alias)
     for item in level.outputs:
@@ -116,10 +118,10 @@ def _select_list(level: Level, include: Callable[[Level], bool]) -> list[str]:
                     for c in level.columns
                 )
         elif isinstance(item, Field):
-            ref = column_ref(level.alias, level.table.column(item.name))
+            ref = column_sql(level.table, level.alias, item.name, params)
             if item.cast:
                 out.append(f"{ref}::{item.cast} AS {_q(item.key)}")
-            elif item.alias and item.alias != item.name:
+            elif item.key != item.name:
                 out.append(f"{ref} AS {_q(item.key)}")
             else:
                 out.append(ref)
@@ -140,7 +142,7 @@ def _level_parts(
     include: Callable[[Level], bool],
     with_tail: bool = True,
 ) -> _Parts:
-    parts = _Parts(select=_select_list(level, include), source=source)
+    parts = _Parts(select=_select_list(level, include, params), source=source)
     for child in level.children:
         if not include(child):
             continue
@@ -168,7 +170,7 @@ def _tail(level: Level, params: Params) -> list[str]:
     if level.orders:
         terms = []
         for order in level.orders:
-            term = column_ref(level.alias, level.table.column(order.column))
+            term = column_sql(level.table, level.alias, order.column, params)
             term += " DESC" if order.desc else " ASC"
             if order.nulls_first is not None:
                 term += " NULLS FIRST" if order.nulls_first else " NULLS LAST"

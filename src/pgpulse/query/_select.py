@@ -54,7 +54,8 @@ class Star:
 
 @dataclass(frozen=True)
 class Field:
-    """A column, optionally renamed (``alias:col``) and cast (``col::text``)."""
+    """A column, optionally renamed (``alias:col``) and cast (``col::text``);
+    ``name`` may be a JSON path into a json/jsonb column (``data->a->>b``)."""
 
     name: str
     alias: str | None = None
@@ -62,8 +63,16 @@ class Field:
 
     @property
     def key(self) -> str:
-        """The key this column gets in each returned row."""
-        return self.alias or self.name
+        """The key this column gets in each returned row: for a JSON path
+        (``data->a->>b``) its last key that is not an array index, else the
+        column, as PostgREST names them."""
+        if self.alias:
+            return self.alias
+        if "->" not in self.name:
+            return self.name
+        parts = [p.lstrip(">") for p in self.name.split("->")]
+        keys = [p for p in parts[1:] if not p.lstrip("-").isdigit()]
+        return keys[-1] if keys else parts[0]
 
 
 @dataclass(frozen=True)
@@ -127,11 +136,6 @@ class _Parser:
             raise self.fail(f"expected {what}, got {got!r}")
         if found.startswith("..."):
             raise self.fail(f"spread embeds ({found!r}) are not supported")
-        if "->" in found:
-            raise self.fail(
-                f"JSON paths ({found!r}) are not supported; select the whole column "
-                f"{found.split('-')[0]!r}"
-            )
         return found
 
     def quoted(self) -> str:

@@ -19,7 +19,16 @@ from pgpulse.exceptions import FilterError
 from pgpulse.routing.filter_values import to_literal
 from pgpulse.routing.filters import OPERATORS, TEXT_SEARCH, Condition, Filter, Or
 
-__all__ = ["Params", "bind_value", "column_ref", "render_filter", "value_type"]
+__all__ = [
+    "Params",
+    "bind_value",
+    "column_ref",
+    "column_sql",
+    "json_path",
+    "path_column",
+    "render_filter",
+    "value_type",
+]
 
 _PLAIN_TYPE = re.compile(r"^[a-z_][a-z0-9_]*$")
 _TYPMOD = re.compile(r"\(\d+(?:,\s*\d+)?\)")
@@ -40,6 +49,64 @@ class Params:
 
 def column_ref(alias: str, column: Column) -> str:
     return f"{quote_ident(alias)}.{quote_ident(column.name)}"
+
+
+_ARROW = re.compile(r"(->>?)")
+_INDEX = re.compile(r"^-?\d+$")
+
+
+def json_path(name: str) -> tuple[str, tuple[tuple[str, str], ...]] | None:
+    """``data->a->>b`` as ``("data", (("->", "a"), ("->>", "b")))``; None for a
+    plain column name.  Raises :class:`FilterError` for a malformed path."""
+    if "->" not in name:
+        return None
+    parts = _ARROW.split(name)
+    head, steps = parts[0], tuple(zip(parts[1::2], parts[2::2], strict=True))
+    if not head or any(not key for _, key in steps):
+        raise FilterError(
+            f"JSON path {name!r} has an empty step; write e.g. 'data->a->>b'."
+        )
+    if any(arrow == "->>" for arrow, _ in steps[:-1]):
+        raise FilterError(
+            f"JSON path {name!r} uses '->>' before its last step; '->>' gives "
+            "text, so only the last step may use it (data->a->>b)."
+        )
+    return head, steps
+
+
+def path_column(table: Table, name: str) -> Column:
+    """The column a name refers to: the table's own, or for a JSON path a
+    stand-in typed as what the path yields (``->>`` text, ``->`` the column's
+    json or jsonb)."""
+    path = json_path(name)
+    if path is None:
+        return table.column(name)
+    head, steps = path
+    column = table.column(head)
+    if column.base_type not in ("json", "jsonb"):
+        raise FilterError(
+            f"JSON path {name!r} needs a json or jsonb column; {head!r} has type "
+            f"{column.type_name}."
+        )
+    if steps[-1][0] == "->>":
+        return Column(name, "text", "S", "text", True)
+    return Column(name, column.type_name, "U", column.base_type, True)
+
+
+def column_sql(table: Table, alias: str, name: str, params: Params) -> str:
+    """SQL for a column, or a JSON path into one (keys bound as values)."""
+    path = json_path(name)
+    if path is None:
+        return column_ref(alias, table.column(name))
+    head, steps = path
+    path_column(table, name)  # checks the column's type
+    out = column_ref(alias, table.column(head))
+    for arrow, key in steps:
+        index = _INDEX.match(key) is not None
+        kind = "int" if index else "text"
+        bound = f"{params.add(int(key) if index else key)}::{kind}"
+        out = f"({out} {arrow} {bound})"
+    return out
 
 
 def value_type(column: Column) -> str:
@@ -118,8 +185,8 @@ def _type_error(cond: Condition, column: Column, needs: str) -> FilterError:
 
 
 def _render_condition(cond: Condition, table: Table, alias: str, params: Params) -> str:
-    column = table.column(cond.column)
-    ref = column_ref(alias, column)
+    column = path_column(table, cond.column)
+    ref = column_sql(table, alias, cond.column, params)
     op = cond.op
     if op == "is":
         negation = "NOT " if cond.negate else ""
