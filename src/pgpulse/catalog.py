@@ -60,6 +60,16 @@ class Table:
     primary_key: tuple[str, ...]
     foreign_keys: list[ForeignKey] = field(default_factory=list)
     kind: str = "r"
+    unique_keys: list[tuple[str, ...]] = field(default_factory=list)
+    """Column sets of UNIQUE constraints and unique indexes (not partial, no
+    expressions): a foreign key on one of them is one-to-one."""
+
+    def is_unique(self, columns: tuple[str, ...]) -> bool:
+        """Whether *columns* identify at most one row (primary or unique key)."""
+        wanted = set(columns)
+        if self.primary_key and wanted == set(self.primary_key):
+            return True
+        return any(wanted == set(key) for key in self.unique_keys)
 
     @property
     def qualified(self) -> str:
@@ -100,6 +110,19 @@ where c.relkind in ('r', 'p', 'v', 'm', 'f')
   and n.nspname not in ('pg_catalog', 'information_schema', 'pg_toast')
   and n.nspname not like 'pg_temp%' and n.nspname not like 'pg_toast_temp%'
 order by n.nspname, c.relname, a.attnum
+"""
+
+_UNIQUES_SQL = """
+select n.nspname || '.' || c.relname as tbl,
+       array(select a.attname from unnest(i.indkey::int2[]) with ordinality k(n, o)
+             join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.n
+             order by k.o) as columns
+from pg_index i
+join pg_class c on c.oid = i.indrelid
+join pg_namespace n on n.oid = c.relnamespace
+where i.indisunique and not i.indisprimary and i.indpred is null
+  and i.indexprs is null
+  and n.nspname not in ('pg_catalog', 'information_schema', 'pg_toast')
 """
 
 _FKS_SQL = """
@@ -205,6 +228,9 @@ class Catalog:
                         ref_columns=tuple(r["ref_columns"]),
                     )
                 )
+        for r in await conn.fetch(_UNIQUES_SQL):
+            if r["tbl"] in tables:
+                tables[r["tbl"]].unique_keys.append(tuple(r["columns"]))
         path = await conn.fetchval("select current_schemas(false)")
         self.search_path = list(path) or ["public"]
         self.tables = tables

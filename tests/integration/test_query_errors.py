@@ -95,10 +95,10 @@ MESSAGES: list[tuple[str, Callable[[QueryClient], Any], type[Exception], str]] =
         "hint '!inner' only applies to embedded tables, like 'title!inner(*)'",
     ),
     (
-        "json_path",
-        lambda db: docs(db).select("meta->>lang"),
-        SelectError,
-        "JSON paths ('meta->>lang') are not supported; select the whole column 'meta'",
+        "json_path_into_text",
+        lambda db: docs(db).select("title->>lang").sql(),
+        FilterError,
+        "JSON path 'title->>lang' needs a json or jsonb column; 'title' has type text.",
     ),
     (
         "like_on_integer",

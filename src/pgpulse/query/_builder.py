@@ -20,8 +20,9 @@ import orjson
 from pgpulse.exceptions import AuthError, DatabaseError
 from pgpulse.query._chain import FilterMethods, split_path
 from pgpulse.query._errors import QueryError, SingleRowError
-from pgpulse.query._plan import Order, Schema
+from pgpulse.query._plan import Order
 from pgpulse.query._result import Result
+from pgpulse.query._schema import Schema
 from pgpulse.query._select import parse_select
 from pgpulse.query._sql import Params
 from pgpulse.query._state import (

@@ -10,7 +10,7 @@ import asyncpg
 
 from pgpulse.catalog import Catalog
 from pgpulse.query._builder import QueryBuilder
-from pgpulse.query._plan import Exposure, Schema
+from pgpulse.query._schema import Exposure, Schema
 
 __all__ = ["APPLICATION_NAME", "QueryClient", "connect"]
 

@@ -1,7 +1,7 @@
 """Bind a parsed select tree to the catalog: tables, relationships, filters, orders.
 
 The result is a tree of :class:`Level` objects, one per table in the query, each
-knowing how it joins its parent (:class:`Relation`, found from foreign keys) and
+knowing how it joins its parent (:class:`Relation`, from ``_relations``) and
 which filters, orders and limits apply to it.  Every name a user typed is checked
 here, so rendering (``_render``) only ever sees catalog names.
 """
@@ -9,21 +9,22 @@ here, so rendering (``_render``) only ever sees catalog names.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import Literal, Protocol
 
-from pgpulse.catalog import Catalog, Column, ForeignKey, Table
-from pgpulse.exceptions import UnknownColumnError, UnknownTableError
+from pgpulse.catalog import Catalog, Table
+from pgpulse.exceptions import UnknownColumnError
 from pgpulse.query._errors import QueryError, RelationshipError, SelectError
+from pgpulse.query._relations import Relation, embed_target, resolve_relation
+from pgpulse.query._schema import Schema
 from pgpulse.query._select import Embed, Field, Item, Star
-from pgpulse.query._sql import json_path, path_column
+from pgpulse.query._sql import json_path
 from pgpulse.routing.filters import Condition, Filter, columns_of
 
-__all__ = ["Exposure", "Level", "Order", "Relation", "Schema", "build_plan"]
+__all__ = ["Level", "Order", "build_plan", "embed_order", "find_level", "place_filter"]
 
 Path = tuple[str, ...]
-Kind = Literal["many_to_one", "one_to_many", "one_to_one", "many_to_many"]
 
 
 @dataclass(frozen=True)
@@ -34,230 +35,6 @@ class Order:
     desc: bool = False
     nulls_first: bool | None = None
     path: Path = ()
-
-
-class Exposure(Protocol):
-    """What a query may see of the catalog (the REST endpoint's rules): a
-    table it may not read is unknown, its hidden columns are unknown, and its
-    policy's filters apply wherever it appears."""
-
-    def exposed(self, table: Table) -> bool:
-        """Whether *table* exists for this query (else: unknown)."""
-
-    def columns(self, table: Table) -> frozenset[str] | None:
-        """Its visible columns (None: all); raises AuthError when denied."""
-
-    def filters(self, table: Table) -> tuple[Filter, ...]:
-        """Filters ANDed to every read of *table* (a policy's)."""
-
-
-class Schema:
-    """The catalog as the query layer may see it (some schemas can be hidden,
-    and an :class:`Exposure` can narrow tables and columns further)."""
-
-    def __init__(
-        self,
-        catalog: Catalog,
-        hidden: Iterable[str] = (),
-        exposure: Exposure | None = None,
-    ) -> None:
-        self.catalog = catalog
-        self.hidden = frozenset(hidden)
-        self.exposure = exposure
-
-    def _visible(self, table: Table) -> bool:
-        if table.schema in self.hidden:
-            return False
-        return self.exposure is None or self.exposure.exposed(table)
-
-    def table(self, name: str) -> Table:
-        try:
-            table = self.catalog.table(name)
-        except UnknownTableError:
-            raise UnknownTableError(name, self.names()) from None
-        if not self._visible(table):
-            raise UnknownTableError(name, self.names())
-        return table
-
-    def tables(self) -> Iterator[Table]:
-        return (t for t in self.catalog.tables.values() if self._visible(t))
-
-    def names(self) -> list[str]:
-        visible = {t.qualified for t in self.tables()}
-        return [
-            n
-            for n in self.catalog.names()
-            if (n if "." in n else self._qualify(n)) in visible
-        ]
-
-    def _qualify(self, name: str) -> str:
-        for schema in self.catalog.search_path:
-            if f"{schema}.{name}" in self.catalog.tables:
-                return f"{schema}.{name}"
-        return name
-
-    def columns(self, table: Table) -> list[str]:
-        """The columns a query may name, in table order."""
-        allowed = None if self.exposure is None else self.exposure.columns(table)
-        return [c for c in table.columns if allowed is None or c in allowed]
-
-    def column(self, table: Table, name: str) -> Column:
-        """A column a query may name (hidden ones are unknown), or a JSON path
-        into one (``data->a->>b``)."""
-        visible = self.columns(table)
-        path = json_path(name)
-        head = name if path is None else path[0]
-        if head not in visible:
-            raise UnknownColumnError(table.name, head, visible)
-        return path_column(table, name)
-
-    def restricted(self, table: Table) -> bool:
-        return self.exposure is not None and self.exposure.columns(table) is not None
-
-    def filters(self, table: Table) -> tuple[Filter, ...]:
-        return () if self.exposure is None else self.exposure.filters(table)
-
-
-@dataclass(frozen=True)
-class Relation:
-    """How an embedded table joins its parent."""
-
-    kind: Kind
-    fk: ForeignKey
-    """The foreign key; for many-to-many the junction's key to the parent."""
-    target_fk: ForeignKey | None = None
-    """Many-to-many only: the junction's key to the embedded table."""
-    junction: Table | None = None
-
-    @property
-    def many(self) -> bool:
-        return self.kind in ("one_to_many", "many_to_many")
-
-    def spelling(self, name: str) -> str:
-        """How to write an embed that picks exactly this relation."""
-        if self.junction is not None:
-            return f"{name}!{self.junction.name}(*)"
-        if self.fk.table == self.fk.ref_table and self.kind == "many_to_one":
-            return f"{name}!{self.fk.columns[0]}(*)"
-        return f"{name}!{self.fk.name}(*)"
-
-
-def _relations(schema: Schema, parent: Table, target: Table) -> list[Relation]:
-    out: list[Relation] = []
-    for fk in parent.foreign_keys:
-        if fk.ref_table == target.qualified:
-            out.append(Relation("many_to_one", fk))
-    for fk in target.foreign_keys:
-        if fk.ref_table == parent.qualified:
-            unique = bool(target.primary_key) and set(fk.columns) == set(
-                target.primary_key
-            )
-            out.append(Relation("one_to_one" if unique else "one_to_many", fk))
-    for junction in schema.tables():
-        if junction.qualified in (parent.qualified, target.qualified):
-            continue
-        keys = set(junction.primary_key)
-        for to_parent in junction.foreign_keys:
-            if to_parent.ref_table != parent.qualified:
-                continue
-            for to_target in junction.foreign_keys:
-                if (
-                    to_target is not to_parent
-                    and to_target.ref_table == target.qualified
-                    and set(to_parent.columns) | set(to_target.columns) <= keys
-                ):
-                    out.append(Relation("many_to_many", to_parent, to_target, junction))
-    return out
-
-
-def _matches(relation: Relation, hint: str | None, self_ref: bool) -> bool:
-    fk = relation.fk
-    if self_ref and fk.table == fk.ref_table:
-        # Both directions use the same key: the column picks the row this one
-        # points at, the constraint name picks the rows pointing at this one.
-        if relation.kind == "many_to_one":
-            return hint is None or hint in fk.columns
-        return hint is None or hint == fk.name
-    if hint is None:
-        return True
-    if relation.junction is not None:
-        target_fk = relation.target_fk.name if relation.target_fk else None
-        return hint in (
-            relation.junction.name,
-            relation.junction.qualified,
-            fk.name,
-            target_fk,
-        )
-    return hint == fk.name or hint in fk.columns
-
-
-def embed_target(schema: Schema, parent: Table, embed: Embed) -> tuple[Table, Embed]:
-    """The table *embed* names, and the embed with the hint that picks the
-    relation: a table's name, or (as in PostgREST) a foreign key column of
-    *parent* (``shipment_id(port)``) or a foreign key constraint's name in
-    either direction (``documents_shipment_id_fkey(title)``)."""
-    try:
-        return schema.table(embed.name), embed
-    except UnknownTableError:
-        pass
-    for fk in parent.foreign_keys:
-        if embed.name == fk.name or fk.columns == (embed.name,):
-            if embed.hint is None:
-                embed = replace(embed, hint=fk.name)
-            try:
-                return schema.table(fk.ref_table), embed
-            except UnknownTableError:
-                # A table the caller may not read: unknown under the name
-                # they wrote, never its own.
-                raise UnknownTableError(embed.name, schema.names()) from None
-    for table in schema.tables():
-        for fk in table.foreign_keys:
-            if fk.ref_table == parent.qualified and fk.name == embed.name:
-                if embed.hint is None:
-                    embed = replace(embed, hint=fk.name)
-                return table, embed
-    return schema.table(embed.name), embed  # the unknown-table error, with hints
-
-
-def resolve_relation(
-    schema: Schema, parent: Table, embed: Embed, target: Table | None = None
-) -> Relation:
-    """The one relation *embed* means from *parent*, or a clear error."""
-    if target is None:
-        target = schema.table(embed.name)
-    candidates = _relations(schema, parent, target)
-    self_ref = parent.qualified == target.qualified
-    matching = [r for r in candidates if _matches(r, embed.hint, self_ref)]
-    if len(matching) == 1:
-        return matching[0]
-    if not matching:
-        hint = f" matching hint {embed.hint!r}" if embed.hint else ""
-        options = sorted({r.spelling(embed.name) for r in candidates})
-        known = ", ".join(options) or _embeddable(schema, parent)
-        raise RelationshipError(
-            f"no foreign key links {parent.name!r} and {target.name!r}{hint}; "
-            f"{parent.name!r} can embed: {known}."
-        )
-    options = [r.spelling(embed.name) for r in matching]
-    raise RelationshipError(
-        f"{embed.name!r} can be embedded from {parent.name!r} in {len(matching)} "
-        f"ways; add a hint to pick one: {', '.join(options)}."
-    )
-
-
-def _embeddable(schema: Schema, parent: Table) -> str:
-    # Only tables the caller may read: a hidden one is never named.
-    visible = {t.qualified for t in schema.tables()}
-    names = {
-        fk.ref_table.split(".")[1]
-        for fk in parent.foreign_keys
-        if fk.ref_table in visible
-    }
-    for table in schema.tables():
-        for fk in table.foreign_keys:
-            if fk.ref_table == parent.qualified:
-                names.add(table.name)
-    return ", ".join(sorted(names)) or "nothing (it has no foreign keys)"
 
 
 @dataclass
@@ -273,6 +50,8 @@ class Level:
     """``embed=not.is.null`` (True: parents that have it) or ``embed=is.null``
     (False: parents that do not), PostgREST's filter on an embed's presence."""
     visible: bool = True
+    spread: bool = False
+    """``...table(cols)``: a to-one embed whose columns join the parent row."""
     outputs: list[Star | Field | Level] = field(default_factory=list)
     filters: list[Filter] = field(default_factory=list)
     orders: list[Order] = field(default_factory=list)
@@ -291,6 +70,21 @@ class Level:
 
     def child(self, key: str) -> Level | None:
         return next((c for c in self.children if c.key == key), None)
+
+    def output_keys(self) -> list[str]:
+        """The keys of this level's rows (a spread child's keys are its
+        parent's own)."""
+        keys: list[str] = []
+        for item in self.outputs:
+            if isinstance(item, Star):
+                keys.extend(self.columns or tuple(self.table.columns))
+            elif isinstance(item, Field):
+                keys.append(item.key)
+            elif item.spread:
+                keys.extend(item.output_keys())
+            elif item.visible and item.key is not None:
+                keys.append(item.key)
+        return keys
 
 
 class _Builder:
@@ -325,7 +119,18 @@ class _Builder:
                 relation = resolve_relation(self.schema, table, hinted, target)
                 child = self.level(target, item.items, item)
                 child.relation = relation
-                self.claim(keys, item.key, f"embed {item.name!r}", table)
+                if item.spread:
+                    if relation.many:
+                        raise RelationshipError(
+                            f"'...{item.name}' spreads a list ({table.name!r} has "
+                            f"many {target.name!r}); spread only a to-one "
+                            f"embed, or embed it as a list: '{item.name}(...)'."
+                        )
+                    child.spread = True
+                    for key in child.output_keys():
+                        self.claim(keys, key, f"'...{item.name}'", table)
+                else:
+                    self.claim(keys, item.key, f"embed {item.name!r}", table)
                 level.outputs.append(child)
         return level
 
@@ -412,6 +217,31 @@ def place_filter(
     return level
 
 
+_EMBED_ORDER = re.compile(r"^([^()]+)\(([^()]+)\)$")
+
+
+def embed_order(level: Level, text: str) -> tuple[Level, str] | None:
+    """``shipments(port)`` in ``order=``: the to-one embed and its column that
+    order *level*'s rows (PostgREST's ordering by an embedded column); None
+    for a plain column."""
+    match = _EMBED_ORDER.match(text)
+    if match is None:
+        return None
+    key, column = match.group(1).strip(), match.group(2).strip()
+    child = level.child(key)
+    if child is None:
+        raise QueryError(
+            f"order={text!r} names {key!r}, which is not embedded in "
+            f"{level.table.name!r}; embed it first, e.g. select('*, {key}(*)')."
+        )
+    if child.relation is not None and child.relation.many:
+        raise QueryError(
+            f"order={text!r}: {key!r} is a list ({level.table.name!r} has many); "
+            "only a to-one embed can order its parent rows."
+        )
+    return child, column
+
+
 def build_plan(
     schema: Schema,
     table: Table,
@@ -428,6 +258,12 @@ def build_plan(
         place_filter(root, path, filt, select_text, schema)
     for order in orders:
         level = find_level(root, order.path, select_text)
+        through = embed_order(level, order.column)
+        if through is not None:
+            child, column = through
+            schema.column(child.table, column)
+            level.orders.append(order)
+            continue
         visible = schema.columns(level.table)
         if order.column not in visible and "." in order.column:
             raise QueryError(

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from pgpulse.catalog import Table, quote_ident
-from pgpulse.query._plan import Level
+from pgpulse.query._plan import Level, embed_order
 from pgpulse.query._select import Field, Star
 from pgpulse.query._sql import Params, column_ref, column_sql, render_filter
 from pgpulse.query._write import WRITE_CTE
@@ -35,6 +35,8 @@ from pgpulse.routing.filters import Filter
 
 __all__ = ["render_read", "render_returning"]
 _IN = "  "
+#: Marks a spread embed's row as present (its own columns may all be NULL).
+_PRESENT = "pgpulse_present"
 
 
 def _q(name: str) -> str:
@@ -125,6 +127,10 @@ def _select_list(
                 out.append(f"{ref} AS {_q(item.key)}")
             else:
                 out.append(ref)
+        elif item.spread:
+            if include(item):
+                e = _q("e" + str(item.index))
+                out.extend(f"{e}.{_q(k)}" for k in item.output_keys())
         elif item.visible and include(item) and item.key is not None:
             j = f"{_q('e' + str(item.index))}.{_q('j')}"
             if item.relation is not None and item.relation.many:
@@ -152,8 +158,9 @@ def _level_parts(
             # !inner, or a filter on the embed's presence (is.null, not.is.null).
             parts.inner_joins.append(join)
             absent = child.presence is False and not child.inner
+            marker = _q(_PRESENT if child.spread else "j")
             parts.inner_where.append(
-                f"{_q('e' + str(child.index))}.{_q('j')} IS "
+                f"{_q('e' + str(child.index))}.{marker} IS "
                 f"{'' if absent else 'NOT '}NULL"
             )
     if parent is not None:
@@ -170,7 +177,11 @@ def _tail(level: Level, params: Params) -> list[str]:
     if level.orders:
         terms = []
         for order in level.orders:
-            term = column_sql(level.table, level.alias, order.column, params)
+            through = embed_order(level, order.column)
+            if through is None:
+                term = column_sql(level.table, level.alias, order.column, params)
+            else:
+                term = _embedded_term(level, *through, params)
             term += " DESC" if order.desc else " ASC"
             if order.nulls_first is not None:
                 term += " NULLS FIRST" if order.nulls_first else " NULLS LAST"
@@ -183,12 +194,31 @@ def _tail(level: Level, params: Params) -> list[str]:
     return out
 
 
+def _embedded_term(level: Level, child: Level, column: str, params: Params) -> str:
+    """The value of a to-one embed's column for *level*'s row, to order by:
+    a scalar subquery with the embed's join and filters (policies included)."""
+    conditions = _pairs(child, level) + [
+        render_filter(f, child.table, child.alias, params) for f in child.filters
+    ]
+    value = column_sql(child.table, child.alias, column, params)
+    where = " AND ".join(conditions) or "true"
+    return f"(SELECT {value} FROM {_from(child.table, child.alias)} WHERE {where})"
+
+
 def _lateral(
     level: Level, parent: Level, params: Params, include: Callable[[Level], bool]
 ) -> list[str]:
     parts = _level_parts(
         level, params, _from(level.table, level.alias), parent, include
     )
+    if level.spread:
+        # The columns themselves, not a JSON object: the parent lists them.
+        parts.select.append(f"TRUE AS {_q(_PRESENT)}")
+        return (
+            ["LEFT JOIN LATERAL ("]
+            + [_IN + line for line in parts.lines()]
+            + [f") AS {_q('e' + str(level.index))} ON true"]
+        )
     r = _q(f"r{level.index}")
     agg = (
         "json_agg"

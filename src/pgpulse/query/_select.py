@@ -1,14 +1,15 @@
 """Parse PostgREST-style select strings into a small tree.
 
 ``"id, title, shipment:shipments(id, port), nodes!inner(id, checks(*))"`` becomes
-fields, stars and embeds.  Nothing here knows the catalog: names are checked when
-the tree is bound to tables (``_plan``), so this module only decides the shape.
+fields, stars and embeds (``...shipments(port)`` spreads one into its parent).
+Nothing here knows the catalog: names are checked when the tree is bound to
+tables (``_plan``), so this module only decides the shape.
 Whitespace outside double quotes is ignored, as supabase-js does.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pgpulse.query._errors import SelectError
 
@@ -86,6 +87,8 @@ class Embed:
     """Foreign key name, foreign key column or junction table that picks the path."""
     inner: bool = False
     """``!inner``: parents without a matching embedded row are dropped."""
+    spread: bool = False
+    """``...table(cols)``: its columns become the parent row's own."""
 
     @property
     def key(self) -> str:
@@ -135,7 +138,10 @@ class _Parser:
             got = self.text[self.pos] if self.pos < len(self.text) else "the end"
             raise self.fail(f"expected {what}, got {got!r}")
         if found.startswith("..."):
-            raise self.fail(f"spread embeds ({found!r}) are not supported")
+            raise self.fail(
+                "'...' spreads an embedded table without an alias, like "
+                "'...shipments(port)'"
+            )
         return found
 
     def quoted(self) -> str:
@@ -173,6 +179,14 @@ class _Parser:
     def item(self) -> Item:
         if self.take("*"):
             return Star()
+        if self.take("..."):
+            spread = self.item()
+            if not isinstance(spread, Embed) or spread.alias is not None:
+                raise self.fail(
+                    "'...' spreads an embedded table without an alias, like "
+                    "'...shipments(port)'"
+                )
+            return replace(spread, spread=True)
         first = self.name("a column or table name")
         alias: str | None = None
         name = first

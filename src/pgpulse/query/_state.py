@@ -12,8 +12,9 @@ from typing import Any, Literal
 
 from pgpulse.catalog import Table
 from pgpulse.query._errors import QueryError
-from pgpulse.query._plan import Level, Order, Schema, build_plan
+from pgpulse.query._plan import Level, Order, build_plan
 from pgpulse.query._render import render_read, render_returning
+from pgpulse.query._schema import Schema
 from pgpulse.query._select import Item, Star
 from pgpulse.query._sql import Params
 from pgpulse.query._write import (

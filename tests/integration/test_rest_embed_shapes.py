@@ -1,0 +1,139 @@
+"""Embeds shaped as PostgREST shapes them: one-to-one through a UNIQUE foreign
+key (an object, not a list), spread embeds (``...countries(name)``: the
+embed's columns join the parent row), and parents ordered by a to-one embed's
+column (``order=countries(name).desc``).  Each compared with SQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from pgpulse import capture
+
+
+async def _schema(conn: Any) -> None:
+    await conn.execute("create table countries (id int primary key, name text)")
+    await conn.execute(
+        "create table capitals (id int primary key, "
+        "country_id int unique references countries, name text)"
+    )
+    await conn.execute(
+        "create table cities (id int primary key, "
+        "country_id int references countries, name text, pop int)"
+    )
+    await conn.execute(
+        "insert into countries values (1, 'Norway'), (2, 'Chile'), (3, 'Mali')"
+    )
+    await conn.execute(
+        "insert into capitals values (10, 1, 'Oslo'), (20, 2, 'Santiago')"
+    )
+    await conn.execute(
+        """insert into cities values (1, 1, 'Bergen', 290), (2, 2, 'Valparaiso', 300),
+        (3, 3, 'Timbuktu', 33), (4, 1, 'Tromso', 77), (5, null, 'Nowhere', 0),
+        (6, 2, 'Arica', 240)"""
+    )
+    for table in ("countries", "capitals", "cities"):
+        await capture.watch(conn, table)
+
+
+@pytest.fixture
+async def gw(conn, gateway_factory) -> Any:
+    await _schema(conn)
+    return gateway_factory("--rest")
+
+
+def _get(gw: Any, path: str) -> tuple[int, Any]:
+    answer = httpx.get(gw.url + "/v1/rest/" + path, timeout=10)
+    return answer.status_code, answer.json()
+
+
+async def test_one_to_one_through_a_unique_key_is_an_object(gw):
+    assert _get(gw, "countries?select=name,capitals(name)&order=id") == (
+        200,
+        [
+            {"name": "Norway", "capitals": {"name": "Oslo"}},
+            {"name": "Chile", "capitals": {"name": "Santiago"}},
+            {"name": "Mali", "capitals": None},
+        ],
+    )
+    # The other direction was always one (many-to-one).
+    assert _get(gw, "capitals?select=name,countries(name)&order=id") == (
+        200,
+        [
+            {"name": "Oslo", "countries": {"name": "Norway"}},
+            {"name": "Santiago", "countries": {"name": "Chile"}},
+        ],
+    )
+    # Not unique: a list.
+    _status, rows = _get(gw, "countries?select=name,cities(name)&id=eq.3")
+    assert rows == [{"name": "Mali", "cities": [{"name": "Timbuktu"}]}]
+
+
+async def test_spread_embeds(gw):
+    assert _get(
+        gw, "capitals?select=name,...countries(country:name,country_id:id)&order=id"
+    ) == (
+        200,
+        [
+            {"name": "Oslo", "country": "Norway", "country_id": 1},
+            {"name": "Santiago", "country": "Chile", "country_id": 2},
+        ],
+    )
+    # A missing parent gives NULLs; !inner drops the row instead.
+    left = _get(gw, "cities?select=id,...countries(country:name)&id=in.(1,5)&order=id")
+    assert left == (200, [{"id": 1, "country": "Norway"}, {"id": 5, "country": None}])
+    inner = _get(
+        gw, "cities?select=id,...countries!inner(country:name)&id=in.(1,5)&order=id"
+    )
+    assert inner == (200, [{"id": 1, "country": "Norway"}])
+    # Nested: a spread inside a spread, and an embed inside a spread.
+    nested = _get(
+        gw,
+        "cities?select=id,...countries(country:name,...capitals(capital:name))&id=eq.4",
+    )
+    assert nested == (200, [{"id": 4, "country": "Norway", "capital": "Oslo"}])
+    with_list = _get(gw, "capitals?select=id,...countries(cities(name))&id=eq.20")
+    assert with_list[0] == 200
+    assert sorted(c["name"] for c in with_list[1][0]["cities"]) == [
+        "Arica",
+        "Valparaiso",
+    ]
+    for path, says in [
+        ("countries?select=name,...cities(name)", "spreads a list"),
+        ("capitals?select=name,...countries(name)", "appears twice"),
+        ("capitals?select=name,x:...countries(name)", "'...'"),
+        ("capitals?select=name,...name", "'...'"),
+    ]:
+        status, body = _get(gw, path)
+        assert status in (300, 400) and says in body["message"], (path, body)
+
+
+async def test_parents_ordered_by_an_embedded_column(conn, gw):
+    for order, sql in [
+        ("countries(name).desc,id", "k.name desc, c.id"),
+        (
+            "countries(name).asc.nullsfirst,pop.desc",
+            "k.name asc nulls first, c.pop desc",
+        ),
+        ("countries(id).desc.nullslast,name", "k.id desc nulls last, c.name"),
+    ]:
+        rows = await conn.fetch(
+            "select c.id from cities c left join countries k on k.id = c.country_id "
+            f"order by {sql}"
+        )
+        status, body = _get(gw, f"cities?select=id,countries(name)&order={order}")
+        assert status == 200 and [r["id"] for r in body] == [r["id"] for r in rows], (
+            order
+        )
+    # Without selecting the embed's own columns it still orders.
+    status, body = _get(gw, "capitals?select=id,countries()&order=countries(name)")
+    assert (status, [r["id"] for r in body]) == (200, [20, 10])
+    for path, says in [
+        ("countries?select=id,cities(name)&order=cities(name)", "is a list"),
+        ("cities?select=id&order=countries(name)", "not embedded"),
+        ("cities?select=id,countries(name)&order=countries(nope)", "'nope'"),
+    ]:
+        status, body = _get(gw, path)
+        assert status == 400 and says in body["message"], (path, body)
