@@ -104,6 +104,21 @@ async def test_embeds_order_ranges_and_counts(rest):
     assert [r["id"] for r in limited.data] == [1, 2]
 
 
+async def test_csv(rest):
+    answer = (
+        await rest.from_("docs")
+        .select("id,title,tags")
+        .order("id")
+        .limit(3)
+        .csv()
+        .execute()
+    )
+    assert answer.data == (
+        'id,title,tags\n1,"bill of lading",{urgent}\n2,invoice,{}\n'
+        '3,"Packing list","{urgent,fragile}"'
+    )
+
+
 async def test_single_and_maybe_single(rest):
     one = await rest.from_("docs").select("id,title").eq("id", 3).single().execute()
     assert one.data == {"id": 3, "title": "Packing list"}

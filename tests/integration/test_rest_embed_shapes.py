@@ -137,3 +137,43 @@ async def test_parents_ordered_by_an_embedded_column(conn, gw):
     ]:
         status, body = _get(gw, path)
         assert status == 400 and says in body["message"], (path, body)
+
+
+async def test_csv_is_postgresqls_own_text(conn, gw):
+    await conn.execute(
+        "create table samples (id int primary key, label text, at timestamptz, "
+        "tags text[], ok boolean, meta jsonb)"
+    )
+    await conn.execute(
+        """insert into samples values
+        (1, 'plain', '2026-01-02 03:04:05+00', '{a,b}', true, '{"k": 1}'),
+        (2, 'with, comma "and" quotes', null, '{}', false, null),
+        (3, null, null, null, null, '[]')"""
+    )
+    await capture.watch(conn, "samples")
+    answer = httpx.get(
+        gw.url + "/v1/rest/samples?order=id&select=id,label,at,tags,ok,meta",
+        headers={"Accept": "text/csv", "Prefer": "count=exact"},
+    )
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/csv")
+    assert answer.headers["content-range"] == "0-2/3"
+    # Each line is PostgreSQL's own record output for the row.
+    expected = await conn.fetch(
+        "select substring(r::text, 2, length(r::text) - 2) as line from "
+        "(select id, label, at, tags, ok, meta from samples order by id) r"
+    )
+    lines = answer.text.split("\n")
+    assert lines[0] == "id,label,at,tags,ok,meta"
+    assert lines[1:] == [r["line"] for r in expected]
+    assert lines[2].startswith('2,"with, comma ""and"" quotes",')
+    embedded = httpx.get(
+        gw.url + "/v1/rest/cities?select=id,...countries(country:name)&id=eq.1",
+        headers={"Accept": "text/csv"},
+    )
+    assert embedded.text == "id,country\n1,Norway"
+    empty = httpx.get(
+        gw.url + "/v1/rest/cities?id=eq.99&select=id,name",
+        headers={"Accept": "text/csv"},
+    )
+    assert empty.text == "id,name"

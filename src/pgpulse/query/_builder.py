@@ -20,7 +20,7 @@ import orjson
 from pgpulse.exceptions import AuthError, DatabaseError
 from pgpulse.query._chain import FilterMethods, split_path
 from pgpulse.query._errors import QueryError, SingleRowError
-from pgpulse.query._plan import Order
+from pgpulse.query._plan import Order, build_plan
 from pgpulse.query._result import Result
 from pgpulse.query._schema import Schema
 from pgpulse.query._select import parse_select
@@ -267,6 +267,12 @@ class QueryBuilder(FilterMethods):
         """Return one dict; raise :class:`SingleRowError` unless exactly one row."""
         return self._with(single="single")
 
+    def csv(self) -> QueryBuilder:
+        """Return the rows as CSV text: a header of the row keys, then one line
+        per row with each value in PostgreSQL's own text form (as PostgREST's
+        ``Accept: text/csv``)."""
+        return self._with(csv=True)
+
     def maybe_single(self) -> QueryBuilder:
         """Return one dict or ``None``; raise if there are several rows."""
         return self._with(single="maybe")
@@ -334,12 +340,24 @@ class QueryBuilder(FilterMethods):
             if s.single:
                 self._check_single(affected, exact=True)
             return Result(None if s.single else [], affected if s.count else None)
-        data = orjson.loads(row["data"])
         count = row["count"] if s.count else None
+        if s.csv:
+            return Result(self._csv_text(row["data"]), count)
+        data = orjson.loads(row["data"])
         if s.single:
             self._check_single(len(data), exact=s.action != "select")
             return Result(data[0] if data else None, count)
         return Result(data, count)
+
+    def _csv_text(self, lines: str) -> str:
+        """The CSV header (the rows' keys, quoted as CSV needs), then *lines*."""
+        schema = self._backend.schema
+        s = self._s
+        root = build_plan(
+            schema, schema.table(s.table), s.select, s.select_text, s.filters
+        )
+        header = ",".join(_csv_field(k) for k in root.output_keys())
+        return header + ("\n" + lines if lines else "")
 
     def _check_policy(self, row: asyncpg.Record) -> None:
         """Raise (so the transaction rolls back) when the write left a row the
@@ -361,3 +379,9 @@ class QueryBuilder(FilterMethods):
         allow_none = self._s.single == "maybe"
         if rows > 1 or (rows == 0 and not allow_none):
             raise SingleRowError(rows, allow_none, exact)
+
+
+def _csv_field(text: str) -> str:
+    if any(ch in text for ch in ',"\n\r') or text != text.strip():
+        return '"' + text.replace('"', '""') + '"'
+    return text

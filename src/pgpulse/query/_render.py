@@ -247,16 +247,28 @@ def _only_inner(level: Level) -> bool:
     return level.inner or level.presence is not None
 
 
-def render_read(root: Level, params: Params, *, count: bool, head: bool) -> list[str]:
-    """A read: one row with ``data`` (a JSON array) and, if asked, ``count``."""
+#: CSV rows in PostgreSQL's own text form: each row's record output without
+#: its parentheses (values quoted as PostgreSQL quotes them, NULL empty).
+CSV_ROWS = (
+    "coalesce(string_agg(substring(\"r0\"::text, 2, length(\"r0\"::text) - 2), "
+    "chr(10)), '')"
+)
+
+
+def render_read(
+    root: Level, params: Params, *, count: bool, head: bool, csv: bool = False
+) -> list[str]:
+    """A read: one row with ``data`` (a JSON array, or with *csv* the rows as
+    CSV lines) and, if asked, ``count``."""
     source = _from(root.table, root.alias)
+    empty = "''::text" if csv else "'[]'::json"
     if head:
         parts = _level_parts(root, params, source, None, _only_inner, with_tail=False)
         if not count:
-            return ["SELECT '[]'::json AS \"data\""]
-        return ["SELECT", f"{_IN}'[]'::json AS \"data\",", *_count_lines(parts)]
+            return [f'SELECT {empty} AS "data"']
+        return ["SELECT", f'{_IN}{empty} AS "data",', *_count_lines(parts)]
     parts = _level_parts(root, params, source, None, _wanted)
-    data = "coalesce(json_agg(\"r0\"), '[]'::json)"
+    data = CSV_ROWS if csv else "coalesce(json_agg(\"r0\"), '[]'::json)"
     body = ["FROM ("] + [_IN + line for line in parts.lines()] + [') AS "r0"']
     if not count:
         return [f'SELECT {data} AS "data"', *body]

@@ -68,6 +68,8 @@ class State:
     """The keys an insert takes from its rows (None: every key any row has)."""
     default_missing: bool = False
     """A key missing from a row gets the column's DEFAULT (else NULL)."""
+    csv: bool = False
+    """Return the rows as CSV text (PostgreSQL's text form of each value)."""
 
 
 def count_flag(count: str | None) -> bool:
@@ -136,7 +138,9 @@ def compile_state(s: State, schema: Schema, params: Params) -> list[str]:
         s.offsets,
     )
     if s.action == "select":
-        return render_read(root, params, count=s.count, head=s.head)
+        return render_read(root, params, count=s.count, head=s.head, csv=s.csv)
+    if s.csv:
+        raise QueryError("csv() applies to reads; a write returns JSON rows.")
     if root.orders or root.limit is not None or root.offset is not None:
         raise QueryError(
             f"order(), limit() and range() apply to reads, not to {s.action}(); "

@@ -51,6 +51,8 @@ __all__ = [
 HIDDEN_SCHEMAS = ("pgpulse",)
 #: ``Accept`` value asking for one object instead of an array (as in PostgREST).
 OBJECT_MEDIA_TYPE = "application/vnd.pgrst.object+json"
+#: ``Accept`` value asking for CSV (PostgreSQL's text form of each value).
+CSV_MEDIA_TYPE = "text/csv"
 
 _RANGE = re.compile(r"^\s*(?:items=)?(\d+)-(\d*)\s*$")
 _DISABLED = (
@@ -158,8 +160,11 @@ def _build(
         builder = builder.offset(offset)
         if end is not None:
             builder = builder.limit(end - offset + 1)
-    if OBJECT_MEDIA_TYPE in request.headers.get("accept", ""):
+    accept = request.headers.get("accept", "")
+    if OBJECT_MEDIA_TYPE in accept:
         builder = builder.single()
+    elif CSV_MEDIA_TYPE in accept:
+        builder = builder.csv()
     return builder, offset
 
 
@@ -236,13 +241,20 @@ async def rest_read(request: Request) -> Response:
         DatabaseError,
     ) as exc:
         return error_response(exc, authenticated)
-    rows = len(result.data) if isinstance(result.data, list) else 1
+    csv = isinstance(result.data, str)
+    if csv:
+        rows = result.data.count("\n")  # lines after the header
+    else:
+        rows = len(result.data) if isinstance(result.data, list) else 1
     headers = {"Content-Range": _content_range(offset, rows, result.count)}
+    media = CSV_MEDIA_TYPE + "; charset=utf-8" if csv else "application/json"
     if request.method == "HEAD":
-        return Response(None, 200, headers=headers, media_type="application/json")
+        return Response(None, 200, headers=headers, media_type=media)
     total = result.count
     partial = total is not None and (offset > 0 or offset + rows < total)
-    status = 206 if partial and isinstance(result.data, list) else 200
+    status = 206 if partial and isinstance(result.data, list | str) else 200
+    if csv:
+        return Response(result.data, status, headers=headers, media_type=media)
     return _json(status, result.data, headers)
 
 
