@@ -121,6 +121,11 @@ class LiveQuery:
                 "its rows by their key"
             )
         items = parse_select(self.select)
+        if any(isinstance(i, Field) and i.aggregate for i in items):
+            raise ValidationError(
+                "a live query names its rows by their primary key, so it cannot "
+                "aggregate them; select the rows, or read aggregates over REST"
+            )
         names = _selected(items)
         if names is None:
             return
@@ -138,6 +143,6 @@ def _selected(items: Sequence[Any]) -> set[str] | None:
     for item in items:
         if isinstance(item, Star):
             return None
-        if isinstance(item, Field):
+        if isinstance(item, Field) and "->" not in item.name:
             names.add(item.alias or item.name)
     return names

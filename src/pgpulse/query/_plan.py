@@ -71,6 +71,11 @@ class Level:
     def child(self, key: str) -> Level | None:
         return next((c for c in self.children if c.key == key), None)
 
+    @property
+    def aggregates(self) -> bool:
+        """Whether this level's rows are groups (``amount.sum()``...)."""
+        return any(isinstance(o, Field) and o.aggregate for o in self.outputs)
+
     def output_keys(self) -> list[str]:
         """The keys of this level's rows (a spread child's keys are its
         parent's own)."""
@@ -85,6 +90,17 @@ class Level:
             elif item.visible and item.key is not None:
                 keys.append(item.key)
         return keys
+
+
+def _check_aggregates(level: Level, select_text: str) -> None:
+    for item in level.outputs:
+        if isinstance(item, Star) or isinstance(item, Level):
+            what = "'*'" if isinstance(item, Star) else f"the embed {item.key!r}"
+            raise SelectError(
+                f"select {select_text!r} aggregates {level.table.name!r} and also "
+                f"asks for {what}; with aggregates, list the columns to group by "
+                "(e.g. 'status, pages.sum()')."
+            )
 
 
 class _Builder:
@@ -111,7 +127,8 @@ class _Builder:
                     self.claim(keys, name, "'*'", table)
                 level.outputs.append(item)
             elif isinstance(item, Field):
-                self.schema.column(table, item.name)
+                if item.name != "*":
+                    self.schema.column(table, item.name)
                 self.claim(keys, item.key, repr(item.name), table)
                 level.outputs.append(item)
             else:
@@ -132,6 +149,8 @@ class _Builder:
                 else:
                     self.claim(keys, item.key, f"embed {item.name!r}", table)
                 level.outputs.append(child)
+        if level.aggregates:
+            _check_aggregates(level, self.select_text)
         return level
 
     def claim(self, keys: dict[str, str], key: str, source: str, table: Table) -> None:

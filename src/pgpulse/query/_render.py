@@ -51,6 +51,7 @@ class _Parts:
     inner_joins: list[list[str]] = field(default_factory=list)
     where: list[str] = field(default_factory=list)
     inner_where: list[str] = field(default_factory=list)
+    group: list[str] = field(default_factory=list)
     tail: list[str] = field(default_factory=list)
 
     def lines(
@@ -65,6 +66,7 @@ class _Parts:
             out.append("WHERE " + conditions[0])
             out.extend(f"{_IN}AND {c}" for c in conditions[1:])
         if not only_inner:
+            out.extend(self.group)
             out.extend(self.tail)
         return out
 
@@ -104,6 +106,31 @@ def _pairs(level: Level, parent: Level) -> list[str]:
     ]
 
 
+def _aggregate(level: Level, item: Field, params: Params) -> str:
+    """``amount.sum()::int`` as ``sum("t0"."amount")::integer AS "sum"``."""
+    if item.name == "*":
+        value = "count(*)"
+    else:
+        ref = column_sql(level.table, level.alias, item.name, params)
+        value = f"{item.aggregate}({ref})"
+    if item.cast:
+        value = f"({value})::{item.cast}"
+    return f"{value} AS {_q(item.key)}"
+
+
+def _groups(level: Level) -> list[str]:
+    """GROUP BY every plain column of a level that aggregates, by its place in
+    the select list (a JSON path's keys are bound once, there)."""
+    if not level.aggregates:
+        return []
+    places = [
+        str(number)
+        for number, item in enumerate(level.outputs, 1)
+        if isinstance(item, Field) and item.aggregate is None
+    ]
+    return ["GROUP BY " + ", ".join(places)] if places else []
+
+
 def _select_list(
     level: Level, include: Callable[[Level], bool], params: Params
 ) -> list[str]:
@@ -120,6 +147,9 @@ def _select_list(
                     for c in level.columns
                 )
         elif isinstance(item, Field):
+            if item.aggregate is not None:
+                out.append(_aggregate(level, item, params))
+                continue
             ref = column_sql(level.table, level.alias, item.name, params)
             if item.cast:
                 out.append(f"{ref}::{item.cast} AS {_q(item.key)}")
@@ -167,6 +197,7 @@ def _level_parts(
         parts.where.extend(_pairs(level, parent))
     for filt in level.filters:
         parts.where.append(render_filter(filt, level.table, level.alias, params))
+    parts.group = _groups(level)
     if with_tail:
         parts.tail = _tail(level, params)
     return parts
@@ -176,9 +207,16 @@ def _tail(level: Level, params: Params) -> list[str]:
     out: list[str] = []
     if level.orders:
         terms = []
+        grouped = {
+            item.name: str(number)
+            for number, item in enumerate(level.outputs, 1)
+            if level.aggregates and isinstance(item, Field) and not item.aggregate
+        }
         for order in level.orders:
             through = embed_order(level, order.column)
-            if through is None:
+            if order.column in grouped:
+                term = grouped[order.column]  # the group's own expression
+            elif through is None:
                 term = column_sql(level.table, level.alias, order.column, params)
             else:
                 term = _embedded_term(level, *through, params)
@@ -250,7 +288,7 @@ def _only_inner(level: Level) -> bool:
 #: CSV rows in PostgreSQL's own text form: each row's record output without
 #: its parentheses (values quoted as PostgreSQL quotes them, NULL empty).
 CSV_ROWS = (
-    "coalesce(string_agg(substring(\"r0\"::text, 2, length(\"r0\"::text) - 2), "
+    'coalesce(string_agg(substring("r0"::text, 2, length("r0"::text) - 2), '
     "chr(10)), '')"
 )
 

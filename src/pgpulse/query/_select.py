@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 from pgpulse.query._errors import SelectError
 
-__all__ = ["CASTS", "Embed", "Field", "Item", "Star", "parse_select"]
+__all__ = ["AGGREGATES", "CASTS", "Embed", "Field", "Item", "Star", "parse_select"]
 
 #: Casts allowed in select strings (``price::text``), spelled as written → SQL.
 #: An allow-list, because a type name cannot be quoted like an identifier.
@@ -45,6 +45,8 @@ CASTS: dict[str, str] = {
 }
 
 _JOIN_HINTS = ("inner", "left")
+#: PostgREST's aggregate functions (``amount.sum()``, ``count()``).
+AGGREGATES = ("count", "sum", "avg", "min", "max")
 _DELIMITERS = set(',()!:"')
 
 
@@ -61,6 +63,9 @@ class Field:
     name: str
     alias: str | None = None
     cast: str | None = None
+    aggregate: str | None = None
+    """``amount.sum()``: an aggregate of the column (``count()`` counts rows,
+    name ``*``); the level's other columns are its groups."""
 
     @property
     def key(self) -> str:
@@ -69,6 +74,8 @@ class Field:
         column, as PostgREST names them."""
         if self.alias:
             return self.alias
+        if self.aggregate is not None:
+            return self.aggregate
         if "->" not in self.name:
             return self.name
         parts = [p.lstrip(">") for p in self.name.split("->")]
@@ -196,6 +203,16 @@ class _Parser:
         hints: list[str] = []
         while self.take("!"):
             hints.append(self.name(f"a hint after '{name}!'"))
+        aggregate = _aggregate(name)
+        if aggregate is not None and self.peek("("):
+            self.take("(")
+            if not self.take(")"):
+                raise self.fail(
+                    f"aggregate '{name}()' takes no arguments inside its "
+                    f"parentheses; write '{name}()'"
+                )
+            column, function = aggregate
+            return Field(column, alias, self.cast(name), function)
         if self.take("("):
             children = self.items(nested=True)
             if not self.take(")"):
@@ -206,16 +223,19 @@ class _Parser:
                 f"hint '!{hints[0]}' only applies to embedded tables, like "
                 f"'{name}!{hints[0]}(*)'"
             )
-        cast: str | None = None
-        if self.take("::"):
-            spelled = self.name(f"a type after '{name}::'")
-            cast = CASTS.get(spelled.lower())
-            if cast is None:
-                raise self.fail(
-                    f"cast to {spelled!r} is not allowed; use one of "
-                    f"{', '.join(sorted(CASTS))}"
-                )
-        return Field(name, alias, cast)
+        return Field(name, alias, self.cast(name))
+
+    def cast(self, name: str) -> str | None:
+        if not self.take("::"):
+            return None
+        spelled = self.name(f"a type after '{name}::'")
+        cast = CASTS.get(spelled.lower())
+        if cast is None:
+            raise self.fail(
+                f"cast to {spelled!r} is not allowed; use one of "
+                f"{', '.join(sorted(CASTS))}"
+            )
+        return cast
 
     def embed(
         self, name: str, alias: str | None, hints: list[str], items: tuple[Item, ...]
@@ -233,6 +253,16 @@ class _Parser:
                     "give one foreign key name"
                 )
         return Embed(name, items, alias, fk_hint, inner)
+
+
+def _aggregate(name: str) -> tuple[str, str] | None:
+    """``amount.sum`` as ``("amount", "sum")``, ``count`` as ``("*", "count")``."""
+    if name == "count":
+        return "*", "count"
+    column, dot, function = name.rpartition(".")
+    if dot and column and function in AGGREGATES:
+        return column, function
+    return None
 
 
 def parse_select(text: str) -> tuple[Item, ...]:
