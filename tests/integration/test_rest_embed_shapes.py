@@ -177,3 +177,45 @@ async def test_csv_is_postgresqls_own_text(conn, gw):
         headers={"Accept": "text/csv"},
     )
     assert empty.text == "id,name"
+
+
+async def test_embeds_through_views(conn, gateway_factory):
+    await _schema(conn)
+    # Views rename and reorder columns, join, nest, and hide some: keys are
+    # followed through the columns that show a table's column as it is.
+    await conn.execute(
+        "create view big_cities as select name as city, id as city_id, "
+        "country_id as nation from cities where pop > 100"
+    )
+    await conn.execute(
+        "create view nations as select k.id, k.name, (select count(*) from cities c "
+        "where c.country_id = k.id) as n_cities from countries k"
+    )
+    await conn.execute("create view nations_again as select * from nations")
+    gw = gateway_factory(
+        "--rest", *[a for v in ("big_cities", "nations", "nations_again")
+                    for a in ("--rest-table", v)]
+    )  # fmt: skip
+    # View -> table (a key of cities, through big_cities.nation).
+    assert _get(gw, "big_cities?select=city,countries(name)&order=city") == (
+        200,
+        [
+            {"city": "Arica", "countries": {"name": "Chile"}},
+            {"city": "Bergen", "countries": {"name": "Norway"}},
+            {"city": "Valparaiso", "countries": {"name": "Chile"}},
+        ],
+    )
+    # Table -> view (a key to countries, onto nations.id), and view -> view.
+    status, body = _get(gw, "cities?select=name,nations(name,n_cities)&id=eq.1")
+    assert body == [{"name": "Bergen", "nations": {"name": "Norway", "n_cities": 2}}]
+    status, body = _get(gw, "big_cities?select=city,nations_again(name)&city=eq.Arica")
+    assert body == [{"city": "Arica", "nations_again": {"name": "Chile"}}]
+    # The other direction: a view's rows from a table, as a list.
+    status, body = _get(gw, "nations?select=name,big_cities(city)&id=eq.2")
+    assert status == 200
+    assert sorted(c["city"] for c in body[0]["big_cities"]) == ["Arica", "Valparaiso"]
+    # A view column computed from a table's is no key.
+    status, body = _get(gw, "nations?select=name,capitals(name)&id=eq.1")
+    assert body == [{"name": "Norway", "capitals": {"name": "Oslo"}}]
+    no_key = _get(gw, "big_cities?select=city,capitals(name)")
+    assert no_key[0] == 400 and "no foreign key" in no_key[1]["message"]

@@ -17,7 +17,7 @@ from pgpulse.query._errors import RelationshipError
 from pgpulse.query._schema import Schema
 from pgpulse.query._select import Embed
 
-__all__ = ["Kind", "Relation", "embed_target", "resolve_relation"]
+__all__ = ["Kind", "Relation", "embed_target", "keys_of", "resolve_relation"]
 
 Kind = Literal["many_to_one", "one_to_many", "one_to_one", "many_to_many"]
 
@@ -46,12 +46,56 @@ class Relation:
         return f"{name}!{self.fk.name}(*)"
 
 
+def keys_of(schema: Schema, table: Table) -> list[ForeignKey]:
+    """*table*'s foreign keys, with those followed through views (PostgREST's
+    rule): a view showing a key's columns has the key, and a key to a table
+    whose referenced columns a view shows also leads to the view."""
+    return [fk for fk in _all_keys(schema) if fk.table == table.qualified]
+
+
+def _all_keys(schema: Schema) -> list[ForeignKey]:
+    catalog = schema.catalog
+    cached = _KEYS.get(id(catalog))
+    if cached is not None and cached[0] is catalog.tables:
+        return cached[1]
+    tables = list(catalog.tables.values())
+    keys = [fk for t in tables for fk in t.foreign_keys]
+    views = [t for t in tables if t.origins]
+    # Out of a view: a key of the table it shows, on the view's columns.
+    for view in views:
+        shown = {origin: column for column, origin in view.origins.items()}
+        for fk in list(keys):
+            mapped = [shown.get((fk.table, c)) for c in fk.columns]
+            if fk.table != view.qualified and all(mapped):
+                keys.append(replace(fk, table=view.qualified, columns=_names(mapped)))
+    # Into a view: a key to the table it shows, onto the view's columns.
+    for view in views:
+        shown = {origin: column for column, origin in view.origins.items()}
+        for fk in list(keys):
+            mapped = [shown.get((fk.ref_table, c)) for c in fk.ref_columns]
+            if fk.ref_table != view.qualified and all(mapped):
+                keys.append(
+                    replace(fk, ref_table=view.qualified, ref_columns=_names(mapped))
+                )
+    _KEYS.clear()  # one catalog at a time is current
+    _KEYS[id(catalog)] = (catalog.tables, keys)
+    return keys
+
+
+def _names(mapped: list[str | None]) -> tuple[str, ...]:
+    return tuple(name for name in mapped if name is not None)
+
+
+#: Keys by catalog, for the catalog's current tables (rebuilt on refresh).
+_KEYS: dict[int, tuple[dict[str, Table], list[ForeignKey]]] = {}
+
+
 def _relations(schema: Schema, parent: Table, target: Table) -> list[Relation]:
     out: list[Relation] = []
-    for fk in parent.foreign_keys:
+    for fk in keys_of(schema, parent):
         if fk.ref_table == target.qualified:
             out.append(Relation("many_to_one", fk))
-    for fk in target.foreign_keys:
+    for fk in keys_of(schema, target):
         if fk.ref_table == parent.qualified:
             unique = target.is_unique(fk.columns)
             out.append(Relation("one_to_one" if unique else "one_to_many", fk))
@@ -59,10 +103,11 @@ def _relations(schema: Schema, parent: Table, target: Table) -> list[Relation]:
         if junction.qualified in (parent.qualified, target.qualified):
             continue
         keys = set(junction.primary_key)
-        for to_parent in junction.foreign_keys:
+        junction_keys = keys_of(schema, junction)
+        for to_parent in junction_keys:
             if to_parent.ref_table != parent.qualified:
                 continue
-            for to_target in junction.foreign_keys:
+            for to_target in junction_keys:
                 if (
                     to_target is not to_parent
                     and to_target.ref_table == target.qualified
@@ -102,7 +147,7 @@ def embed_target(schema: Schema, parent: Table, embed: Embed) -> tuple[Table, Em
         return schema.table(embed.name), embed
     except UnknownTableError:
         pass
-    for fk in parent.foreign_keys:
+    for fk in keys_of(schema, parent):
         if embed.name == fk.name or fk.columns == (embed.name,):
             if embed.hint is None:
                 embed = replace(embed, hint=fk.name)
@@ -113,7 +158,7 @@ def embed_target(schema: Schema, parent: Table, embed: Embed) -> tuple[Table, Em
                 # they wrote, never its own.
                 raise UnknownTableError(embed.name, schema.names()) from None
     for table in schema.tables():
-        for fk in table.foreign_keys:
+        for fk in keys_of(schema, table):
             if fk.ref_table == parent.qualified and fk.name == embed.name:
                 if embed.hint is None:
                     embed = replace(embed, hint=fk.name)
@@ -152,11 +197,11 @@ def _embeddable(schema: Schema, parent: Table) -> str:
     visible = {t.qualified for t in schema.tables()}
     names = {
         fk.ref_table.split(".")[1]
-        for fk in parent.foreign_keys
+        for fk in keys_of(schema, parent)
         if fk.ref_table in visible
     }
     for table in schema.tables():
-        for fk in table.foreign_keys:
+        for fk in keys_of(schema, table):
             if fk.ref_table == parent.qualified:
                 names.add(table.name)
     return ", ".join(sorted(names)) or "nothing (it has no foreign keys)"
