@@ -27,6 +27,7 @@ class Settings:
     rest_writes: bool = False
     rest_schemas: list[str] = field(default_factory=lambda: ["public"])
     rest_tables: list[str] = field(default_factory=list)
+    rest_functions: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -219,3 +219,60 @@ async def test_embeds_through_views(conn, gateway_factory):
     assert body == [{"name": "Norway", "capitals": {"name": "Oslo"}}]
     no_key = _get(gw, "big_cities?select=city,capitals(name)")
     assert no_key[0] == 400 and "no foreign key" in no_key[1]["message"]
+
+
+async def test_computed_columns_and_relationships(conn, gateway_factory):
+    await _schema(conn)
+    await conn.execute(
+        "create function label(cities) returns text language sql stable as "
+        "$$ select $1.name || ' (' || $1.pop || ')' $$"
+    )
+    await conn.execute(
+        "create function big_neighbours(cities) returns setof cities language sql "
+        "stable as $$ select * from cities c where c.country_id = $1.country_id "
+        "and c.id <> $1.id and c.pop > 100 $$"
+    )
+    await conn.execute(
+        "create function home(cities) returns countries language sql stable as "
+        "$$ select * from countries where id = $1.country_id $$"
+    )
+    await conn.execute(
+        "create function secret_label(cities) returns text language sql as "
+        "$$ select 'not listed' $$"
+    )
+    gw = gateway_factory(
+        "--rest",
+        *("--rest-function", "label"),
+        *("--rest-function", "big_neighbours"),
+        *("--rest-function", "home"),
+    )
+    # A computed column: selected, filtered, ordered; never part of '*'.
+    status, body = _get(gw, "cities?select=id,label&label=like.B*&order=label")
+    assert body == [{"id": 1, "label": "Bergen (290)"}]
+    status, body = _get(gw, "cities?select=*&id=eq.3")
+    assert "label" not in body[0]
+    expected = await conn.fetch(
+        "select c.id from cities c order by label(c) desc limit 3"
+    )
+    status, body = _get(gw, "cities?select=id&order=label.desc&limit=3")
+    assert [r["id"] for r in body] == [r["id"] for r in expected]
+    # Computed relationships: a list (setof) and an object (one row).
+    status, body = _get(
+        gw, "cities?select=name,big_neighbours(name),home(name)&id=in.(2,4)&order=id"
+    )
+    assert body == [
+        {"name": "Valparaiso", "big_neighbours": [{"name": "Arica"}],
+         "home": {"name": "Chile"}},
+        {"name": "Tromso", "big_neighbours": [{"name": "Bergen"}],
+         "home": {"name": "Norway"}},
+    ]  # fmt: skip
+    status, body = _get(gw, "cities?select=name,...home(country:name)&id=eq.3")
+    assert body == [{"name": "Timbuktu", "country": "Mali"}]
+    # Not listed in rest_functions: unknown, like a missing column or table.
+    for path, says in [
+        ("cities?select=id,secret_label", "'secret_label' does not exist"),
+        ("cities?secret_label=eq.x", "'secret_label' does not exist"),
+        ("cities?select=id,pg_size_pretty(*)", "pg_size_pretty"),
+    ]:
+        status, body = _get(gw, path)
+        assert status == 400 and says in body["message"], (path, body)

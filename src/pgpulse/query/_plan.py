@@ -187,6 +187,9 @@ def _resolve_column(
     if path is not None and path[0] in visible:
         schema.column(level.table, name)
         return level, name
+    computed = schema.computed(level.table, name)
+    if computed is not None and computed.ret_table is None:
+        return level, name
     head, dot, rest = name.partition(".")
     if dot and head not in visible:
         child = level.child(head)

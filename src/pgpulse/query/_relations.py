@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from pgpulse.catalog import ForeignKey, Table
+from pgpulse.catalog.functions import Computed
 from pgpulse.exceptions import UnknownTableError
 from pgpulse.query._errors import RelationshipError
 from pgpulse.query._schema import Schema
@@ -19,7 +20,7 @@ from pgpulse.query._select import Embed
 
 __all__ = ["Kind", "Relation", "embed_target", "keys_of", "resolve_relation"]
 
-Kind = Literal["many_to_one", "one_to_many", "one_to_one", "many_to_many"]
+Kind = Literal["many_to_one", "one_to_many", "one_to_one", "many_to_many", "computed"]
 
 
 @dataclass(frozen=True)
@@ -32,9 +33,13 @@ class Relation:
     target_fk: ForeignKey | None = None
     """Many-to-many only: the junction's key to the embedded table."""
     junction: Table | None = None
+    function: Computed | None = None
+    """A computed relationship: the function returning the embedded rows."""
 
     @property
     def many(self) -> bool:
+        if self.function is not None:
+            return self.function.returns_set
         return self.kind in ("one_to_many", "many_to_many")
 
     def spelling(self, name: str) -> str:
@@ -141,12 +146,16 @@ def _matches(relation: Relation, hint: str | None, self_ref: bool) -> bool:
 def embed_target(schema: Schema, parent: Table, embed: Embed) -> tuple[Table, Embed]:
     """The table *embed* names, and the embed with the hint that picks the
     relation: a table's name, or (as in PostgREST) a foreign key column of
-    *parent* (``shipment_id(port)``) or a foreign key constraint's name in
-    either direction (``documents_shipment_id_fkey(title)``)."""
+    *parent* (``shipment_id(port)``), a foreign key constraint's name in
+    either direction (``documents_shipment_id_fkey(title)``), or a computed
+    relationship (a function of *parent*'s row returning a table's rows)."""
     try:
         return schema.table(embed.name), embed
     except UnknownTableError:
         pass
+    computed = schema.computed(parent, embed.name)
+    if computed is not None and computed.ret_table is not None:
+        return schema.table(computed.ret_table), embed
     for fk in keys_of(schema, parent):
         if embed.name == fk.name or fk.columns == (embed.name,):
             if embed.hint is None:
@@ -172,6 +181,12 @@ def resolve_relation(
     """The one relation *embed* means from *parent*, or a clear error."""
     if target is None:
         target = schema.table(embed.name)
+    computed = schema.computed(parent, embed.name)
+    if computed is not None and computed.ret_table == target.qualified:
+        placeholder = ForeignKey(
+            computed.name, parent.qualified, (), target.qualified, ()
+        )
+        return Relation("computed", placeholder, function=computed)
     candidates = _relations(schema, parent, target)
     self_ref = parent.qualified == target.qualified
     matching = [r for r in candidates if _matches(r, embed.hint, self_ref)]

@@ -74,8 +74,8 @@ class _Parts:
 def _pairs(level: Level, parent: Level) -> list[str]:
     """The join condition between *level* and its *parent* (catalog names only)."""
     relation = level.relation
-    if relation is None:
-        return []
+    if relation is None or relation.function is not None:
+        return []  # a computed relationship's function does the joining
     fk = relation.fk
     child, up = level.table, parent.table
     a, p = level.alias, parent.alias
@@ -240,15 +240,13 @@ def _embedded_term(level: Level, child: Level, column: str, params: Params) -> s
     ]
     value = column_sql(child.table, child.alias, column, params)
     where = " AND ".join(conditions) or "true"
-    return f"(SELECT {value} FROM {_from(child.table, child.alias)} WHERE {where})"
+    return f"(SELECT {value} FROM {_source(child, level)} WHERE {where})"
 
 
 def _lateral(
     level: Level, parent: Level, params: Params, include: Callable[[Level], bool]
 ) -> list[str]:
-    parts = _level_parts(
-        level, params, _from(level.table, level.alias), parent, include
-    )
+    parts = _level_parts(level, params, _source(level, parent), parent, include)
     if level.spread:
         # The columns themselves, not a JSON object: the parent lists them.
         parts.select.append(f"TRUE AS {_q(_PRESENT)}")
@@ -271,6 +269,15 @@ def _lateral(
         + [_IN + line for line in body]
         + [f") AS {_q('e' + str(level.index))} ON true"]
     )
+
+
+def _source(level: Level, parent: Level) -> str:
+    """Where an embedded level's rows come from: its table, or for a computed
+    relationship the function called on the parent's row."""
+    relation = level.relation
+    if relation is not None and relation.function is not None:
+        return f"{relation.function.call(parent.alias)} AS {_q(level.alias)}"
+    return _from(level.table, level.alias)
 
 
 def _from(table: Table, alias: str) -> str:

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 from pgpulse.catalog import Catalog, Column, Table
+from pgpulse.catalog.functions import Computed
 from pgpulse.exceptions import UnknownColumnError, UnknownTableError
 from pgpulse.query._sql import json_path, path_column
 from pgpulse.routing.filters import Filter
@@ -31,6 +32,9 @@ class Exposure(Protocol):
 
     def filters(self, table: Table) -> tuple[Filter, ...]:
         """Filters ANDed to every read of *table* (a policy's)."""
+
+    def callable(self, function: Computed) -> bool:
+        """Whether a computed column or relationship may be used (else unknown)."""
 
 
 class Schema:
@@ -87,11 +91,26 @@ class Schema:
         """A column a query may name (hidden ones are unknown), or a JSON path
         into one (``data->a->>b``)."""
         visible = self.columns(table)
+        computed = self.computed(table, name)
+        if computed is not None and computed.ret_table is None:
+            return computed.as_column()
         path = json_path(name)
         head = name if path is None else path[0]
         if head not in visible:
             raise UnknownColumnError(table.name, head, visible)
         return path_column(table, name)
+
+    def computed(self, table: Table, name: str) -> Computed | None:
+        """A function of *table*'s rows named *name* that this query may use
+        (a column of the table by that name wins)."""
+        found: Computed | None = table.functions.get(name)
+        if found is None or name in table.columns:
+            return None
+        if found.schema in self.hidden:
+            return None
+        if self.exposure is not None and not self.exposure.callable(found):
+            return None
+        return found
 
     def restricted(self, table: Table) -> bool:
         return self.exposure is not None and self.exposure.columns(table) is not None

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from pgpulse.catalog import Column, Table, quote_ident
+from pgpulse.catalog.functions import Computed
 from pgpulse.exceptions import FilterError
 from pgpulse.routing.filter_values import to_literal
 from pgpulse.routing.filters import OPERATORS, TEXT_SEARCH, Condition, Filter, Or
@@ -80,7 +81,8 @@ def path_column(table: Table, name: str) -> Column:
     json or jsonb)."""
     path = json_path(name)
     if path is None:
-        return table.column(name)
+        computed = _computed(table, name)
+        return table.column(name) if computed is None else computed.as_column()
     head, steps = path
     column = table.column(head)
     if column.base_type not in ("json", "jsonb"):
@@ -97,6 +99,9 @@ def column_sql(table: Table, alias: str, name: str, params: Params) -> str:
     """SQL for a column, or a JSON path into one (keys bound as values)."""
     path = json_path(name)
     if path is None:
+        computed = _computed(table, name)
+        if computed is not None:
+            return computed.call(alias)
         return column_ref(alias, table.column(name))
     head, steps = path
     path_column(table, name)  # checks the column's type
@@ -107,6 +112,15 @@ def column_sql(table: Table, alias: str, name: str, params: Params) -> str:
         bound = f"{params.add(int(key) if index else key)}::{kind}"
         out = f"({out} {arrow} {bound})"
     return out
+
+
+def _computed(table: Table, name: str) -> Computed | None:
+    """A computed column (a function of the row) named *name*; whether the
+    caller may use it was decided when the query was planned."""
+    if name in table.columns:
+        return None
+    found: Computed | None = table.functions.get(name)
+    return found if found is not None and found.ret_table is None else None
 
 
 def value_type(column: Column) -> str:

@@ -6,7 +6,9 @@ watches.  So REST exposes only watched tables of the configured schemas
 (``[rest] schemas``, default ``public``) and their published columns, unless a
 table is opened for REST explicitly (``rest_tables``: all its columns); with
 auth on, the caller's policy narrows that further (its columns, its filter on
-every level of the query, including embedded tables).  Anything else is
+every level of the query, including embedded tables).  Computed columns and
+relationships (SQL functions of a row) exist only when listed in
+``rest_functions``, as for ``rpc/``.  Anything else is
 unknown: 404 for a table, "does not exist" for a column, and error messages
 list only what is visible.
 """
@@ -18,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from pgpulse.auth.access import Access, TableRules
 from pgpulse.capture import WatchedTable
 from pgpulse.catalog import Catalog, Table
+from pgpulse.catalog.functions import Computed
 from pgpulse.exceptions import UnknownTableError
 from pgpulse.routing.filters import Filter
 from pgpulse.routing.subscriptions import published_columns
@@ -35,12 +38,14 @@ class RestExposure:
         access: Access,
         schemas: Iterable[str] = ("public",),
         open_tables: Iterable[str] = (),
+        functions: Iterable[str] = (),
     ) -> None:
         self.catalog = catalog
         self.watched = watched
         self.access = access
         self.schemas = frozenset(schemas)
         self.open_tables = frozenset(_qualified(catalog, t) for t in open_tables)
+        self.functions = frozenset(f if "." in f else f"public.{f}" for f in functions)
         self._rules: dict[str, TableRules] = {}
         self.viewers: set[tuple[str | None, str]] = set()
         """Roles and claims of tables read under row-level security."""
@@ -74,6 +79,11 @@ class RestExposure:
 
     def filters(self, table: Table) -> tuple[Filter, ...]:
         return self.rules(table).filters
+
+    def callable(self, function: Computed) -> bool:
+        """Computed columns and relationships run SQL functions: only those
+        listed in ``rest_functions`` (as for ``rpc/``), in exposed schemas."""
+        return function.qualified in self.functions and function.schema in self.schemas
 
 
 def _qualified(catalog: Catalog, name: str) -> str:

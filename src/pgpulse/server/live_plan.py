@@ -45,6 +45,9 @@ def _build(
         access,
         gateway.settings.rest_schemas,
         gateway.settings.rest_tables,
+        # No computed columns or relationships: a function may read tables
+        # the query does not name, whose changes would go unnoticed.
+        (),
     )
     client = QueryClient(
         gateway.pool,

@@ -199,6 +199,7 @@ async def open_request(
         access,
         settings.rest_schemas,
         settings.rest_tables,
+        settings.rest_functions,
     )
     client = QueryClient(
         gateway.pool,

@@ -9,87 +9,14 @@ demand (``await catalog.refresh(conn)``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
-from pgpulse.exceptions import UnknownColumnError, UnknownTableError
+from pgpulse.catalog.functions import read_functions
+from pgpulse.catalog.model import Column, ForeignKey, Table, quote_ident
+from pgpulse.catalog.views import read_view_origins
+from pgpulse.exceptions import UnknownTableError
 
 __all__ = ["Catalog", "Column", "ForeignKey", "Table", "quote_ident"]
-
-
-def quote_ident(name: str) -> str:
-    """Quote an identifier the way PostgreSQL's ``quote_ident`` does (always)."""
-    if "\x00" in name:
-        raise ValueError(f"identifier {name!r} contains a NUL byte")
-    return '"' + name.replace('"', '""') + '"'
-
-
-@dataclass(frozen=True)
-class Column:
-    name: str
-    type_name: str
-    """Formatted type, e.g. ``integer`` or ``timestamp with time zone``."""
-    category: str
-    """pg_type.typcategory: N numeric, S string, B boolean, D date/time, ..."""
-    base_type: str
-    """Underlying pg_type.typname (``int4``, ``text``, ``timestamptz``...)."""
-    nullable: bool
-    has_default: bool = False
-    code_point_order: bool = False
-    """The column's collation sorts text by code point (``C``, ``POSIX``, the
-    builtin provider), so Python's string order is PostgreSQL's."""
-    deterministic: bool = True
-    """Its collation calls strings equal only when they are byte-equal."""
-
-
-@dataclass(frozen=True)
-class ForeignKey:
-    name: str
-    """Constraint name, used by the ``table!fk_name(...)`` hint syntax."""
-    table: str
-    columns: tuple[str, ...]
-    ref_table: str
-    ref_columns: tuple[str, ...]
-
-
-@dataclass
-class Table:
-    schema: str
-    name: str
-    columns: dict[str, Column]
-    primary_key: tuple[str, ...]
-    foreign_keys: list[ForeignKey] = field(default_factory=list)
-    kind: str = "r"
-    unique_keys: list[tuple[str, ...]] = field(default_factory=list)
-    """Column sets of UNIQUE constraints and unique indexes (not partial, no
-    expressions): a foreign key on one of them is one-to-one."""
-    origins: dict[str, tuple[str, str]] = field(default_factory=dict)
-    """A view's columns that show a table's column as it is: column →
-    (``schema.table``, column).  Foreign keys are followed through them."""
-
-    def is_unique(self, columns: tuple[str, ...]) -> bool:
-        """Whether *columns* identify at most one row (primary or unique key)."""
-        wanted = set(columns)
-        if self.primary_key and wanted == set(self.primary_key):
-            return True
-        return any(wanted == set(key) for key in self.unique_keys)
-
-    @property
-    def qualified(self) -> str:
-        """``schema.name`` as text (for messages and the change log)."""
-        return f"{self.schema}.{self.name}"
-
-    @property
-    def sql(self) -> str:
-        """The quoted, schema-qualified name to put into SQL."""
-        return f"{quote_ident(self.schema)}.{quote_ident(self.name)}"
-
-    def column(self, name: str) -> Column:
-        try:
-            return self.columns[name]
-        except KeyError:
-            raise UnknownColumnError(self.name, name, self.columns) from None
 
 
 _TABLES_SQL = """
@@ -127,24 +54,6 @@ join pg_namespace n on n.oid = c.relnamespace
 where i.indisunique and not i.indisprimary and i.indpred is null
   and i.indexprs is null
   and n.nspname not in ('pg_catalog', 'information_schema', 'pg_toast')
-"""
-
-_VIEWS_SQL = """
-select n.nspname || '.' || c.relname as view, r.ev_action::text as action
-from pg_rewrite r
-join pg_class c on c.oid = r.ev_class
-join pg_namespace n on n.oid = c.relnamespace
-where r.rulename = '_RETURN' and c.relkind in ('v', 'm')
-  and n.nspname not in ('pg_catalog', 'information_schema')
-"""
-
-_ATTRIBUTES_SQL = """
-select a.attrelid::int8 as relid, a.attnum, a.attname,
-       n.nspname || '.' || c.relname as tbl
-from pg_attribute a
-join pg_class c on c.oid = a.attrelid
-join pg_namespace n on n.oid = c.relnamespace
-where a.attrelid = any($1::oid[]) and a.attnum > 0 and not a.attisdropped
 """
 
 _FKS_SQL = """
@@ -253,7 +162,8 @@ class Catalog:
         for r in await conn.fetch(_UNIQUES_SQL):
             if r["tbl"] in tables:
                 tables[r["tbl"]].unique_keys.append(tuple(r["columns"]))
-        await _read_view_origins(conn, tables)
+        await read_view_origins(conn, tables)
+        await read_functions(conn, tables)
         path = await conn.fetchval("select current_schemas(false)")
         self.search_path = list(path) or ["public"]
         self.tables = tables
@@ -297,98 +207,3 @@ class Catalog:
         the search path; other schemas stay qualified."""
         schema, _, name = qualified.partition(".")
         return name if schema in self.search_path[:1] else qualified
-
-
-async def _read_view_origins(conn: Any, tables: dict[str, Table]) -> None:
-    """Which table column each view column shows (``resorigtbl``/``resorigcol``
-    of the view's stored query), followed through views of views."""
-    targets: dict[str, list[tuple[str, int, int]]] = {}
-    for r in await conn.fetch(_VIEWS_SQL):
-        if r["view"] in tables:
-            targets[r["view"]] = view_targets(r["action"])
-    oids = sorted({oid for found in targets.values() for _, oid, _ in found if oid})
-    if not oids:
-        return
-    names = {
-        (r["relid"], r["attnum"]): (r["tbl"], r["attname"])
-        for r in await conn.fetch(_ATTRIBUTES_SQL, oids)
-    }
-    for view, found in targets.items():
-        table = tables[view]
-        for column, oid, attnum in found:
-            origin = names.get((oid, attnum))
-            if column in table.columns and origin is not None:
-                table.origins[column] = origin
-    for table in tables.values():  # a view of a view: to the table beneath
-        for column, origin in list(table.origins.items()):
-            seen = {table.qualified}
-            while origin[0] in tables and origin[0] not in seen:
-                seen.add(origin[0])
-                deeper = tables[origin[0]].origins.get(origin[1])
-                if deeper is None:
-                    break
-                origin = deeper
-            table.origins[column] = origin
-
-
-def view_targets(action: str) -> list[tuple[str, int, int]]:
-    """(column, origin table oid, origin attnum) of each output column of a
-    view's stored query (PostgreSQL's node text in ``pg_rewrite.ev_action``):
-    the target list of the top query only, not of its subqueries."""
-    out: list[tuple[str, int, int]] = []
-    depth = 0
-    in_targets = False
-    entry: dict[str, str] | None = None
-    field_name: str | None = None
-    for token in _node_tokens(action):
-        if token in ("{", "("):
-            depth += 1
-            if in_targets and depth == 4 and token == "{":
-                entry = {}
-        elif token in ("}", ")"):
-            if in_targets and depth == 4 and token == "}" and entry is not None:
-                if entry.get("resjunk") != "true" and "resname" in entry:
-                    out.append(
-                        (
-                            entry["resname"],
-                            int(entry.get("resorigtbl", "0")),
-                            int(entry.get("resorigcol", "0")),
-                        )
-                    )
-                entry = None
-            if in_targets and depth == 3 and token == ")":
-                return out
-            depth -= 1
-        elif depth == 2 and token == ":targetList":
-            in_targets = True
-        elif entry is not None and depth == 4:
-            if field_name is not None:
-                entry[field_name] = token
-                field_name = None
-            elif token in (":resname", ":resorigtbl", ":resorigcol", ":resjunk"):
-                field_name = token[1:]
-    return out
-
-
-def _node_tokens(text: str) -> Iterator[str]:
-    """Braces and parentheses alone, words between (backslash escapes kept
-    as the character they escape)."""
-    word: list[str] = []
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if ch == "\\" and i + 1 < len(text):
-            word.append(text[i + 1])
-            i += 2
-            continue
-        if ch in "{}()" or ch.isspace():
-            if word:
-                yield "".join(word)
-                word = []
-            if not ch.isspace():
-                yield ch
-        else:
-            word.append(ch)
-        i += 1
-    if word:
-        yield "".join(word)
