@@ -43,6 +43,10 @@ const cases = {
   single_many: db.from("docs").select("id").single(),
   unknown_column: db.from("docs").select("nope"),
   unknown_table: db.from("nope").select("*"),
+  rpc_post: db.rpc("doc_pages", { min_pages: 10 }),
+  rpc_get: db.rpc("doc_pages", { min_pages: 10 }, { get: true }),
+  rpc_unlisted: db.rpc("pg_sleep", { seconds: 1 }),
+  csv: db.from("docs").select("id,title").order("id").limit(2).csv(),
 };
 
 const out = {};

@@ -52,7 +52,11 @@ async def test_postgrest_js_reads_and_writes_unchanged(
     conn, gateway_factory, tmp_path: Path
 ):
     await _schema(conn)
-    gw = gateway_factory("--rest-writes")
+    await conn.execute(
+        "create function doc_pages(min_pages int) returns setof docs language sql "
+        "stable as $$ select * from docs where pages >= min_pages order by id $$"
+    )
+    gw = gateway_factory("--rest-writes", "--rest-function", "doc_pages")
     expected_sql = {
         "eq": "shipment_id = 1",
         "neq": "shipment_id <> 1",
@@ -96,6 +100,10 @@ async def test_postgrest_js_reads_and_writes_unchanged(
     assert out["single_many"]["status"] == 406
     assert out["unknown_column"]["error"]["code"] == "42703"
     assert out["unknown_table"]["status"] == 404
+    for name in ("rpc_post", "rpc_get"):
+        assert [r["id"] for r in out[name]["data"]] == [2, 4], name
+    assert out["rpc_unlisted"]["error"]["code"] == "PGRST202"
+    assert out["csv"]["data"] == 'id,title\n1,"bill of lading"\n2,invoice'
     # Writes.
     assert out["insert"]["status"] == 201
     assert out["insert"]["data"] == [{"id": 10, "title": "new", "tags": []}]

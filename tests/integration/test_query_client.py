@@ -138,3 +138,47 @@ def test_public_api_is_exported_completely():
         and name != "annotations"
     }
     assert public == set(pgpulse.query.__all__)
+
+
+async def test_rpc_calls_functions_by_argument_names(database):
+    async with pgpulse.query.connect(database, min_size=1, max_size=1) as db:
+        await db.pool.execute(
+            "create function add_days(d date, n int default 1) returns date "
+            "language sql immutable as $$ select d + n $$"
+        )
+        await db.pool.execute(
+            "create function pairs(n int) returns table (i int, sq int) "
+            "language sql immutable as $$ select g, g * g from "
+            "generate_series(1, n) g $$"
+        )
+        import datetime
+
+        day = await db.rpc("add_days", {"d": datetime.date(2026, 12, 31)})
+        assert day.data == "2027-01-01"
+        later = await db.rpc("public.add_days", {"d": "2026-01-01", "n": 40}).execute()
+        assert later.data == "2026-02-10"
+        assert (await db.rpc("pairs", {"n": 3})).data == [
+            {"i": 1, "sq": 1},
+            {"i": 2, "sq": 4},
+            {"i": 3, "sq": 9},
+        ]
+        with pytest.raises(pgpulse.query.QueryError, match="add_days\\(x\\)"):
+            await db.rpc("add_days", {"x": 1})
+        with pytest.raises(pgpulse.query.QueryError, match="rpc\\(\\) takes"):
+            db.rpc("add_days", ["d"])  # type: ignore[arg-type]
+
+
+async def test_explain_returns_the_plan_and_undoes_analyzed_writes(database):
+    async with pgpulse.query.connect(database, min_size=1, max_size=1) as db:
+        await db.pool.execute("create table ex (id int primary key, v int)")
+        await db.refresh_catalog()
+        text = await db.table("ex").select("id").eq("v", 1).explain()
+        assert isinstance(text.data, str) and "Seq Scan" in text.data
+        plan = await db.table("ex").select("id").explain(analyze=True, format="json")
+        assert plan.data[0]["Plan"]["Actual Loops"] == 1
+        write = db.table("ex").insert({"id": 1, "v": 2}).explain(analyze=True)
+        analyzed = await write
+        assert "Insert on" in analyzed.data
+        assert await db.pool.fetchval("select count(*) from ex") == 0
+        with pytest.raises(pgpulse.query.QueryError, match="needs analyze"):
+            db.table("ex").explain(wal=True)

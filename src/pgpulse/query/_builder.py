@@ -15,12 +15,11 @@ from typing import Any, Protocol, TypeAlias
 
 import asyncpg
 import asyncpg.pool
-import orjson
 
-from pgpulse.exceptions import AuthError, DatabaseError
 from pgpulse.query._chain import FilterMethods, split_path
-from pgpulse.query._errors import QueryError, SingleRowError
-from pgpulse.query._plan import Order, build_plan
+from pgpulse.query._errors import QueryError
+from pgpulse.query._execute import Execution
+from pgpulse.query._plan import Order
 from pgpulse.query._result import Result
 from pgpulse.query._schema import Schema
 from pgpulse.query._select import parse_select
@@ -267,6 +266,34 @@ class QueryBuilder(FilterMethods):
         """Return one dict; raise :class:`SingleRowError` unless exactly one row."""
         return self._with(single="single")
 
+    def explain(
+        self,
+        *,
+        analyze: bool = False,
+        verbose: bool = False,
+        settings: bool = False,
+        buffers: bool = False,
+        wal: bool = False,
+        format: str = "text",
+    ) -> QueryBuilder:
+        """Return PostgreSQL's plan for this query instead of its rows (text,
+        or with ``format="json"`` the JSON plan).  With ``analyze`` the query
+        runs, in a transaction that is always rolled back (a write changes
+        nothing)."""
+        if format not in ("text", "json"):
+            raise QueryError(f"explain() format is 'text' or 'json', got {format!r}")
+        flags = {
+            "ANALYZE": analyze,
+            "VERBOSE": verbose,
+            "SETTINGS": settings,
+            "BUFFERS": buffers,
+            "WAL": wal,
+        }
+        if wal and not analyze:
+            raise QueryError("explain(wal=True) needs analyze=True (PostgreSQL's rule)")
+        options = [name for name, on in flags.items() if on]
+        return self._with(explain=(*options, f"FORMAT {format.upper()}"))
+
     def csv(self) -> QueryBuilder:
         """Return the rows as CSV text: a header of the row keys, then one line
         per row with each value in PostgreSQL's own text form (as PostgREST's
@@ -295,93 +322,11 @@ class QueryBuilder(FilterMethods):
         """
         statement, params = self.sql()
         if connection is not None:
-            return await self._run(connection, statement, params)
+            return await Execution(self._s, self._backend).run(
+                connection, statement, params
+            )
         async with self._backend.pool.acquire() as conn:
-            return await self._run(conn, statement, params)
+            return await Execution(self._s, self._backend).run(conn, statement, params)
 
     def __await__(self) -> Generator[Any, None, Result]:
         return self.execute().__await__()
-
-    async def _run(self, conn: Connection, statement: str, params: list[Any]) -> Result:
-        try:
-            if self._s.action != "select" and (self._s.single or self._guarded()):
-                # A write that must touch one row, or stay inside a policy, is
-                # undone when it did not.
-                async with conn.transaction():
-                    return await self._fetch(conn, statement, params)
-            return await self._fetch(conn, statement, params)
-        except asyncpg.PostgresError as exc:
-            raise DatabaseError.from_asyncpg(exc) from exc
-
-    def _guarded(self) -> bool:
-        """Whether a policy's filter checks the rows this write leaves."""
-        if self._s.action in ("select", "delete"):
-            return False
-        schema = self._backend.schema
-        return bool(schema.filters(schema.table(self._s.table)))
-
-    async def _fetch(
-        self, conn: Connection, statement: str, params: list[Any]
-    ) -> Result:
-        s = self._s
-        minimal = s.action != "select" and s.returning == "minimal"
-        if minimal and not statement.startswith("WITH"):
-            status = await conn.execute(statement, *params)
-            affected = int(status.rsplit(" ", 1)[-1])
-            if s.single:
-                self._check_single(affected, exact=True)
-            return Result(None if s.single else [], affected if s.count else None)
-        row = await conn.fetchrow(statement, *params)
-        if row is None:  # pragma: no cover - the statement always returns a row
-            raise DatabaseError("the query returned no result row")
-        self._check_policy(row)
-        if minimal:
-            affected = row["count"]
-            if s.single:
-                self._check_single(affected, exact=True)
-            return Result(None if s.single else [], affected if s.count else None)
-        count = row["count"] if s.count else None
-        if s.csv:
-            return Result(self._csv_text(row["data"]), count)
-        data = orjson.loads(row["data"])
-        if s.single:
-            self._check_single(len(data), exact=s.action != "select")
-            return Result(data[0] if data else None, count)
-        return Result(data, count)
-
-    def _csv_text(self, lines: str) -> str:
-        """The CSV header (the rows' keys, quoted as CSV needs), then *lines*."""
-        schema = self._backend.schema
-        s = self._s
-        root = build_plan(
-            schema, schema.table(s.table), s.select, s.select_text, s.filters
-        )
-        header = ",".join(_csv_field(k) for k in root.output_keys())
-        return header + ("\n" + lines if lines else "")
-
-    def _check_policy(self, row: asyncpg.Record) -> None:
-        """Raise (so the transaction rolls back) when the write left a row the
-        policy does not allow, or an upsert met a row it may not overwrite."""
-        denied = row.get("denied")
-        if denied is None:
-            return
-        s = self._s
-        skipped = s.action == "upsert" and not s.ignore_duplicates
-        if denied or (skipped and row["count"] < len(s.rows)):
-            name = self._backend.schema.table(s.table).name
-            raise AuthError(
-                f"the {s.action} would leave rows of table {name!r} outside your "
-                "policy (or overwrite rows you may not see); nothing was changed",
-                status=403,
-            )
-
-    def _check_single(self, rows: int, *, exact: bool) -> None:
-        allow_none = self._s.single == "maybe"
-        if rows > 1 or (rows == 0 and not allow_none):
-            raise SingleRowError(rows, allow_none, exact)
-
-
-def _csv_field(text: str) -> str:
-    if any(ch in text for ch in ',"\n\r') or text != text.strip():
-        return '"' + text.replace('"', '""') + '"'
-    return text

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterable
+from collections.abc import Generator, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -10,6 +10,7 @@ import asyncpg
 
 from pgpulse.catalog import Catalog
 from pgpulse.query._builder import QueryBuilder
+from pgpulse.query._rpc import RpcCall
 from pgpulse.query._schema import Exposure, Schema
 
 __all__ = ["APPLICATION_NAME", "QueryClient", "connect"]
@@ -73,6 +74,11 @@ class QueryClient:
     def from_(self, name: str) -> QueryBuilder:
         """Same as :meth:`table` (supabase-py spells it both ways)."""
         return QueryBuilder(self, name)
+
+    def rpc(self, name: str, params: Mapping[str, Any] | None = None) -> RpcCall:
+        """Call the SQL function *name* (``fn`` or ``schema.fn``) with named
+        arguments: ``await db.rpc("add", {"a": 1, "b": 2})``."""
+        return RpcCall(self._pool, self.catalog.search_path, name, params or {})
 
     async def refresh_catalog(self) -> None:
         """Re-read tables, columns and foreign keys (after a migration)."""

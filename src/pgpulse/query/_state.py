@@ -70,6 +70,8 @@ class State:
     """A key missing from a row gets the column's DEFAULT (else NULL)."""
     csv: bool = False
     """Return the rows as CSV text (PostgreSQL's text form of each value)."""
+    explain: tuple[str, ...] | None = None
+    """``EXPLAIN`` options: return the plan instead of the rows."""
 
 
 def count_flag(count: str | None) -> bool:

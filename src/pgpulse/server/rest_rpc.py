@@ -20,7 +20,6 @@ array, one returning a composite an object, a scalar function its value.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -28,66 +27,12 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from pgpulse.catalog import quote_ident
 from pgpulse.exceptions import AuthError, DatabaseError
+from pgpulse.query._rpc import FunctionNotFound, call_function
 from pgpulse.server.rest import HIDDEN_SCHEMAS
-from pgpulse.server.rest_errors import RestProblem, error_response
+from pgpulse.server.rest_errors import RestProblem, error_response, problem
 
 __all__ = ["rest_rpc"]
-
-_FUNCTIONS = """
-select p.oid, n.nspname as schema, p.proname as name, p.proretset as returns_set,
-       t.typtype = 'c' or p.prorettype = 'record'::regtype as returns_row,
-       p.prorettype = 'void'::regtype as returns_void,
-       coalesce(p.proargnames, '{}') as arg_names,
-       coalesce(p.proargmodes::text[], '{}') as arg_modes,
-       array(select format_type(a, null) from unnest(p.proargtypes) as a) as in_types,
-       p.pronargdefaults as defaults
-from pg_proc p
-join pg_namespace n on n.oid = p.pronamespace
-join pg_type t on t.oid = p.prorettype
-where n.nspname = $1 and p.proname = $2 and p.prokind = 'f'
-"""
-
-
-@dataclass(frozen=True)
-class _Function:
-    schema: str
-    name: str
-    returns_set: bool
-    returns_row: bool
-    returns_void: bool
-    args: tuple[tuple[str, str], ...]
-    """Input arguments (name, type), in order."""
-    required: frozenset[str]
-
-    @classmethod
-    def from_row(cls, row: asyncpg.Record) -> _Function:
-        names = list(row["arg_names"])
-        modes = list(row["arg_modes"]) or ["i"] * len(row["in_types"])
-        inputs = [
-            name for name, mode in zip(names, modes, strict=False) if mode in "ib"
-        ]
-        types = list(row["in_types"])
-        args = tuple(zip(inputs, types, strict=False))
-        required = frozenset(n for n, _ in args[: len(args) - row["defaults"]])
-        return cls(
-            row["schema"],
-            row["name"],
-            row["returns_set"],
-            row["returns_row"],
-            row["returns_void"],
-            args,
-            required,
-        )
-
-    @property
-    def display(self) -> str:
-        return f"{self.schema}.{self.name}"
-
-    def accepts(self, given: set[str]) -> bool:
-        names = {n for n, _ in self.args}
-        return self.required <= given <= names
 
 
 def _allowed_name(request: Request) -> tuple[str, str]:
@@ -137,68 +82,6 @@ def _arguments(request: Request, raw: bytes) -> dict[str, Any]:
     return body
 
 
-def _pick(found: list[_Function], given: set[str], display: str) -> _Function:
-    fits = [f for f in found if f.accepts(given)]
-    if len(fits) == 1:
-        return fits[0]
-    if len(fits) > 1:
-        raise RestProblem(
-            300,
-            "PGRST203",
-            f"Could not choose the best candidate function between several "
-            f"overloads of {display} for arguments ({', '.join(sorted(given))})",
-        )
-    shapes = "; ".join(
-        "(" + ", ".join(f"{n} {t}" for n, t in f.args) + ")" for f in found
-    )
-    raise RestProblem(
-        404,
-        "PGRST202",
-        f"Could not find the function {display}({', '.join(sorted(given))}) "
-        f"in the exposed functions; it takes {shapes}",
-    )
-
-
-def _argument(name: str, type_name: str, as_text: bool) -> str:
-    """One argument from the JSON object ``$1``, cast by PostgreSQL (from its
-    text form for GET's query parameters, as JSON for a POST body)."""
-    value = f"($1::jsonb -> {_text(name)})"
-    text = f"($1::jsonb ->> {_text(name)})"
-    if as_text:
-        expr = f"{text}::{type_name}"
-    elif type_name in ("json", "jsonb"):
-        expr = f"{value}::{type_name}"
-    elif type_name.endswith("[]"):
-        expr = (
-            f"(case jsonb_typeof({value}) when 'array' then array(select "
-            f"jsonb_array_elements_text({value}))::{type_name} else "
-            f"{text}::{type_name} end)"
-        )
-    else:
-        expr = f"{text}::{type_name}"
-    return f"{quote_ident(name)} => {expr}"
-
-
-def _text(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def _statement(function: _Function, given: set[str], as_text: bool) -> str:
-    call_args = ", ".join(
-        _argument(name, type_name, as_text)
-        for name, type_name in function.args
-        if name in given
-    )
-    call = f"{quote_ident(function.schema)}.{quote_ident(function.name)}({call_args})"
-    if function.returns_set:
-        return f'SELECT coalesce(json_agg("r"), \'[]\'::json)::text FROM {call} AS "r"'
-    if function.returns_row:
-        return f'SELECT to_json("r")::text FROM {call} AS "r"'
-    if function.returns_void:
-        return f"SELECT 'null' FROM {call} AS \"r\""
-    return f"SELECT to_json({call})::text"
-
-
 async def rest_rpc(request: Request) -> Response:
     """Answer ``/v1/rest/rpc/{function}`` (see the module docstring)."""
     gateway = request.app.state.gateway
@@ -209,24 +92,9 @@ async def rest_rpc(request: Request) -> Response:
         authenticated = bool(access.claims.values)
         schema, name = _allowed_name(request)
         args = _arguments(request, raw)
-        given = set(args)
         async with gateway.pool.acquire() as conn:
-            rows = await conn.fetch(_FUNCTIONS, schema, name)
-            if not rows:
-                raise RestProblem(
-                    404,
-                    "PGRST202",
-                    f"Could not find the function {schema}.{name}: it is listed "
-                    "in rest_functions but does not exist",
-                )
-            function = _pick(
-                [_Function.from_row(r) for r in rows], given, f"{schema}.{name}"
-            )
-            statement = _statement(function, given, request.method == "GET")
-            payload = orjson.dumps(args).decode()
-            readonly = request.method == "GET"
             try:
-                async with conn.transaction(readonly=readonly):
+                async with conn.transaction(readonly=request.method == "GET"):
                     if access.enabled:
                         role = access.claims.role
                         if role is None:
@@ -240,13 +108,17 @@ async def rest_rpc(request: Request) -> Response:
                             role,
                             orjson.dumps(access.claims.values).decode(),
                         )
-                    bound = [payload] if given else []
-                    result = await conn.fetchval(statement, *bound)
+                    function, result = await call_function(
+                        conn, schema, name, args, as_text=request.method == "GET"
+                    )
             except asyncpg.PostgresError as exc:
                 raise DatabaseError.from_asyncpg(exc) from exc
+    except FunctionNotFound as exc:
+        if exc.ambiguous:
+            return problem(300, "PGRST203", str(exc))
+        return problem(404, "PGRST202", str(exc))
     except (RestProblem, AuthError, DatabaseError) as exc:
         return error_response(exc, authenticated)
     if function.returns_void:
         return Response(None, 204)
-    body = result if result is not None else "null"
-    return Response(body, 200, media_type="application/json")
+    return Response(result, 200, media_type="application/json")
