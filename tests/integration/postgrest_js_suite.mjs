@@ -80,4 +80,14 @@ for (const [name, run] of writes) {
   const { data, error, count, status } = await run();
   out[name] = { data, error, count, status };
 }
+// Where supabase-js sends the same requests: createClient(url, key) talks to
+// `${url}/rest/v1` with an apikey header.
+const supabaseStyle = new PostgrestClient(url.replace(/\/v1\/rest$/, "/rest/v1"), {
+  headers: { apikey: "anon-key" },
+});
+{
+  const { data, error, status } = await supabaseStyle
+    .from("docs").select("id").eq("shipment_id", 1).order("id");
+  out.supabase_path = { data, error, status };
+}
 console.log(JSON.stringify(out));

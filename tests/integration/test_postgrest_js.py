@@ -103,6 +103,7 @@ async def test_postgrest_js_reads_and_writes_unchanged(
     for name in ("rpc_post", "rpc_get"):
         assert [r["id"] for r in out[name]["data"]] == [2, 4], name
     assert out["rpc_unlisted"]["error"]["code"] == "PGRST202"
+    assert out["supabase_path"]["data"] == expected["eq"]
     assert out["csv"]["data"] == 'id,title\n1,"bill of lading"\n2,invoice'
     # Writes.
     assert out["insert"]["status"] == 201

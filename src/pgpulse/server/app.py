@@ -124,13 +124,17 @@ def _rest_routes() -> list[BaseRoute]:
         from pgpulse.server.rest_write import rest_write
     except ImportError:  # pragma: no cover - the REST module ships with pgpulse
         return []
-    return [
-        Route("/v1/rest/rpc/{function}", rest_rpc, methods=["GET", "POST"]),
-        Route("/v1/rest/{table}", rest_read, methods=["GET"]),
-        Route(
-            "/v1/rest/{table}", rest_write, methods=["POST", "PATCH", "PUT", "DELETE"]
-        ),
-    ]
+    writes = ["POST", "PATCH", "PUT", "DELETE"]
+    routes: list[BaseRoute] = []
+    # /rest/v1 is where supabase-js looks (createClient(gatewayUrl, key)), so
+    # its code moves over by changing the URL only.
+    for base in ("/v1/rest", "/rest/v1"):
+        routes += [
+            Route(base + "/rpc/{function}", rest_rpc, methods=["GET", "POST"]),
+            Route(base + "/{table}", rest_read, methods=["GET"]),
+            Route(base + "/{table}", rest_write, methods=writes),
+        ]
+    return routes
 
 
 class GatewayApp:
