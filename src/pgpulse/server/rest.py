@@ -25,14 +25,13 @@ from starlette.responses import Response
 
 from pgpulse.exceptions import (
     AuthError,
-    DatabaseError,
     UnknownTableError,
-    ValidationError,
 )
-from pgpulse.query import QueryBuilder, QueryClient, SingleRowError, apply_params
+from pgpulse.query import QueryBuilder, QueryClient, apply_params
 from pgpulse.server.exposure import RestExposure
 from pgpulse.server.rest_errors import (
     REST_DISABLED,
+    REST_ERRORS,
     RestProblem,
     error_response,
     problem,
@@ -45,6 +44,7 @@ __all__ = [
     "open_request",
     "rest_read",
     "run_as_viewer",
+    "run_request",
 ]
 
 #: Schemas the endpoint never reads (pgpulse's own bookkeeping).
@@ -228,19 +228,8 @@ async def rest_read(request: Request) -> Response:
         rest = await open_request(request)
         authenticated = rest.authenticated
         builder, offset = _build(request, rest.client, rest.table)
-        builder.sql()  # plans the query: every table's rules are known now
-        if rest.exposure.viewers:
-            result = await run_as_viewer(gateway.pool, builder, rest.exposure)
-        else:
-            result = await builder.execute()
-    except (
-        RestProblem,
-        AuthError,
-        UnknownTableError,
-        ValidationError,
-        SingleRowError,
-        DatabaseError,
-    ) as exc:
+        result = await run_request(gateway.pool, rest, builder)
+    except REST_ERRORS as exc:
         return error_response(exc, authenticated)
     csv = isinstance(result.data, str)
     if csv:
@@ -257,6 +246,20 @@ async def rest_read(request: Request) -> Response:
     if csv:
         return Response(result.data, status, headers=headers, media_type=media)
     return _json(status, result.data, headers)
+
+
+async def run_request(
+    pool: Any, rest: RestRequest, builder: QueryBuilder, *, readonly: bool = True
+) -> Any:
+    """Run a REST request's query: as the caller's role when a table it reads
+    is under row-level security, and a write in one transaction."""
+    builder.sql()  # plans the query: every table's rules are known now
+    if rest.exposure.viewers:
+        return await run_as_viewer(pool, builder, rest.exposure, readonly=readonly)
+    if readonly:
+        return await builder.execute()
+    async with pool.acquire() as conn, conn.transaction():
+        return await builder.execute(conn)
 
 
 async def run_as_viewer(

@@ -25,7 +25,13 @@ from pgpulse.exceptions import (
 )
 from pgpulse.query import RelationshipError, SingleRowError
 
-__all__ = ["RestProblem", "error_response", "problem", "status_for_sqlstate"]
+__all__ = [
+    "REST_ERRORS",
+    "RestProblem",
+    "error_response",
+    "problem",
+    "status_for_sqlstate",
+]
 
 #: pgpulse's own code for a REST endpoint that is switched off.
 REST_DISABLED = "PGPULSE01"
@@ -55,6 +61,16 @@ def problem(
         orjson.dumps(body), status, headers=headers, media_type="application/json"
     )
 
+
+#: What a REST request can fail with, each answered by :func:`error_response`.
+REST_ERRORS: tuple[type[Exception], ...] = (
+    RestProblem,
+    AuthError,
+    UnknownTableError,
+    ValidationError,
+    SingleRowError,
+    DatabaseError,
+)
 
 #: PostgREST's HTTP status per SQLSTATE (exact codes first, then classes).
 _EXACT = {

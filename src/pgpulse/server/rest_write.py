@@ -31,19 +31,18 @@ from starlette.responses import Response
 from pgpulse.exceptions import (
     AuthError,
     DatabaseError,
-    UnknownTableError,
-    ValidationError,
 )
-from pgpulse.query import QueryBuilder, SingleRowError, apply_params
+from pgpulse.query import QueryBuilder, apply_params
 from pgpulse.routing.filter_values import to_literal
 from pgpulse.server.rest import (
     OBJECT_MEDIA_TYPE,
     RestRequest,
     open_request,
-    run_as_viewer,
+    run_request,
 )
 from pgpulse.server.rest_errors import (
     REST_DISABLED,
+    REST_ERRORS,
     RestProblem,
     error_response,
     problem,
@@ -234,28 +233,22 @@ def _plan(
             rows = _rows(body, with_columns=columns is not None)
             resolution = prefer.values.get("resolution")
             conflict = _names(params.get("on_conflict"), "on_conflict")
+            options: dict[str, Any] = {
+                "returning": returning,
+                "count": count,
+                "default_to_null": default_to_null,
+                "columns": columns,
+            }
             if resolution is None:
                 table = rest.client.schema.table(rest.table)
                 for name in conflict or ():  # unused without a resolution
                     rest.client.schema.column(table, name)
-                builder = builder.insert(
-                    rows,
-                    returning=returning,
-                    count=count,
-                    default_to_null=default_to_null,
-                    columns=columns,
-                )
+                builder = builder.insert(rows, **options)
                 kind = "insert"
             else:
                 ignore = resolution == "ignore-duplicates"
                 builder = builder.upsert(
-                    rows,
-                    on_conflict=conflict,
-                    ignore_duplicates=ignore,
-                    returning=returning,
-                    count=count,
-                    default_to_null=default_to_null,
-                    columns=columns,
+                    rows, on_conflict=conflict, ignore_duplicates=ignore, **options
                 )
                 kind = "ignore" if ignore else "merge"
     builder = apply_params(builder, items)
@@ -299,22 +292,8 @@ async def rest_write(request: Request) -> Response:
         prefer = _Prefer(request.headers.get("prefer", ""))
         builder, kind = _plan(request, rest, prefer, raw)
         _allowed(rest, kind)
-        builder.sql()  # plans the write: every table's rules are known now
-        if rest.exposure.viewers:
-            result = await run_as_viewer(
-                gateway.pool, builder, rest.exposure, readonly=False
-            )
-        else:
-            async with gateway.pool.acquire() as conn, conn.transaction():
-                result = await builder.execute(conn)
-    except (
-        RestProblem,
-        AuthError,
-        UnknownTableError,
-        ValidationError,
-        SingleRowError,
-        DatabaseError,
-    ) as exc:
+        result = await run_request(gateway.pool, rest, builder, readonly=False)
+    except REST_ERRORS as exc:
         if (
             isinstance(exc, DatabaseError)
             and auth_on
