@@ -14,6 +14,7 @@ from pgpulse.cli.capture import unwatch, watch, watched
 from pgpulse.cli.consume import consume, consumers
 from pgpulse.cli.demo import demo
 from pgpulse.cli.prune import prune
+from pgpulse.cli.relay import relay
 from pgpulse.cli.serve import serve
 from pgpulse.cli.setup import setup_command
 from pgpulse.cli.tail import tail
@@ -48,6 +49,7 @@ for command in (
     setup_command,
     consume,
     consumers,
+    relay,
 ):
     main.add_command(command)
 

@@ -1,0 +1,1 @@
+"""Scale-out over NATS JetStream: one relay per database publishes the log."""
