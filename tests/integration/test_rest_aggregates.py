@@ -88,3 +88,37 @@ async def test_aggregate_mistakes_are_clear(gw):
     ]:
         status, body = _get(gw, path)
         assert status in (400, 404) and says in body["message"], (path, body)
+
+
+async def test_numbers_keep_every_digit(conn, gateway_factory):
+    """PostgreSQL's JSON text is sent as it is: a numeric with more digits than
+    a float holds arrives whole (a Python float round trip would drop them)."""
+    await conn.execute(
+        "create table ledger (id int primary key, amount numeric(40,10))"
+    )
+    await conn.execute(
+        "insert into ledger values (1, 12345678901234567890.0123456789), (2, 0.1)"
+    )
+    await capture.watch(conn, "ledger")
+    gw = gateway_factory("--rest-writes")
+    for path, headers in [
+        ("ledger?select=amount&order=id", {}),
+        (
+            "ledger?select=amount&id=eq.1",
+            {"Accept": "application/vnd.pgrst.object+json"},
+        ),
+    ]:
+        answer = httpx.get(gw.url + "/v1/rest/" + path, headers=headers, timeout=10)
+        assert answer.status_code == 200
+        assert "12345678901234567890.0123456789" in answer.text, answer.text
+    single = httpx.get(
+        gw.url + "/v1/rest/ledger?select=id,amount&id=eq.1",
+        headers={"Accept": "application/vnd.pgrst.object+json"},
+    )
+    assert single.json()["id"] == 1 and single.text.startswith("{")
+    written = httpx.post(
+        gw.url + "/v1/rest/ledger?select=amount",
+        json=[{"id": 3, "amount": "98765432109876543210.9876543210"}],
+        headers={"Prefer": "return=representation"},
+    )
+    assert "98765432109876543210.9876543210" in written.text

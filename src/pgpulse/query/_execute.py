@@ -98,11 +98,14 @@ class Execution:
         count = row["count"] if s.count else None
         if s.csv:
             return Result(self._csv_text(row["data"]), count)
-        data = orjson.loads(row["data"])
+        text = row["data"]
+        data = orjson.loads(text)
         if s.single:
             self._check_single(len(data), exact=s.action != "select")
-            return Result(data[0] if data else None, count)
-        return Result(data, count)
+            # One element: json_agg's text of it, between the brackets.
+            one = text.strip()[1:-1].strip() if data else None
+            return Result(data[0] if data else None, count, one)
+        return Result(data, count, text)
 
     def _csv_text(self, lines: str) -> str:
         """The CSV header (the rows' keys, quoted as CSV needs), then *lines*."""

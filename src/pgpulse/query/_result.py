@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["Result"]
@@ -20,3 +20,7 @@ class Result:
     count: int | None = None
     """Total matching rows (reads) or affected rows (writes) when ``count="exact"``
     was asked for, else ``None``."""
+    text: str | None = field(default=None, compare=False, repr=False)
+    """``data`` as the JSON text PostgreSQL wrote, when it came as JSON: numbers
+    keep every digit (Python reads a JSON number with more than ~15 significant
+    digits as a float that drops some), so a server passing rows on sends this."""

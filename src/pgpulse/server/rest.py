@@ -245,6 +245,8 @@ async def rest_read(request: Request) -> Response:
     status = 206 if partial and isinstance(result.data, list | str) else 200
     if csv:
         return Response(result.data, status, headers=headers, media_type=media)
+    if result.text is not None:  # PostgreSQL's own JSON: numbers keep every digit
+        return Response(result.text, status, headers=headers, media_type=media)
     return _json(status, result.data, headers)
 
 

@@ -310,7 +310,7 @@ async def rest_write(request: Request) -> Response:
         return Response(None, status, headers=headers)
     status = 201 if request.method == "POST" else 200
     return Response(
-        orjson.dumps(result.data),
+        result.text if result.text is not None else orjson.dumps(result.data),
         status,
         headers=headers,
         media_type="application/json",
