@@ -46,6 +46,10 @@ class GatewayStub:
     async def identify(self, request: Any) -> Access:
         return OPEN
 
+    async def refresh_catalog(self, min_age: float = 0.0) -> None:
+        async with self.pool.acquire() as conn:
+            await self.catalog.refresh(conn)
+
 
 @pytest.fixture(scope="module")
 async def dsn(pg_server, template_db) -> AsyncIterator[str]:

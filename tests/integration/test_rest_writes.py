@@ -336,3 +336,15 @@ async def test_a_rest_write_reaches_the_stream(conn, gw):
         for line in lines:
             if line.startswith("data:") and "streamed" in line:
                 break
+
+
+async def test_a_table_watched_after_the_gateway_started_is_served_at_once(conn, gw):
+    await conn.execute("create table late (id int primary key, v text)")
+    await conn.execute("insert into late values (1, 'x')")
+    await capture.watch(conn, "late")
+    # No waiting for the gateway to hear about it: an unknown table gets one
+    # catalog refresh before it is called unknown.
+    read = httpx.get(gw.url + "/v1/rest/late?select=id,v", timeout=10)
+    assert read.status_code == 200 and read.json() == [{"id": 1, "v": "x"}]
+    missing = httpx.get(gw.url + "/v1/rest/still_missing", timeout=10)
+    assert missing.status_code == 404 and missing.json()["code"] == "PGRST205"

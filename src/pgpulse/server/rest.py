@@ -189,31 +189,39 @@ class RestRequest:
 async def open_request(
     request: Request, *, profile_header: str = "accept-profile"
 ) -> RestRequest:
-    """Identify the caller and find the table (404 if they may not see it)."""
+    """Identify the caller and find the table (404 if they may not see it).
+
+    A table the gateway does not know yet (just created or watched, before it
+    re-read its catalog) gets one catalog refresh, as subscriptions do."""
     gateway = request.app.state.gateway
-    settings = gateway.settings
     access = await gateway.identify(request)
-    exposure = RestExposure(
-        gateway.catalog,
-        gateway.watched,
-        access,
-        settings.rest_schemas,
-        settings.rest_tables,
-        settings.rest_functions,
-    )
-    client = QueryClient(
-        gateway.pool,
-        gateway.catalog,
-        hidden_schemas=HIDDEN_SCHEMAS,
-        exposure=exposure,
-    )
-    table = _table_name(request, settings.rest_schemas, profile_header)
-    try:
-        client.schema.table(table)
-    except UnknownTableError:
-        unknown = _unknown(client, request.path_params["table"], table)
-        raise RestProblem(404, "PGRST205", str(unknown)) from None
-    return RestRequest(client, exposure, table, bool(access.claims.values))
+    table = _table_name(request, gateway.settings.rest_schemas, profile_header)
+    for attempt in range(2):
+        exposure = RestExposure(
+            gateway.catalog,
+            gateway.watched,
+            access,
+            gateway.settings.rest_schemas,
+            gateway.settings.rest_tables,
+            gateway.settings.rest_functions,
+        )
+        client = QueryClient(
+            gateway.pool,
+            gateway.catalog,
+            hidden_schemas=HIDDEN_SCHEMAS,
+            exposure=exposure,
+        )
+        try:
+            client.schema.table(table)
+        except UnknownTableError:
+            if attempt == 0:
+                # At most twice a second, however many requests miss.
+                await gateway.refresh_catalog(min_age=0.5)
+                continue
+            unknown = _unknown(client, request.path_params["table"], table)
+            raise RestProblem(404, "PGRST205", str(unknown)) from None
+        return RestRequest(client, exposure, table, bool(access.claims.values))
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 async def rest_read(request: Request) -> Response:
