@@ -137,9 +137,9 @@ class Relay:
         try:
             self.database = await lock.fetchval("select current_database()")
             await self._ensure_stream()
-            await self._wait_for_lock(lock)
+            locked_at = await self._wait_for_lock(lock)
             self.stats.takeovers += 1
-            self._resume = await self._resume_point()
+            self._resume = await self._resume_point(locked_at)
             log.info(
                 "relay active for database %r: publishing to stream %s from %s",
                 self.database,
@@ -152,10 +152,20 @@ class Relay:
             with contextlib.suppress(Exception):
                 await lock.close()
 
-    async def _wait_for_lock(self, lock: Any) -> None:
+    async def _wait_for_lock(self, lock: Any) -> Snapshot:
+        """Wait for the lock; returns a snapshot taken as it was granted (the
+        statement's own): a first relay publishes every change committed after
+        it became active."""
         self.stats.state = "standby"
         logged = False
-        while not await lock.fetchval("select pg_try_advisory_lock($1)", LOCK_KEY):
+        while True:
+            row = await lock.fetchrow(
+                "select pg_try_advisory_lock($1) as locked, "
+                "pg_current_snapshot()::text as snap",
+                LOCK_KEY,
+            )
+            if row["locked"]:
+                return Snapshot.parse(row["snap"])
             if not logged:
                 log.info(
                     "relay standing by: another relay publishes database %r",
@@ -207,19 +217,20 @@ class Relay:
             await self._js.add_stream(config)
             log.info("created JetStream stream %s (replicas %d)", name, self.replicas)
 
-    async def _resume_point(self) -> _Resume:
+    async def _resume_point(self, locked_at: Snapshot) -> _Resume:
         """The position the stream's last message was read from, and the ids
-        of the messages published from that same read."""
+        of the messages published from that same read; for an empty stream,
+        the moment this relay took the lock."""
         assert self._js is not None
         name = stream_name(self.database)
         info = await self._js.stream_info(name)
         seq = info.state.last_seq
         if not seq or not info.state.messages:
-            return _Resume(None)
+            return _Resume(locked_at)
         last = await self._js.get_msg(name, seq)
         prev = (last.headers or {}).get(PREV)
         if prev is None:
-            return _Resume(None)
+            return _Resume(locked_at)
         published: set[int] = set()
         first = info.state.first_seq
         while seq >= first:
