@@ -25,7 +25,7 @@ from pgpulse.exceptions import UnknownTableError
 from pgpulse.routing.filters import Filter
 from pgpulse.routing.subscriptions import published_columns
 
-__all__ = ["RestExposure"]
+__all__ = ["RestExposure", "qualified_functions"]
 
 
 class RestExposure:
@@ -45,7 +45,7 @@ class RestExposure:
         self.access = access
         self.schemas = frozenset(schemas)
         self.open_tables = frozenset(_qualified(catalog, t) for t in open_tables)
-        self.functions = frozenset(f if "." in f else f"public.{f}" for f in functions)
+        self.functions = qualified_functions(functions)
         self._rules: dict[str, TableRules] = {}
         self.viewers: set[tuple[str | None, str]] = set()
         """Roles and claims of tables read under row-level security."""
@@ -84,6 +84,11 @@ class RestExposure:
         """Computed columns and relationships run SQL functions: only those
         listed in ``rest_functions`` (as for ``rpc/``), in exposed schemas."""
         return function.qualified in self.functions and function.schema in self.schemas
+
+
+def qualified_functions(names: Iterable[str]) -> frozenset[str]:
+    """``rest_functions`` as ``schema.name`` (unqualified names are public's)."""
+    return frozenset(f if "." in f else f"public.{f}" for f in names)
 
 
 def _qualified(catalog: Catalog, name: str) -> str:

@@ -28,7 +28,7 @@ from pgpulse.query._plan import Level, build_plan
 from pgpulse.query._select import parse_select
 from pgpulse.routing.subscriber import row_keys
 from pgpulse.server.exposure import RestExposure
-from pgpulse.server.rest import HIDDEN_SCHEMAS, run_as_viewer
+from pgpulse.server.rest import rest_client, run_as_viewer
 
 __all__ = ["LivePlan", "plan_live"]
 
@@ -39,22 +39,9 @@ _SCHEMA_CHANGED = {"42703", "42P01", "0A000", "42804"}
 def _build(
     gateway: Gateway, access: Any, query: LiveQuery
 ) -> tuple[RestExposure, Table, QueryBuilder, QueryClient]:
-    exposure = RestExposure(
-        gateway.catalog,
-        gateway.watched,
-        access,
-        gateway.settings.rest_schemas,
-        gateway.settings.rest_tables,
-        # No computed columns or relationships: a function may read tables
-        # the query does not name, whose changes would go unnoticed.
-        (),
-    )
-    client = QueryClient(
-        gateway.pool,
-        gateway.catalog,
-        hidden_schemas=HIDDEN_SCHEMAS,
-        exposure=exposure,
-    )
+    # No computed columns or relationships: a function may read tables the
+    # query does not name, whose changes would go unnoticed.
+    client, exposure = rest_client(gateway, access, functions=False)
     table = client.schema.table(query.table)
     query.check_key(table)
     builder = apply_params(client.table(query.table), query.params)

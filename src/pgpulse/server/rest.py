@@ -42,6 +42,7 @@ __all__ = [
     "OBJECT_MEDIA_TYPE",
     "RestRequest",
     "open_request",
+    "rest_client",
     "rest_read",
     "run_as_viewer",
     "run_request",
@@ -186,6 +187,26 @@ class RestRequest:
     authenticated: bool
 
 
+def rest_client(
+    gateway: Any, access: Any, *, functions: bool = True
+) -> tuple[QueryClient, RestExposure]:
+    """A query client on the gateway's pool and catalog under REST's rules for
+    *access* (``functions=False``: no computed columns or relationships)."""
+    settings = gateway.settings
+    exposure = RestExposure(
+        gateway.catalog,
+        gateway.watched,
+        access,
+        settings.rest_schemas,
+        settings.rest_tables,
+        settings.rest_functions if functions else (),
+    )
+    client = QueryClient(
+        gateway.pool, gateway.catalog, hidden_schemas=HIDDEN_SCHEMAS, exposure=exposure
+    )
+    return client, exposure
+
+
 async def open_request(
     request: Request, *, profile_header: str = "accept-profile"
 ) -> RestRequest:
@@ -197,20 +218,7 @@ async def open_request(
     access = await gateway.identify(request)
     table = _table_name(request, gateway.settings.rest_schemas, profile_header)
     for attempt in range(2):
-        exposure = RestExposure(
-            gateway.catalog,
-            gateway.watched,
-            access,
-            gateway.settings.rest_schemas,
-            gateway.settings.rest_tables,
-            gateway.settings.rest_functions,
-        )
-        client = QueryClient(
-            gateway.pool,
-            gateway.catalog,
-            hidden_schemas=HIDDEN_SCHEMAS,
-            exposure=exposure,
-        )
+        client, exposure = rest_client(gateway, access)
         try:
             client.schema.table(table)
         except UnknownTableError:

@@ -29,6 +29,7 @@ from starlette.responses import Response
 
 from pgpulse.exceptions import AuthError, DatabaseError
 from pgpulse.query._rpc import FunctionNotFound, call_function
+from pgpulse.server.exposure import qualified_functions
 from pgpulse.server.rest import HIDDEN_SCHEMAS
 from pgpulse.server.rest_errors import RestProblem, error_response, problem
 
@@ -52,7 +53,7 @@ def _allowed_name(request: Request) -> tuple[str, str]:
     schema, dot, name = asked.rpartition(".")
     if not dot:
         schema = profile or schemas[0]
-    allowed = {f if "." in f else f"public.{f}" for f in settings.rest_functions}
+    allowed = qualified_functions(settings.rest_functions)
     if (
         f"{schema}.{name}" not in allowed
         or schema in HIDDEN_SCHEMAS
