@@ -1,7 +1,6 @@
 """``python -m bench SCENARIO [--quick]``: all, one scenario (floor, latency,
 fanout, idle, dbcost, routing, instructions, parts, builds, auth,
-consumers), or
-report.
+consumers, live, broker), or report.
 
 Starts its own PostgreSQL, runs the scenarios against pgpulse and the peers,
 writes raw JSON to ``bench/results/`` and the tables to ``docs/benchmarks.md``.

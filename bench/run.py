@@ -19,6 +19,7 @@ from bench.env import (
 from bench.loadgen import LoadGen
 from bench.scenarios import Ctx
 from bench.scenarios.auth_groups import run_auth_groups
+from bench.scenarios.broker import run_broker
 from bench.scenarios.builds import run_builds
 from bench.scenarios.capture_parts import run_capture_parts
 from bench.scenarios.consumers import run_consumers
@@ -105,6 +106,12 @@ PLANS: dict[str, dict[str, dict[str, Any]]] = {
             "duration": 5.0,
             "refetch_rate": 10.0,
         },
+        "broker": {
+            "setups": ["direct", "direct-3", "broker-1", "broker-2", "broker-3"],
+            "clients": 1000,
+            "rates": [100, 1000],
+            "duration": 4.0,
+        },
     },
     "quick": {
         "floor": {"rates": [100], "duration": 1.0},
@@ -165,6 +172,12 @@ PLANS: dict[str, dict[str, dict[str, Any]]] = {
             "rate": 20.0,
             "duration": 1.0,
         },
+        "broker": {
+            "setups": ["direct", "broker-1", "broker-2"],
+            "clients": 20,
+            "rates": [100],
+            "duration": 1.5,
+        },
     },
 }
 
@@ -181,6 +194,7 @@ RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
     "auth": run_auth_groups,
     "consumers": run_consumers,
     "live": run_live,
+    "broker": run_broker,
 }
 
 #: Order of ``all``.

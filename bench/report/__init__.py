@@ -12,6 +12,7 @@ from typing import Any
 from bench.env import PG_SETTINGS
 from bench.report.analysis import _unmet
 from bench.report.auth import _auth
+from bench.report.broker import _broker
 from bench.report.builds import _builds
 from bench.report.consumers import _consumers
 from bench.report.cost import _dbcost, _instructions, _parts
@@ -98,6 +99,7 @@ def render(results: dict[str, Any], meta: dict[str, Any]) -> str:
     lines += _auth(results)
     lines += _consumers(results)
     lines += _live(results)
+    lines += _broker(results)
     lines += _unmet(results)
     lines += [
         "",

@@ -48,9 +48,9 @@ class Settings:
     rest_schemas: list[str] = field(default_factory=lambda: ["public"])
     """Schemas REST exposes (their watched tables, published columns)."""
     rest_tables: list[str] = field(default_factory=list)
+    """Tables opened for REST though not watched (all their columns)."""
     rest_functions: list[str] = field(default_factory=list)
     """Functions callable at ``/v1/rest/rpc/NAME`` (none unless listed)."""
-    """Tables opened for REST though not watched (all their columns)."""
     cors_origins: list[str] = field(default_factory=list)
     """Browser origins allowed to use the gateway (CORS, WebSocket)."""
     heartbeat: float = 15.0
@@ -71,6 +71,10 @@ class Settings:
     """A direct connection for the listener (and the wal decoder) when
     ``database_url`` goes through a pooler in transaction mode (env
     PGPULSE_LISTENER_URL)."""
+    broker: list[str] = field(default_factory=list)
+    """NATS servers (``nats://host:4222``) of a JetStream stream that
+    ``pgpulse relay`` fills: changes come from there, and this gateway opens
+    no listener connection of its own (``serve --broker``)."""
     pool_size: int = 2
     """Connections for catch-up reads and REST (the listener has its own)."""
     retention_seconds: float | None = 7 * 24 * 3600.0

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from starlette.requests import HTTPConnection
@@ -28,16 +27,20 @@ from pgpulse.auth.config import AuthSettings
 from pgpulse.auth.identity import Authenticate, identify
 from pgpulse.auth.policies import Policies
 from pgpulse.auth.rls import RowSecurity
+from pgpulse.auth.streams import AUTH_EXPIRED, StreamQuota, expire_at
 from pgpulse.capture import WatchedTable
 from pgpulse.capture.decoder import Decoder
 from pgpulse.capture.privileges import check_schema
 from pgpulse.catalog import Catalog
 from pgpulse.config import Settings
-from pgpulse.exceptions import AuthError, UnknownTableError
+from pgpulse.exceptions import UnknownTableError
 from pgpulse.live.registry import LiveQueries
 from pgpulse.log import prune
 from pgpulse.log.cursor import Cursor
 from pgpulse.log.listener import Listener
+
+if TYPE_CHECKING:
+    from pgpulse.broker.feed import StreamFeed
 from pgpulse.routing.bus import Bus, Subscriber
 from pgpulse.routing.catch_up import catch_up
 from pgpulse.routing.subscriptions import (
@@ -55,9 +58,6 @@ CATCH_UP_FAILED = "reading the missed changes from the log failed"
 
 #: Why a stream ends when its gateway stops (the client resumes elsewhere).
 SHUTTING_DOWN = "server shutting down; reconnect to resume"
-
-#: Reason prefix of a stream ended because the client's token expired.
-AUTH_EXPIRED = "auth_expired"
 
 log = logging.getLogger("pgpulse.gateway")
 
@@ -80,10 +80,6 @@ async def cancel_and_wait(task: asyncio.Task[Any], again_after: float = 3.0) -> 
             task.cancel()
     if not task.cancelled():
         task.exception()  # retrieved: logged already, not "never retrieved"
-
-
-def _nothing() -> None:
-    pass
 
 
 class Gateway:
@@ -112,15 +108,8 @@ class Gateway:
         self.catalog = Catalog()
         self.watched: dict[str, WatchedTable] = {}
         self.pool: Any = None
-        self.listener = Listener(
-            settings.listener_url or settings.database_url,
-            self.bus.on_batch,
-            self.catalog.short_name,
-            keepalive=settings.keepalive,
-            query_timeout=settings.query_timeout,
-            application_name=f"{settings.application_name}-listener",
-            prepare=self.bus.prepare,
-        )
+        self.listener: Listener | StreamFeed = self._follower()
+        """Where batches come from: the log, or the relay's stream."""
         self.decoder: Decoder | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._catalog_refreshed_at = 0.0
@@ -130,10 +119,35 @@ class Gateway:
         self._catalog_stale = False
         self._oneshots: set[asyncio.Task[None]] = set()
         self._expiries: dict[int, asyncio.TimerHandle] = {}
-        self._streams: dict[str, int] = {}
-        """Open streams per user (``max_connections_per_user``)."""
+        self.quota = StreamQuota(settings.max_connections_per_user)
         self._resolved: dict[tuple[str, str, str], SubscriptionSpec] = {}
         """Subscriptions checked by PostgreSQL, by table, text and rules."""
+
+    def _follower(self) -> Listener | StreamFeed:
+        settings = self.settings
+        if settings.broker:
+            from pgpulse.broker.feed import StreamFeed
+
+            # The pool exists once started; the feed asks for it then.
+            return StreamFeed(
+                settings.broker,
+                lambda: self.pool,
+                self.bus.on_batch,
+                self.catalog.short_name,
+                prepare=self.bus.prepare,
+                needs_database=self.bus.needs_database,
+                idle=settings.keepalive,
+                application_name=f"{settings.application_name}-gateway",
+            )
+        return Listener(
+            settings.listener_url or settings.database_url,
+            self.bus.on_batch,
+            self.catalog.short_name,
+            keepalive=settings.keepalive,
+            query_timeout=settings.query_timeout,
+            application_name=f"{settings.application_name}-listener",
+            prepare=self.bus.prepare,
+        )
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -268,26 +282,7 @@ class Gateway:
         """Count one more open stream for the caller's user; raises
         :class:`AuthError` (429) past ``max_connections_per_user``.  Returns
         the function that releases it."""
-        user = access.claims.subject
-        limit = self.settings.max_connections_per_user
-        if user is None or limit is None:
-            return _nothing
-        if self._streams.get(user, 0) >= limit:
-            raise AuthError(
-                f"user {user!r} already has {limit} open streams, the most "
-                "allowed; close one first",
-                status=429,
-            )
-        self._streams[user] = self._streams.get(user, 0) + 1
-
-        def release() -> None:
-            left = self._streams.get(user, 1) - 1
-            if left > 0:
-                self._streams[user] = left
-            else:
-                self._streams.pop(user, None)
-
-        return release
+        return self.quota.admit(access)
 
     async def parse_subscriptions(
         self, texts: Iterable[str], access: Access = OPEN
@@ -337,8 +332,9 @@ class Gateway:
         await self.bus.settled()
         for i, spec in enumerate(specs):
             self.bus.subscribe(subscriber, spec, str(i))
-        if subscriber.expires_at is not None:
-            self._expire_at(subscriber, subscriber.expires_at)
+        expiry = expire_at(subscriber.outbox, subscriber.expires_at)
+        if expiry is not None:
+            self._expiries[subscriber.id] = expiry
         start = resume if resume is not None else self.bus.cursor()
         assert start is not None
         # A fresh client starts at the bus position, unless a large batch is
@@ -390,18 +386,6 @@ class Gateway:
         )
         log.warning("%s: %s", subscriber.label, reason)
         subscriber.outbox.close(reason)
-
-    def _expire_at(self, subscriber: Subscriber, when: float) -> None:
-        """End the stream when the client's token expires (``auth_expired``):
-        the client gets a new token and resumes from its last event id."""
-        delay = max(0.0, when - time.time())
-        outbox = subscriber.outbox
-
-        def expire() -> None:
-            outbox.close(f"{AUTH_EXPIRED}: the token expired; resume with a new one")
-
-        handle = asyncio.get_running_loop().call_later(delay, expire)
-        self._expiries[subscriber.id] = handle
 
     def detach(self, subscriber: Subscriber) -> None:
         handle = self._expiries.pop(subscriber.id, None)

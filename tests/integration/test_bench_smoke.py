@@ -85,6 +85,12 @@ TINY: dict[str, dict[str, Any]] = {
         "rate": 20.0,
         "duration": 0.5,
     },
+    "broker": {
+        "setups": ["direct", "broker-2"],
+        "clients": 4,
+        "rates": [20],
+        "duration": 0.5,
+    },
 }
 
 
@@ -223,6 +229,13 @@ def test_benchmark_scenarios_produce_well_formed_results(
     # clients read once per change each.
     assert live["fanout"][0]["reads_per_change"] <= 1.5
     assert live["refetch"][0]["reads_per_change"] >= 1.5
+
+    broker = results["broker"]["setups"]
+    for setup, (row,) in broker.items():
+        assert row["status"] == "ok" and row["delivered"] == row["written"] * 4, setup
+    # Counted: behind the broker the gateways hold no listener connections.
+    assert broker["broker-2"][0]["gateways"] == 2
+    assert broker["broker-2"][0]["log_reads_per_s"] > 0
 
     json.dumps(results)  # the raw results are JSON-serialisable
     verdicts = {t["verdict"] for t in targets(results)}

@@ -35,13 +35,21 @@ def nats_server() -> Iterator[NatsServer]:
 
 
 class RelayProcess:
-    def __init__(self, dsn: str, broker: str, name: str, log_dir: str) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        broker: str,
+        name: str,
+        log_dir: str,
+        args: list[str] | None = None,
+    ) -> None:
+        """*args*: instead of ``--broker BROKER`` (a cluster's servers)."""
         self.name = name
         self.log_path = os.path.join(log_dir, f"{name}.log")
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "pgpulse", "relay", "--database-url", dsn,
-                 "--broker", broker, "--name", name],
+                 *(args or ["--broker", broker]), "--name", name],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},

@@ -14,9 +14,11 @@ Nothing lost, nothing twice: the log position only moves after JetStream
 acknowledged every change of a read, so a failure re-reads and re-publishes;
 the message id is the change's id in the log, so JetStream drops a repeat
 within its duplicate window, and a relay taking over resumes from the
-position recorded in the stream's last message (``Pgpulse-Prev``), skipping
-the changes of that read already in the stream, so none is published twice
-however long the handover took.
+stream's last message: after its read when it ends one (``Pgpulse-End``),
+else from where that read started (``Pgpulse-Prev``), skipping the changes of
+that read already in the stream, so none is published twice however long the
+handover took.  The last change of each read is held back until the read is
+complete, so it can carry ``Pgpulse-End`` (gateways move their position there).
 """
 
 from __future__ import annotations
@@ -24,29 +26,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 import nats
+import orjson
 from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 from nats.js.errors import NotFoundError
 
+from pgpulse.backoff import Backoff
 from pgpulse.broker.messages import (
+    END,
     MSG_ID,
     PREV,
     body,
+    notices,
     stream_name,
     subject,
     subjects,
 )
 from pgpulse.log.change import Change
-from pgpulse.log.cursor import Snapshot
+from pgpulse.log.changelog import Batch
+from pgpulse.log.cursor import Cursor, Snapshot
 from pgpulse.log.listener import Listener
 
-__all__ = ["LOCK_KEY", "Relay", "RelayStats"]
+__all__ = ["LOCK_KEY", "BrokerUnavailable", "Relay", "RelayStats"]
 
 log = logging.getLogger("pgpulse.broker.relay")
 
@@ -54,6 +61,10 @@ log = logging.getLogger("pgpulse.broker.relay")
 LOCK_KEY = 0x70677075_6C7365
 #: JetStream drops a message whose id it saw within this many seconds.
 DUPLICATE_WINDOW = 600.0
+#: JetStream refuses a message unless the stream's last sequence is this.
+EXPECTED_LAST_SEQ = "Nats-Expected-Last-Sequence"
+#: Seconds a read's publishes may wait for JetStream's acknowledgements.
+ACK_TIMEOUT = 5.0
 
 
 @dataclass
@@ -72,6 +83,8 @@ class _Resume:
     """Where to start, and the ids of that read already published."""
 
     position: Snapshot | None
+    last_seq: int = 0
+    """The stream's last sequence: the next publish must follow it."""
     published: set[int] = field(default_factory=set)
 
 
@@ -96,9 +109,15 @@ class Relay:
         self.application_name = application_name
         self.stats = RelayStats()
         self.database = ""
+        self._nc: Any = None
         self._js: JetStreamContext | None = None
         self._listener: Listener | None = None
         self._resume = _Resume(None)
+        self._held: list[Change] = []
+        """The last change of a read still being read (see the module doc)."""
+        self._notices: set[asyncio.Task[None]] = set()
+        self._retry = Backoff(initial=0.1, maximum=2.0)
+        self._resync = False
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -111,6 +130,7 @@ class Relay:
             name=self.application_name,
         )
         try:
+            self._nc = nc
             self._js = nc.jetstream()
             while True:
                 try:
@@ -175,14 +195,16 @@ class Relay:
             await asyncio.sleep(self.lock_poll)
 
     async def _publish_while_locked(self, lock: Any) -> None:
-        listener = Listener(
+        listener = _PublishingListener(
             self.dsn,
             on_batch=lambda _batch, _final: None,
             name_of=_display_name,
-            prepare=self._publish,
             application_name=self.application_name + "-listener",
         )
+        listener.publish = self._publish
+        listener.on_message = self._forward_notice
         listener.position = self._resume.position
+        self._held = []
         self._listener = listener
         task = asyncio.create_task(listener.run(), name="pgpulse-relay-listener")
         try:
@@ -217,20 +239,36 @@ class Relay:
             await self._js.add_stream(config)
             log.info("created JetStream stream %s (replicas %d)", name, self.replicas)
 
+    def _forward_notice(self, payload: str) -> None:
+        """A notice on the log's channel (``catalog``, ``wal``): to every
+        gateway (they have no listener of their own to hear it)."""
+        if self._nc is None:
+            return
+        task = asyncio.create_task(
+            self._nc.publish(notices(self.database), payload.encode())
+        )
+        self._notices.add(task)
+        task.add_done_callback(self._notices.discard)
+
     async def _resume_point(self, locked_at: Snapshot) -> _Resume:
-        """The position the stream's last message was read from, and the ids
-        of the messages published from that same read; for an empty stream,
-        the moment this relay took the lock."""
+        """Where the stream's last message leaves off: after its read if it
+        ends one, else that read's start and the ids of the messages published
+        from it; for an empty stream, *locked_at* (a first relay: the moment
+        it took the lock; after a failed publish: the read's start)."""
         assert self._js is not None
         name = stream_name(self.database)
         info = await self._js.stream_info(name)
-        seq = info.state.last_seq
+        seq = last_seq = info.state.last_seq
         if not seq or not info.state.messages:
-            return _Resume(locked_at)
+            return _Resume(locked_at, last_seq=last_seq)
         last = await self._js.get_msg(name, seq)
         prev = (last.headers or {}).get(PREV)
         if prev is None:
-            return _Resume(locked_at)
+            return _Resume(locked_at, last_seq=last_seq)
+        if (last.headers or {}).get(END):
+            assert last.data is not None
+            event_id = orjson.loads(last.data)["event_id"]
+            return _Resume(Cursor.decode(event_id).snap, last_seq=last_seq)
         published: set[int] = set()
         first = info.state.first_seq
         while seq >= first:
@@ -243,34 +281,91 @@ class Relay:
                 break
             published.add(int(headers[MSG_ID]))
             seq -= 1
-        return _Resume(Snapshot.parse(prev), published)
+        return _Resume(Snapshot.parse(prev), last_seq, published)
 
-    async def _publish(self, changes: list[Change], _conn: Any) -> None:
-        """Publish one read's changes in log order; return once JetStream has
-        acknowledged them all (the listener then moves its position)."""
-        assert self._js is not None and self._listener is not None
-        prev = str(self._listener.position)
+    async def _publish(self, batch: Batch) -> None:
+        """Publish one read (or chunk of one) in log order; return once
+        JetStream has acknowledged it (the listener then moves on).  The
+        read's last change waits for the read to be complete, to carry
+        ``Pgpulse-End``."""
+        assert self._js is not None
+        if self._resync:
+            # A publish failed: what reached the stream decides what is next.
+            self._resume = await self._resume_point(batch.prev)
+            self._resync = False
+        prev = str(batch.prev)
         skip = self._resume.published
-        if skip and self._resume.position is not None:
-            if prev != str(self._resume.position):
-                skip = self._resume.published = set()
-        acks = []
-        for change in changes:
-            if change.id in skip:
-                self.stats.skipped += 1
-                continue
-            acks.append(
-                await self._js.publish_async(
-                    subject(self.database, change.table),
-                    body(change),
-                    headers={MSG_ID: str(change.id), PREV: prev},
+        if skip and prev != str(self._resume.position):
+            skip = self._resume.published = set()
+        # A read repeated after a failure holds the held change again.
+        held = {c.id for c in self._held}
+        fresh = [c for c in batch.changes if c.id not in held]
+        todo = self._held + [c for c in fresh if c.id not in skip]
+        self.stats.skipped += len(self._held) + len(fresh) - len(todo)
+        self._held = [] if batch.complete else todo[-1:]
+        if not batch.complete:
+            todo = todo[:-1]
+        acks: list[asyncio.Future[Any]] = []
+        seq = self._resume.last_seq
+        try:
+            for n, change in enumerate(todo, 1):
+                # Each publish must follow the one before: if one fails, all
+                # after it fail too, and the stream never holds a later
+                # change without an earlier one (a row's changes stay in order).
+                headers = {
+                    MSG_ID: str(change.id),
+                    PREV: prev,
+                    EXPECTED_LAST_SEQ: str(seq),
+                }
+                seq += 1
+                if batch.complete and n == len(todo):
+                    headers[END] = "1"
+                acks.append(
+                    await self._js.publish_async(
+                        subject(self.database, change.table),
+                        body(change),
+                        headers=headers,
+                        wait_stall=ACK_TIMEOUT,
+                    )
                 )
-            )
-        for ack in await asyncio.gather(*acks):
+            async with asyncio.timeout(ACK_TIMEOUT):
+                results = await asyncio.gather(*acks)
+        except Exception as exc:
+            # Unanswered publishes hold nats-py's in-flight slots until they
+            # end: end them, or a few failed reads would stall the relay.
+            for ack in acks:
+                ack.cancel()
+            self._resync = True
+            # The listener re-reads at once after a failure; pace the retries
+            # while JetStream is away (electing a leader, restarting).
+            await asyncio.sleep(self._retry.next())
+            raise BrokerUnavailable(
+                f"JetStream did not acknowledge {len(todo)} changes "
+                f"({type(exc).__name__}: {exc})"
+            ) from exc
+        self._retry.reset()
+        if results:
+            self._resume.last_seq = results[-1].seq
+        for ack in results:
             if ack.duplicate:
                 self.stats.duplicates += 1
             else:
                 self.stats.published += 1
+
+
+class BrokerUnavailable(ConnectionError):
+    """JetStream did not take a read: it is published again."""
+
+
+class _PublishingListener(Listener):
+    """The relay's listener: each read goes to JetStream, not to a bus."""
+
+    publish: Callable[[Batch], Awaitable[None]]
+
+    async def prepare_batch(self, batch: Batch) -> None:
+        # Empty reads too: the last chunk of a large read can be empty, and
+        # the change held back from the chunk before goes out with it.
+        await self.publish(batch)
 
 
 def _display_name(table: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import re
@@ -20,6 +19,7 @@ from pgpulse.cli._common import (
     run,
     setup_logging,
 )
+from pgpulse.cli.preflight import preflight
 from pgpulse.config import Settings, load_settings
 from pgpulse.exceptions import ConfigurationError, PgPulseError
 
@@ -87,6 +87,14 @@ def gateway_options(func: click.decorators.FC) -> click.decorators.FC:
             metavar="URL",
             help="A direct connection for the listener when --database-url goes "
             "through a pooler in transaction mode (PgBouncer).",
+        ),
+        click.option(
+            "--broker",
+            multiple=True,
+            metavar="URL",
+            help="Follow the JetStream stream `pgpulse relay` fills on this NATS "
+            "server (nats://HOST:4222; repeat for a cluster) instead of the "
+            "database: no listener connection here (pip install 'pgpulse[broker]').",
         ),
         click.option(
             "--rest-table",
@@ -189,7 +197,13 @@ def cli_overrides(given: dict[str, Any]) -> dict[str, Any]:
             out["retention_seconds"] = seconds or None
         elif name == "keep_rows" and value is not None and value < 0:
             raise click.BadParameter("--keep-rows must be >= 0")
-        elif name in ("cors_origins", "rest_tables", "rest_schemas", "rest_functions"):
+        elif name in (
+            "cors_origins",
+            "rest_tables",
+            "rest_schemas",
+            "rest_functions",
+            "broker",
+        ):
             if value:
                 out[name] = list(value)
         else:
@@ -251,104 +265,6 @@ def run_gateway(settings: Settings, workers: int = 1) -> None:
         )
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how one stops it
             server.run(sockets=[sock])
-
-
-def gateway_connections(settings: Settings, workers: int) -> int:
-    """Connections *workers* gateway processes may hold: a listener and the
-    pool each, and, while one of them decodes the WAL, its replication
-    connection and its log writer (one decoder at a time per database)."""
-    return workers * (1 + settings.pool_size) + (2 if settings.decode_wal else 0)
-
-
-async def wait_for_database(dsn: str, limit: float) -> Any:
-    """Connect to *dsn*, waiting with back-off up to *limit* seconds while the
-    server is not up yet (a boot-order race under compose or systemd)."""
-    import asyncpg
-
-    from pgpulse.backoff import Backoff
-
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    backoff = Backoff(initial=0.2, maximum=3.0)
-    told = False
-    while True:
-        try:
-            return await asyncpg.connect(dsn, timeout=10)
-        except (OSError, asyncpg.CannotConnectNowError, TimeoutError) as exc:
-            if loop.time() >= deadline:
-                raise click.ClickException(
-                    f"the database did not answer within {limit:g} s ({exc}); check "
-                    "--database-url, or wait longer with --wait-for-db"
-                ) from None
-            if not told:
-                console.print(
-                    f"[dim]waiting for the database ({exc}); retrying for up to "
-                    f"{limit:g} s[/]"
-                )
-                told = True
-            await backoff.wait()
-
-
-async def preflight(
-    settings: Settings,
-    workers: int,
-    migrate: bool,
-    migrations_dir: str,
-    config: str | None,
-    wait_for_db: float = 30.0,
-) -> None:
-    """Apply migrations and check the connection budget before serving.
-
-    The deploy pattern: the gateway never starts on a half-applied schema, and
-    never starts when its connections would not fit the declared budget.
-    """
-    import asyncpg
-
-    from pgpulse.budget import check_budget, load_budget
-    from pgpulse.capture import install_schema
-    from pgpulse.capture.privileges import check_schema
-    from pgpulse.log.listener import CHANNEL, check_session
-
-    # Fail here, with one clear line, rather than inside the server's startup.
-    conn = await wait_for_database(settings.database_url, wait_for_db)
-    try:
-        await check_schema(conn)
-        await install_schema(conn)
-    finally:
-        await conn.close()
-    listener_url = settings.listener_url or settings.database_url
-    probe = await asyncpg.connect(listener_url, timeout=10)
-    try:
-        await probe.execute(f"listen {CHANNEL}")
-        await check_session(probe, listener_url)
-    finally:
-        await probe.close()
-    if migrate:
-        from pgpulse.migrate import MigrationError, apply_migrations
-
-        try:
-            applied = await apply_migrations(settings.database_url, migrations_dir)
-        except MigrationError as exc:
-            raise click.ClickException(
-                f"not starting: migration failed.\n{exc}"
-            ) from None
-        console.print(f"migrations: {len(applied)} applied, schema up to date")
-    budget = load_budget(config)
-    if budget is None:
-        return
-    needed = gateway_connections(settings, workers)
-    share = budget.share_for("pgpulse")
-    if share is not None and share < needed:
-        decoder = " + 2 for the wal decoder" if settings.decode_wal else ""
-        raise click.ClickException(
-            f"not starting: the budget gives service 'pgpulse' {share} connections "
-            f"but {workers} gateway process(es) need {needed} (1 listener + "
-            f"{settings.pool_size} pooled each{decoder}). Raise [budget.services] "
-            "pgpulse, lower --workers, or pass --no-decode-wal."
-        )
-    report = await check_budget(settings.database_url, budget)
-    if not report.fits:
-        raise click.ClickException(f"not starting: {report.message}")
 
 
 @click.command()

@@ -342,7 +342,9 @@ class Listener:
                 self._settle = None
                 self._last_wake = now
 
-    async def _prepare(self, batch: Batch) -> None:
+    async def prepare_batch(self, batch: Batch) -> None:
+        """Awaited before each batch (or chunk of one) is dispatched; by
+        default, ``prepare`` with its changes and this connection."""
         if self.prepare is not None and batch.changes:
             await self.prepare(batch.changes, self._conn)
 
@@ -363,7 +365,7 @@ class Listener:
             0 if not changes else 1 if changes[0].xid == changes[-1].xid else 2
         )
         async with asyncio.timeout(self.query_timeout):
-            await self._prepare(batch)
+            await self.prepare_batch(batch)
         self.on_batch(batch, batch.complete)
         count = len(changes)
         if not batch.complete:
@@ -374,7 +376,7 @@ class Listener:
                 while not batch.complete:
                     async with asyncio.timeout(self.query_timeout):
                         batch = await anext(rest)
-                        await self._prepare(batch)
+                        await self.prepare_batch(batch)
                     self.on_batch(batch, batch.complete)
                     count += len(batch.changes)
         self.position = batch.snap

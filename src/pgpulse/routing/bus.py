@@ -138,6 +138,12 @@ class Bus:
                 out.setdefault(sub.spec.table, []).append(sub.spec.db_filter)
         return out
 
+    def needs_database(self, changes: Sequence[Change]) -> bool:
+        """Whether :meth:`prepare` has work for *changes* (a filter PostgreSQL
+        evaluates on one of their tables)."""
+        filtered = self._db_filters
+        return bool(filtered) and any(c.table in filtered for c in changes)
+
     row_security: RowSecurity | None = None
     """The tables' own policies, for subscriptions under row-level security."""
 

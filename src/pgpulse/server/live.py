@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
+from pgpulse.auth.streams import expire_at
 from pgpulse.exceptions import AuthError, PgPulseError, UnknownTableError
-from pgpulse.gateway import AUTH_EXPIRED, Gateway
+from pgpulse.gateway import Gateway
 from pgpulse.live.query import LiveQuery
 from pgpulse.live.shared import SharedQuery
 from pgpulse.routing.outbox import Outbox
@@ -107,7 +107,7 @@ async def live_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
     stream.cycle = chunked_cycle(send)
     outbox.direct = stream.write_now
     watcher = asyncio.create_task(watch_disconnect(receive, outbox))
-    expiry = _expire_at(outbox, access.claims.expires_at)
+    expiry = expire_at(outbox, access.claims.expires_at)
     try:
         await stream.serve(None)  # joined already: nothing left to attach
     finally:
@@ -127,16 +127,3 @@ def _opening(shared: SharedQuery, raw_id: str | None) -> list[bytes]:
         if missed is not None:
             return missed
     return [shared.snapshot()]
-
-
-def _expire_at(outbox: Outbox, when: float | None) -> asyncio.TimerHandle | None:
-    """End the stream when the caller's token expires (``auth_expired``, as
-    on /v1/events): the client gets a new token and resumes."""
-    if when is None:
-        return None
-
-    def expire() -> None:
-        outbox.close(f"{AUTH_EXPIRED}: the token expired; resume with a new one")
-
-    delay = max(0.0, when - time.time())
-    return asyncio.get_running_loop().call_later(delay, expire)

@@ -1,0 +1,59 @@
+"""Section 12 of the page: gateways behind NATS JetStream, against gateways
+on the database."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.report._format import _num, _pct
+
+__all__ = ["_broker"]
+
+_SETUPS = {
+    "direct": "one gateway on the database",
+    "direct-3": "3 gateways, each on the database",
+    "broker-1": "relay + NATS + 1 gateway",
+    "broker-2": "relay + NATS + 2 gateways",
+    "broker-3": "relay + NATS + 3 gateways",
+}
+
+
+def _broker(results: dict[str, Any]) -> list[str]:
+    data = results.get("broker")
+    if not data:
+        return []
+    lines = [
+        "",
+        "## 12. Past one process: gateways behind NATS JetStream",
+        "",
+        f"{data['clients']:,} SSE clients split evenly over the gateways of each "
+        f"setup, single-row inserts at each rate for {data['duration_s']} s. "
+        "*Broker* setups: `pgpulse relay` reads the log and publishes each change "
+        "to a JetStream stream on one local `nats-server` (file storage); the "
+        "gateways run `serve --broker` and never follow the database. *DB "
+        "connections*: pgpulse's connections in `pg_stat_activity` after the "
+        "window (relay, gateways' listeners and pools). *Log reads/s*: scans of "
+        "`pgpulse.changes` (`pg_stat_user_tables`), whoever made them. CPU: every "
+        "process of the setup (gateways, relay, NATS), % of one core. Everything, "
+        "the load generator included, shares this machine's 2 cores, so more "
+        "gateway processes here do not add cores: the rows show what each "
+        "setup costs, not what more machines would gain.",
+        "",
+        "| setup | changes/s | deliveries/s | p50 | p99 | delivered | DB connections "
+        "| log reads/s | CPU % |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for setup, rows in data["setups"].items():
+        for r in rows:
+            if r.get("status") != "ok":
+                lines.append(f"| {setup} | cannot: {r.get('reason', '')} |" + " |" * 7)
+                continue
+            lines.append(
+                f"| {_SETUPS.get(setup, setup)} | {_num(r['rate'])} | "
+                f"{_num(r['deliveries_per_s'])} | "
+                f"{_num(r['latency_ms'].get('p50'), 2)} | "
+                f"{_num(r['latency_ms'].get('p99'), 2)} | "
+                f"{_pct(r.get('delivered_ratio'))} | {r['database_connections']} | "
+                f"{_num(r['log_reads_per_s'])} | {_num(r['setup_cpu_pct'])} |"
+            )
+    return lines

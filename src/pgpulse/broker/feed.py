@@ -1,0 +1,312 @@
+"""A gateway fed by the relay's JetStream stream instead of the log.
+
+Why: with ``pgpulse serve --broker``, gateways on any number of nodes read
+what one relay published (:mod:`pgpulse.broker.relay`) and never follow the
+database themselves: no listener connection and no log reads per node.  The
+bus, filters, policies, live queries and transports are the same; only the
+source of batches differs.
+
+Batches are rebuilt from the messages: a change's event id names the read it
+came from (``prev~snap~id``), and the read's last change carries
+``Pgpulse-End``, where the position moves to the read's snapshot, exactly as
+after a listener's read.  Until then the bus is "in a batch" and new clients
+read that batch from the database.  A relay that fails half-way through a
+read reads it again from the same position, to a later snapshot: the read
+goes on (the stream holds no change twice) and ends at the later snapshot.
+The position never moves to the snapshot of a read that did not end: some of
+its changes may never have reached the stream.
+
+Where a gateway starts: at the database's current snapshot (every change
+visible there counts as dispatched; a client starting there catches up from
+the log, as with a listener), reading the stream from the first read not
+visible in it (a binary search over stream sequences).  It pulls messages
+only as fast as it dispatches them, so a slow gateway leaves the backlog in
+JetStream, not in memory; after any failure it pulls again from the sequence
+after the last one it dispatched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import nats
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from pgpulse.backoff import Backoff
+from pgpulse.broker.messages import END, change_of, notices, stream_name, subjects
+from pgpulse.log import changelog
+from pgpulse.log.change import Change
+from pgpulse.log.changelog import Batch
+from pgpulse.log.cursor import Cursor, Snapshot
+
+__all__ = ["StreamFeed", "StreamGap", "later"]
+
+log = logging.getLogger("pgpulse.broker.feed")
+
+#: Messages pulled at most per request.
+FETCH = 512
+
+
+class StreamGap(Exception):
+    """Messages went missing between JetStream and this gateway."""
+
+
+def later(a: Snapshot, b: Snapshot) -> Snapshot:
+    """The later of two snapshots of one database (taken at different times,
+    one sees every transaction the other does)."""
+    if a.xmax != b.xmax:
+        return a if a.xmax > b.xmax else b
+    return a if len(a.xip) <= len(b.xip) else b
+
+
+class StreamFeed:
+    """Follows one database's JetStream stream and calls ``on_batch`` with
+    the batches the relay read, as a :class:`~pgpulse.log.listener.Listener`
+    does with the log."""
+
+    def __init__(
+        self,
+        servers: Sequence[str],
+        pool: Callable[[], Any],
+        on_batch: Callable[[Batch, bool], None],
+        name_of: Callable[[str], str],
+        *,
+        prepare: Callable[[list[Change], Any], Awaitable[None]] | None = None,
+        needs_database: Callable[[Sequence[Change]], bool] = lambda _changes: True,
+        idle: float = 5.0,
+        application_name: str = "pgpulse-gateway",
+    ) -> None:
+        self.servers = list(servers)
+        self.pool = pool
+        """The gateway's pool (once it has one): the start position, and
+        filters PostgreSQL evaluates."""
+        self.on_batch = on_batch
+        self.name_of = name_of
+        self.prepare = prepare
+        self.needs_database = needs_database
+        """Whether ``prepare`` must see these changes (filters PostgreSQL
+        evaluates): only then is a pool connection taken."""
+        self.idle = idle
+        self.application_name = application_name
+        self.on_message: Callable[[str], None] | None = None
+        self.position: Snapshot | None = None
+        """Every change visible here has been handed to the bus."""
+        self.fatal: Exception | None = None
+        self.connected = asyncio.Event()
+        self.polling = False
+        self.reads = 0
+        """Pulls from JetStream (the log is never read here)."""
+        self.database = ""
+        self.next_seq = 0
+        """The stream sequence to pull next (0: not found yet)."""
+        self._open: tuple[str, Snapshot, Snapshot] | None = None
+        """(prefix, prev, snap) of the read being dispatched, not yet ended."""
+        self._js: JetStreamContext | None = None
+
+    def wake(self) -> None:
+        """Nothing to do: messages are pushed to pending pulls."""
+
+    # -- lifecycle --------------------------------------------------------------
+
+    async def run(self) -> None:
+        async with self.pool().acquire() as conn:
+            self.database = await conn.fetchval("select current_database()")
+            start = await changelog.current_position(conn)
+        # Ready at once (clients start here), whether or not the stream exists.
+        self.position = start
+        self.on_batch(Batch(start, start, []), True)
+        nc = await nats.connect(
+            servers=self.servers,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.25,
+            name=self.application_name,
+            disconnected_cb=self._disconnected,
+            reconnected_cb=self._reconnected,
+        )
+        try:
+            self._js = nc.jetstream()
+            await nc.subscribe(notices(self.database), cb=self._notice)
+            backoff = Backoff(initial=0.1, maximum=2.0)
+            while True:
+                try:
+                    await self._follow()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # the feed must outlive any one failure
+                    self.connected.clear()
+                    delay = backoff.next()
+                    log.warning(
+                        "stream %s: %s: %s; pulling again from sequence %d in %.2fs",
+                        stream_name(self.database),
+                        type(exc).__name__,
+                        exc,
+                        self.next_seq,
+                        delay,
+                    )
+                    await asyncio.sleep(delay)
+                else:
+                    backoff.reset()
+        finally:
+            with contextlib.suppress(Exception):
+                await nc.close()
+
+    async def _disconnected(self) -> None:
+        self.connected.clear()
+
+    async def _reconnected(self) -> None:
+        # Notices sent meanwhile are lost: read the catalog again.
+        if self.on_message is not None:
+            self.on_message("catalog")
+
+    async def _notice(self, msg: Any) -> None:
+        if self.on_message is not None and msg.data:
+            self.on_message(msg.data.decode())
+
+    # -- reading ------------------------------------------------------------------
+
+    async def _follow(self) -> None:
+        assert self._js is not None and self.position is not None
+        name = stream_name(self.database)
+        try:
+            info = await self._js.stream_info(name)
+        except NotFoundError:
+            log.info("stream %s does not exist yet (no relay has run)", name)
+            self.connected.set()
+            await asyncio.sleep(self.idle / 5)
+            return
+        if not self.next_seq:
+            self.next_seq = await self._first_unseen(name, info, self.position)
+        consumer = f"{self.application_name}-{uuid.uuid4().hex[:12]}"
+        await self._js.add_consumer(
+            name,
+            ConsumerConfig(
+                name=consumer,
+                filter_subject=subjects(self.database),
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=self.next_seq,
+                ack_policy=AckPolicy.NONE,
+                inactive_threshold=max(30.0, self.idle * 6),
+                # One copy in memory: the gateway is its only reader and
+                # re-creates it from its own position whenever it is lost.
+                mem_storage=True,
+                num_replicas=1,
+            ),
+        )
+        sub = await self._js.pull_subscribe_bind(consumer, name)
+        self.connected.set()
+        log.info("gateway following stream %s from sequence %d", name, self.next_seq)
+        try:
+            while True:
+                try:
+                    messages = await sub.fetch(FETCH, timeout=self.idle)
+                except TimeoutError:
+                    await self._check_consumer(sub)
+                    continue
+                self.reads += 1
+                await self._dispatch(messages)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+            with contextlib.suppress(Exception):
+                await self._js.delete_consumer(name, consumer)
+
+    async def _check_consumer(self, sub: Any) -> None:
+        """After a quiet pull: is the consumer still there, and did it hold
+        nothing back?  A NATS restart drops it (NotFoundError); a node lost
+        mid-delivery leaves it believing it delivered what never arrived
+        (no acks: nothing is redelivered).  Either way: pull anew."""
+        info = await sub.consumer_info()
+        delivered = info.delivered.stream_seq if info.delivered else 0
+        if delivered >= self.next_seq or info.num_pending:
+            raise StreamGap(
+                f"the stream's consumer is at sequence {delivered} with "
+                f"{info.num_pending} pending, this gateway at {self.next_seq - 1}"
+            )
+
+    async def _first_unseen(self, name: str, info: Any, position: Snapshot) -> int:
+        """The first sequence whose read is not wholly visible in *position*
+        (reads are published in order, their snapshots only grow)."""
+        assert self._js is not None
+        low, high = info.state.first_seq, info.state.last_seq
+        if not info.state.messages:
+            return max(int(high) + 1, 1)
+        # Invariant: every read before `low` is visible in `position`.
+        while low <= high:
+            middle = (low + high) // 2
+            try:
+                message = await self._js.get_msg(name, middle)
+            except NotFoundError:  # expired meanwhile: nothing to start before it
+                low = middle + 1
+                continue
+            assert message.data is not None
+            snap = Cursor.decode(change_of(message.data, str).event_id).snap
+            if position.covers(snap):
+                low = middle + 1
+            else:
+                high = middle - 1
+        return int(low)
+
+    async def _dispatch(self, messages: list[Any]) -> None:
+        """Hand the pulled changes to the bus, read by read; ``next_seq``
+        moves past a message once the bus has it."""
+        chunk: list[Change] = []
+        upto = self.next_seq - 1
+        gap = None
+        for msg in messages:
+            seq = msg.metadata.sequence.stream
+            if seq != upto + 1:  # a delivery lost on the way: pull again
+                gap = f"expected sequence {upto + 1}, got {seq}"
+                break
+            change = change_of(msg.data, self.name_of)
+            prefix = change.event_id[: change.event_id.rindex("~") + 1]
+            prev_text, snap_text, _ = prefix.split("~")
+            read = (prefix, Snapshot.parse(prev_text), Snapshot.parse(snap_text))
+            if self._open is not None and self._open[0] != prefix:
+                if chunk:
+                    await self._hand_over(chunk, False, upto)
+                    chunk = []
+                if self._open[1] != read[1]:
+                    # A read that never ended and is not read again: its
+                    # changes went out, but not necessarily all of them, so
+                    # the position stays (later changes are not filtered).
+                    await self._hand_over([], True, upto, advance=False)
+            # Else the relay failed half-way through a read and read it again
+            # from the same position (a later snapshot): the same read goes on,
+            # and ends at the later snapshot.
+            self._open = read
+            assert self.position is not None
+            if not self.position.visible(change.xid):
+                chunk.append(change)
+            upto = seq
+            if (msg.headers or {}).get(END):
+                await self._hand_over(chunk, True, upto)
+                chunk = []
+        if self._open is not None and upto >= self.next_seq:
+            await self._hand_over(chunk, False, upto)
+        if gap is not None:
+            raise StreamGap(gap)
+
+    async def _hand_over(
+        self, changes: list[Change], final: bool, upto: int, advance: bool = True
+    ) -> None:
+        """Dispatch *changes* of the open read (ending it if *final*, the
+        position moving to its snapshot if *advance*); the stream is then
+        dispatched up to sequence *upto*."""
+        assert self._open is not None and self.position is not None
+        _, prev, snap = self._open
+        snap = later(snap, self.position) if advance else self.position
+        if changes and self.prepare is not None and self.needs_database(changes):
+            async with self.pool().acquire() as conn:
+                await self.prepare(changes, conn)
+        self.on_batch(Batch(prev, snap, changes, complete=final), final)
+        self.next_seq = upto + 1
+        if final:
+            self.position = snap
+            self._open = None
