@@ -45,6 +45,7 @@ from pgpulse.log import changelog
 from pgpulse.log.change import Change
 from pgpulse.log.changelog import Batch
 from pgpulse.log.cursor import Cursor, Snapshot
+from pgpulse.log.listener import poll_stretch
 
 __all__ = ["StreamFeed", "StreamGap", "later"]
 
@@ -52,6 +53,8 @@ log = logging.getLogger("pgpulse.broker.feed")
 
 #: Messages pulled at most per request.
 FETCH = 512
+#: Seconds between pulls while changes keep coming (times poll_stretch).
+POLL = 0.001
 
 
 class StreamGap(Exception):
@@ -211,6 +214,11 @@ class StreamFeed:
                     continue
                 self.reads += 1
                 await self._dispatch(messages)
+                if len(messages) < FETCH:
+                    # Busy but not behind: let a few milliseconds of changes
+                    # gather, as the listener polls, so each dispatch writes
+                    # to every client once for several changes, not per change.
+                    await asyncio.sleep(POLL * poll_stretch(len(messages)))
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
@@ -254,10 +262,14 @@ class StreamFeed:
         return int(low)
 
     async def _dispatch(self, messages: list[Any]) -> None:
-        """Hand the pulled changes to the bus, read by read; ``next_seq``
-        moves past a message once the bus has it."""
+        """Hand the pulled changes to the bus: every read that ended in this
+        pull as one batch (one write per client for all of them), then what
+        came of a read still going on; ``next_seq`` moves past a message
+        once the bus has it."""
         chunk: list[Change] = []
         upto = self.next_seq - 1
+        ended: tuple[int, int, Snapshot] | None = None
+        """(changes in chunk, sequence, snapshot) at the last read's end."""
         gap = None
         for msg in messages:
             seq = msg.metadata.sequence.stream
@@ -268,45 +280,60 @@ class StreamFeed:
             prefix = change.event_id[: change.event_id.rindex("~") + 1]
             prev_text, snap_text, _ = prefix.split("~")
             read = (prefix, Snapshot.parse(prev_text), Snapshot.parse(snap_text))
-            if self._open is not None and self._open[0] != prefix:
-                if chunk:
-                    await self._hand_over(chunk, False, upto)
-                    chunk = []
-                if self._open[1] != read[1]:
-                    # A read that never ended and is not read again: its
-                    # changes went out, but not necessarily all of them, so
-                    # the position stays (later changes are not filtered).
-                    await self._hand_over([], True, upto, advance=False)
-            # Else the relay failed half-way through a read and read it again
-            # from the same position (a later snapshot): the same read goes on,
-            # and ends at the later snapshot.
+            # A different read from the same position: the relay failed
+            # half-way and read it again, to a later snapshot; it goes on.
+            open_read = self._open
+            if open_read and open_read[0] != prefix and open_read[1] != read[1]:
+                # A read that never ended and is not read again: its changes
+                # went out, but not necessarily all of them, so the position
+                # stays (later changes are not filtered by its snapshot).
+                await self._flush(chunk, ended, upto)
+                chunk, ended = [], None
+                await self._hand_over([], True, upto)
             self._open = read
             assert self.position is not None
             if not self.position.visible(change.xid):
                 chunk.append(change)
             upto = seq
             if (msg.headers or {}).get(END):
-                await self._hand_over(chunk, True, upto)
-                chunk = []
-        if self._open is not None and upto >= self.next_seq:
-            await self._hand_over(chunk, False, upto)
+                ended = (len(chunk), upto, read[2])
+                self._open = None
+        await self._flush(chunk, ended, upto)
         if gap is not None:
             raise StreamGap(gap)
 
-    async def _hand_over(
-        self, changes: list[Change], final: bool, upto: int, advance: bool = True
+    async def _flush(
+        self, chunk: list[Change], ended: tuple[int, int, Snapshot] | None, upto: int
     ) -> None:
-        """Dispatch *changes* of the open read (ending it if *final*, the
-        position moving to its snapshot if *advance*); the stream is then
-        dispatched up to sequence *upto*."""
-        assert self._open is not None and self.position is not None
-        _, prev, snap = self._open
-        snap = later(snap, self.position) if advance else self.position
+        """Dispatch *chunk*: up to the last read that ended as one complete
+        batch (the position moves to that read's snapshot), the rest as part
+        of the read going on."""
+        rest = chunk
+        if ended is not None:
+            count, seq, snap = ended
+            await self._hand_over(chunk[:count], True, seq, snap)
+            rest = chunk[count:]
+        if rest or (self._open is not None and upto >= self.next_seq):
+            await self._hand_over(rest, False, upto)
+        else:
+            self.next_seq = max(self.next_seq, upto + 1)
+
+    async def _hand_over(
+        self,
+        changes: list[Change],
+        final: bool,
+        upto: int,
+        snap: Snapshot | None = None,
+    ) -> None:
+        """Dispatch *changes*; *final*: no read is left open, and the position
+        moves to *snap* (None: it stays).  The stream is then dispatched up
+        to sequence *upto*."""
+        assert self.position is not None
+        position = self.position if snap is None else later(snap, self.position)
         if changes and self.prepare is not None and self.needs_database(changes):
             async with self.pool().acquire() as conn:
                 await self.prepare(changes, conn)
-        self.on_batch(Batch(prev, snap, changes, complete=final), final)
+        self.on_batch(Batch(self.position, position, changes, complete=final), final)
         self.next_seq = upto + 1
         if final:
-            self.position = snap
-            self._open = None
+            self.position = position

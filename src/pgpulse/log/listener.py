@@ -46,7 +46,7 @@ from pgpulse.log.changelog import (
 )
 from pgpulse.log.cursor import Snapshot
 
-__all__ = ["Listener", "PoolerError", "check_session"]
+__all__ = ["Listener", "PoolerError", "check_session", "poll_stretch"]
 
 log = logging.getLogger("pgpulse.log.listener")
 
@@ -98,7 +98,7 @@ async def check_session(conn: Any, dsn: str, timeout: float = 10.0) -> None:
         )
 
 
-def _stretch(count: int) -> int:
+def poll_stretch(count: int) -> int:
     """Poll-interval multiplier after a read that found *count* changes."""
     return 1 if count < 8 else 2 if count < 16 else 4
 
@@ -302,7 +302,7 @@ class Listener:
                 elif empty and self._settle is not None:
                     await asyncio.sleep(self.poll_interval * 2 ** (empty - 1))
                 else:
-                    await asyncio.sleep(self.poll_interval * _stretch(count))
+                    await asyncio.sleep(self.poll_interval * poll_stretch(count))
             else:
                 # asyncio.timeout, not wait_for, in this loop: on Python 3.11
                 # wait_for can swallow a cancellation that lands as what it
