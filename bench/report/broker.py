@@ -56,4 +56,36 @@ def _broker(results: dict[str, Any]) -> list[str]:
                 f"{_pct(r.get('delivered_ratio'))} | {r['database_connections']} | "
                 f"{_num(r['log_reads_per_s'])} | {_num(r['setup_cpu_pct'])} |"
             )
+    lines += _notes(data["setups"])
     return lines
+
+
+def _notes(setups: dict[str, Any]) -> list[str]:
+    """What the table says, from its own numbers."""
+
+    def cell(setup: str, rate: int) -> dict[str, Any] | None:
+        for r in setups.get(setup, []):
+            if r.get("status") == "ok" and r["rate"] == rate:
+                return dict(r)
+        return None
+
+    notes = []
+    for rate in sorted({r["rate"] for rows in setups.values() for r in rows}):
+        direct, broker = cell("direct", rate), cell("broker-1", rate)
+        if direct and broker:
+            notes.append(
+                f"at {rate:,} changes/s the hop through the relay and JetStream "
+                f"adds {broker['latency_ms']['p50'] - direct['latency_ms']['p50']:.1f}"
+                " ms to the median"
+            )
+    return [
+        "",
+        "Read with it: "
+        + "; ".join(notes)
+        + (". " if notes else "")
+        + "The relay's reader is a gateway's listener (one read per wake-up, or "
+        "polling when wake-ups come faster than it reads), so its reads per "
+        "second vary between runs at one rate; what does not vary is who reads: "
+        "behind the broker only the relay, on the database every gateway process "
+        "(N processes, N readers and N listener connections).",
+    ]
