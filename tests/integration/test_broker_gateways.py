@@ -10,6 +10,7 @@ with every committed change exactly once, each row's changes in commit order.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from collections.abc import Iterator
 from typing import Any
@@ -36,6 +37,12 @@ from tests.integration.test_broker_relay import (
     _writers,
 )
 from tests.nats_server import NatsCluster, NatsServer
+
+#: The acceptance run is 8 writers for 60 s (PGPULSE_BROKER_ACCEPTANCE=1);
+#: the suite runs the same shape shorter.
+ACCEPTANCE = os.environ.get("PGPULSE_BROKER_ACCEPTANCE") == "1"
+RUN_SECONDS = 60.0 if ACCEPTANCE else 8.0
+WRITERS = 8 if ACCEPTANCE else 4
 
 
 @pytest.fixture
@@ -95,6 +102,8 @@ async def _logged(conn: Any) -> list[dict[str, Any]]:
 
 
 def _check(client: Client, logged: list[Any], keep: Any = None) -> None:
+    if ACCEPTANCE:
+        print(f"{client.name}: {len(client.events)} changes, {client.resumes} resumes")
     ids = [event["id"] for event in client.events]
     expected = [r for r in logged if keep is None or keep(r)]
     assert len(ids) == len(set(ids)), f"{client.name} got a change twice"
@@ -119,7 +128,7 @@ async def _all_ready(clients: list[Client]) -> None:
 
 
 async def _settle(clients: list[Client], expected: dict[str, int]) -> None:
-    deadline = asyncio.get_running_loop().time() + 60
+    deadline = asyncio.get_running_loop().time() + 60 + 2 * RUN_SECONDS
     while asyncio.get_running_loop().time() < deadline:
         if all(len(c.events) >= expected[c.name] for c in clients):
             return
@@ -146,8 +155,8 @@ async def test_a_gateway_and_the_relay_killed_behind_the_broker_lose_nothing(
     try:
         first = await _active(conn)
         await _all_ready(clients)
-        writing = asyncio.create_task(_writers(database, 8.0))
-        await asyncio.sleep(2.5)
+        writing = asyncio.create_task(_writers(database, RUN_SECONDS, workers=WRITERS))
+        await asyncio.sleep(RUN_SECONDS * 0.3)
         gateways[0].kill()
         next(r for r in relays if r.name == first).kill()
         await _active(conn, other_than=first)
@@ -257,8 +266,8 @@ async def test_a_three_node_jetstream_cluster_losing_the_stream_leader_loses_not
         await _schema(conn)
         await _active(conn)
         await _all_ready(clients)
-        writing = asyncio.create_task(_writers(database, 8.0))
-        await asyncio.sleep(2.5)
+        writing = asyncio.create_task(_writers(database, RUN_SECONDS, workers=WRITERS))
+        await asyncio.sleep(RUN_SECONDS * 0.3)
         leader = await _stream_leader(cluster.urls, conn)
         node = next(n for n in cluster.nodes if n.name == leader)
         assert node.proc is not None
