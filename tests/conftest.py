@@ -89,6 +89,16 @@ async def conn(database: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 @pytest.fixture
+def nats_server() -> Iterator[Any]:
+    """A NATS server with JetStream of the test's own (tests/nats_server.py)."""
+    from tests.nats_server import NatsServer
+
+    server = NatsServer().start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture
 def gateway_factory(database: str) -> Iterator[Any]:
     """Start real gateway processes on the test database; stopped afterwards."""
     from tests.gateway import GatewayProcess

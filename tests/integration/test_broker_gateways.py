@@ -12,11 +12,9 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import Iterator
 from typing import Any
 
 import nats
-import pytest
 
 from pgpulse import capture
 from pgpulse.broker.messages import (
@@ -36,20 +34,13 @@ from tests.integration.test_broker_relay import (
     _active,
     _writers,
 )
-from tests.nats_server import NatsCluster, NatsServer
+from tests.nats_server import NatsCluster
 
 #: The acceptance run is 8 writers for 60 s (PGPULSE_BROKER_ACCEPTANCE=1);
 #: the suite runs the same shape shorter.
 ACCEPTANCE = os.environ.get("PGPULSE_BROKER_ACCEPTANCE") == "1"
 RUN_SECONDS = 60.0 if ACCEPTANCE else 8.0
 WRITERS = 8 if ACCEPTANCE else 4
-
-
-@pytest.fixture
-def nats_server() -> Iterator[NatsServer]:
-    server = NatsServer().start()
-    yield server
-    server.remove()
 
 
 class Client:

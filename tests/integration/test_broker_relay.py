@@ -15,23 +15,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
 import nats
-import pytest
 
 from pgpulse import capture
 from pgpulse.broker.messages import Published, stream_name
-from tests.nats_server import NatsServer
-
-
-@pytest.fixture
-def nats_server() -> Iterator[NatsServer]:
-    server = NatsServer().start()
-    yield server
-    server.remove()
 
 
 class RelayProcess:
