@@ -170,6 +170,10 @@ class Gateway:
             await capture.install_schema(conn)
             await self._load_catalog(conn)
         self.listener.on_message = self._on_message
+        if not isinstance(self.listener, Listener):
+            self.listener.on_restart = lambda why: self.close_streams(
+                f"{why}; reconnect with your last event id to resume"
+            )
         self._spawn(self.listener.run(), "listener")
         if self.settings.decode_wal:
             self.decoder = Decoder(
@@ -194,12 +198,13 @@ class Gateway:
                     raise self.listener.fatal
                 await asyncio.sleep(0.01)
 
-    def close_streams(self) -> None:
-        """Tell every client to reconnect (the process is stopping): each
-        stream ends with the reason, and clients resume elsewhere."""
+    def close_streams(self, reason: str = SHUTTING_DOWN) -> None:
+        """Tell every client to reconnect (the process is stopping, or its
+        feed starts over): each stream ends with the reason, and clients
+        resume from their last event id."""
         for subscriber in list(self.bus.subscribers):
-            subscriber.outbox.close(SHUTTING_DOWN)
-        self.live.close_streams(SHUTTING_DOWN)
+            subscriber.outbox.close(reason)
+        self.live.close_streams(reason)
 
     async def stop(self) -> None:
         tasks = [*self._tasks, *self._oneshots]

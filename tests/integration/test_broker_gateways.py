@@ -341,3 +341,45 @@ async def test_a_read_published_half_way_then_read_again_reaches_clients_whole(
     finally:
         await nc.close()
         gateway.kill()
+
+
+async def test_a_gateway_left_behind_by_the_streams_retention_starts_over(
+    conn, database, nats_server, tmp_path
+):
+    """The stream keeps 2 s of changes; the gateway is frozen (SIGSTOP) for
+    5 s while writers run, so the stream drops changes it never read.  Its
+    clients' streams end with the reason and they resume from the log: every
+    change still arrives exactly once, in order."""
+    await _schema(conn)
+    relay = RelayProcess(
+        database,
+        nats_server.url,
+        "relay-1",
+        str(tmp_path),
+        ["--broker", nats_server.url, "--max-age", "2s"],
+    )
+    gateway = GatewayProcess(database, args=["--broker", nats_server.url]).start()
+    client = Client("client", ["jobs"])
+    task = asyncio.create_task(client.follow([gateway], 0))
+    try:
+        await _active(conn)
+        await _all_ready([client])
+        writing = asyncio.create_task(_writers(database, 9.0))
+        await asyncio.sleep(2.0)
+        assert gateway.proc is not None
+        gateway.proc.send_signal(signal.SIGSTOP)
+        await asyncio.sleep(5.0)
+        gateway.proc.send_signal(signal.SIGCONT)
+        await writing
+        logged = await _logged(conn)
+        await _settle([client], {"client": len(logged)})
+        _check(client, logged)
+        assert client.resumes >= 1
+        assert "no longer holds sequence" in gateway.log()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        if gateway.proc is not None and gateway.proc.poll() is None:
+            gateway.proc.send_signal(signal.SIGCONT)
+        gateway.kill()
+        relay.kill()

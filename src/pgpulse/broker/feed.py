@@ -99,6 +99,9 @@ class StreamFeed:
         self.idle = idle
         self.application_name = application_name
         self.on_message: Callable[[str], None] | None = None
+        self.on_restart: Callable[[str], None] | None = None
+        """Called (with why) when clients must resume elsewhere: the feed
+        starts again from the database's position."""
         self.position: Snapshot | None = None
         """Every change visible here has been handed to the bus."""
         self.fatal: Exception | None = None
@@ -184,6 +187,8 @@ class StreamFeed:
             self.connected.set()
             await asyncio.sleep(self.idle / 5)
             return
+        if self.next_seq and self.next_seq < info.state.first_seq:
+            await self._start_over(name, info)
         if not self.next_seq:
             self.next_seq = await self._first_unseen(name, info, self.position)
         consumer = f"{self.application_name}-{uuid.uuid4().hex[:12]}"
@@ -224,6 +229,26 @@ class StreamFeed:
                 await sub.unsubscribe()
             with contextlib.suppress(Exception):
                 await self._js.delete_consumer(name, consumer)
+
+    async def _start_over(self, name: str, info: Any) -> None:
+        """The stream dropped messages this gateway had not read yet (they
+        outlived its max age while the gateway was away): its clients cannot
+        be served from the stream.  Their streams end (they reconnect and
+        resume from the log, which still has everything) and the gateway
+        starts again from the database's current position."""
+        reason = (
+            f"stream {name} no longer holds sequence {self.next_seq} (it starts "
+            f"at {info.state.first_seq})"
+        )
+        log.warning("%s: starting again from the database's position", reason)
+        if self.on_restart is not None:
+            self.on_restart(reason)
+        async with self.pool().acquire() as conn:
+            start = await changelog.current_position(conn)
+        self._open = None
+        self.position = start
+        self.on_batch(Batch(start, start, []), True)
+        self.next_seq = 0
 
     async def _check_consumer(self, sub: Any) -> None:
         """After a quiet pull: is the consumer still there, and did it hold

@@ -230,7 +230,8 @@ class Relay:
             name=name,
             subjects=[subjects(self.database)],
             num_replicas=self.replicas,
-            duplicate_window=DUPLICATE_WINDOW,
+            # JetStream refuses a window longer than the stream keeps messages.
+            duplicate_window=min(DUPLICATE_WINDOW, self.max_age or DUPLICATE_WINDOW),
             max_age=self.max_age,
         )
         try:
