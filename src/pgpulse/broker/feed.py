@@ -112,8 +112,9 @@ class StreamFeed:
         self.database = ""
         self.next_seq = 0
         """The stream sequence to pull next (0: not found yet)."""
-        self._open: tuple[str, Snapshot, Snapshot] | None = None
-        """(prefix, prev, snap) of the read being dispatched, not yet ended."""
+        self._open: str | None = None
+        """The position (snapshot text) the read being dispatched started
+        from, until it ends."""
         self._js: JetStreamContext | None = None
 
     def wake(self) -> None:
@@ -302,26 +303,23 @@ class StreamFeed:
                 gap = f"expected sequence {upto + 1}, got {seq}"
                 break
             change = change_of(msg.data, self.name_of)
-            prefix = change.event_id[: change.event_id.rindex("~") + 1]
-            prev_text, snap_text, _ = prefix.split("~")
-            read = (prefix, Snapshot.parse(prev_text), Snapshot.parse(snap_text))
-            # A different read from the same position: the relay failed
-            # half-way and read it again, to a later snapshot; it goes on.
-            open_read = self._open
-            if open_read and open_read[0] != prefix and open_read[1] != read[1]:
+            prev, snap, _ = change.event_id.split("~")
+            # Another read from the same position: the relay failed half-way
+            # and read it again, to a later snapshot; the read goes on.
+            if self._open is not None and self._open != prev:
                 # A read that never ended and is not read again: its changes
                 # went out, but not necessarily all of them, so the position
                 # stays (later changes are not filtered by its snapshot).
                 await self._flush(chunk, ended, upto)
                 chunk, ended = [], None
                 await self._hand_over([], True, upto)
-            self._open = read
+            self._open = prev
             assert self.position is not None
             if not self.position.visible(change.xid):
                 chunk.append(change)
             upto = seq
             if (msg.headers or {}).get(END):
-                ended = (len(chunk), upto, read[2])
+                ended = (len(chunk), upto, Snapshot.parse(snap))
                 self._open = None
         await self._flush(chunk, ended, upto)
         if gap is not None:
