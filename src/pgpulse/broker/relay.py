@@ -19,6 +19,9 @@ else from where that read started (``Pgpulse-Prev``), skipping the changes of
 that read already in the stream, so none is published twice however long the
 handover took.  The last change of each read is held back until the read is
 complete, so it can carry ``Pgpulse-End`` (gateways move their position there).
+A read abandoned half-way (a refused publish, a lost database connection) is
+read again from its start: what it had published is then taken from the
+stream, and the change it held back is published in its place in that read.
 """
 
 from __future__ import annotations
@@ -118,6 +121,8 @@ class Relay:
         self._notices: set[asyncio.Task[None]] = set()
         self._retry = Backoff(initial=0.1, maximum=2.0)
         self._resync = False
+        self._reading = False
+        """A read has begun and not ended (its last chunk not published)."""
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -202,9 +207,11 @@ class Relay:
             application_name=self.application_name + "-listener",
         )
         listener.publish = self._publish
+        listener.begin_read = self._begin_read
         listener.on_message = self._forward_notice
         listener.position = self._resume.position
         self._held = []
+        self._reading = False
         self._listener = listener
         task = asyncio.create_task(listener.run(), name="pgpulse-relay-listener")
         try:
@@ -284,6 +291,16 @@ class Relay:
             seq -= 1
         return _Resume(Snapshot.parse(prev), last_seq, published)
 
+    def _begin_read(self) -> None:
+        """A read begins.  If the one before never ended, it failed half-way
+        (the listener reads it again from its start): the change it held
+        back belongs in the middle of this read, not before it, and what it
+        published is learnt from the stream."""
+        if self._reading:
+            self._resync = True
+        self._held = []
+        self._reading = True
+
     async def _publish(self, batch: Batch) -> None:
         """Publish one read (or chunk of one) in log order; return once
         JetStream has acknowledged it (the listener then moves on).  The
@@ -291,18 +308,22 @@ class Relay:
         ``Pgpulse-End``."""
         assert self._js is not None
         if self._resync:
-            # A publish failed: what reached the stream decides what is next.
+            # A read failed half-way: what reached the stream decides what
+            # is next.  A read the stream holds whole (only its answer was
+            # lost) or a read from elsewhere: read on from where it leaves off.
             self._resume = await self._resume_point(batch.prev)
             self._resync = False
+            if (
+                self._resume.position is not None
+                and self._resume.position != batch.prev
+            ):
+                raise _ReadFrom(self._resume.position)
         prev = str(batch.prev)
         skip = self._resume.published
         if skip and prev != str(self._resume.position):
             skip = self._resume.published = set()
-        # A read repeated after a failure holds the held change again.
-        held = {c.id for c in self._held}
-        fresh = [c for c in batch.changes if c.id not in held]
-        todo = self._held + [c for c in fresh if c.id not in skip]
-        self.stats.skipped += len(self._held) + len(fresh) - len(todo)
+        todo = self._held + [c for c in batch.changes if c.id not in skip]
+        self.stats.skipped += len(self._held) + len(batch.changes) - len(todo)
         self._held = [] if batch.complete else todo[-1:]
         if not batch.complete:
             todo = todo[:-1]
@@ -345,6 +366,7 @@ class Relay:
                 f"({type(exc).__name__}: {exc})"
             ) from exc
         self._retry.reset()
+        self._reading = not batch.complete
         if results:
             self._resume.last_seq = results[-1].seq
         for ack in results:
@@ -358,10 +380,28 @@ class BrokerUnavailable(ConnectionError):
     """JetStream did not take a read: it is published again."""
 
 
+class _ReadFrom(Exception):
+    """The stream leaves off elsewhere than this read's start: read from there."""
+
+    def __init__(self, position: Snapshot) -> None:
+        super().__init__(f"the stream leaves off at {position}")
+        self.position = position
+
+
 class _PublishingListener(Listener):
     """The relay's listener: each read goes to JetStream, not to a bus."""
 
     publish: Callable[[Batch], Awaitable[None]]
+    begin_read: Callable[[], None]
+
+    async def read(self) -> int:
+        self.begin_read()
+        try:
+            return await super().read()
+        except _ReadFrom as moved:
+            self.position = moved.position
+            self.wake()
+            return 0
 
     async def prepare_batch(self, batch: Batch) -> None:
         # Empty reads too: the last chunk of a large read can be empty, and
