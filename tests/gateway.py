@@ -143,6 +143,9 @@ class SSEStream:
         self.response: httpx.Response | None = None
         self.last_id: str | None = last_event_id
         self.comments = 0
+        self.reading = asyncio.Event()
+        """Clear it to stop reading the response (the server's writes back up)."""
+        self.reading.set()
         self._queue: asyncio.Queue[Event | BaseException] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
@@ -169,6 +172,7 @@ class SSEStream:
         data: list[str] = []
         try:
             async for line in self.response.aiter_lines():
+                await self.reading.wait()
                 if line == "":
                     if eid is not None:
                         self.last_id = eid

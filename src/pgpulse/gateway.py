@@ -42,7 +42,7 @@ from pgpulse.log.listener import Listener
 if TYPE_CHECKING:
     from pgpulse.broker.feed import StreamFeed
 from pgpulse.routing.bus import Bus, Subscriber
-from pgpulse.routing.catch_up import catch_up
+from pgpulse.routing.catch_up import catch_up, replay
 from pgpulse.routing.subscriptions import (
     SubscriptionSpec,
     build_spec,
@@ -54,7 +54,7 @@ from pgpulse.routing.wire import control_event
 __all__ = ["AUTH_EXPIRED", "CATCH_UP_FAILED", "Gateway", "cancel_and_wait"]
 
 #: Reason prefix of a stream ended because reading the missed changes failed.
-CATCH_UP_FAILED = "reading the missed changes from the log failed"
+CATCH_UP_FAILED = "reading the missed changes from the {source} failed"
 
 #: Why a stream ends when its gateway stops (the client resumes elsewhere).
 SHUTTING_DOWN = "server shutting down; reconnect to resume"
@@ -122,6 +122,8 @@ class Gateway:
         self.quota = StreamQuota(settings.max_connections_per_user)
         self._resolved: dict[tuple[str, str, str], SubscriptionSpec] = {}
         """Subscriptions checked by PostgreSQL, by table, text and rules."""
+        self.resumes = {"stream": 0, "log": 0}
+        """Resumes served from the broker's stream or from the change log."""
 
     def _follower(self) -> Listener | StreamFeed:
         settings = self.settings
@@ -342,6 +344,10 @@ class Gateway:
             self._expiries[subscriber.id] = expiry
         start = resume if resume is not None else self.bus.cursor()
         assert start is not None
+        # Behind a broker, what the bus has of the stream as the client joins
+        # (before any await): a resume the stream still holds is read there.
+        feed = None if isinstance(self.listener, Listener) else self.listener
+        bounds = feed.bounds() if feed is not None and resume is not None else None
         # A fresh client starts at the bus position, unless a large batch is
         # being dispatched in chunks: then it reads that batch from the log too.
         behind = resume is not None or self.bus.in_batch
@@ -357,27 +363,44 @@ class Gateway:
         )
         if not behind:
             return
+        tables = sorted({s.table for s in specs})
         try:
-            # Each read waits at most query_timeout for a lock or a statement
-            # (changelog.read_since); a large backlog may take longer in all.
-            reached = await catch_up(
-                self.pool,
-                self.bus,
-                subscriber,
-                sorted({s.table for s in specs}),
-                start,
-                self.catalog.short_name,
-                self.settings,
-            )
+            source = None
+            if feed is not None and bounds is not None:
+                source = await feed.replay(
+                    bounds, start, tables, self.catalog.short_name
+                )
+            if source is not None:
+                self.resumes["stream"] += 1
+                reached = await replay(
+                    self.pool, self.bus, subscriber, source, self.settings
+                )
+            else:
+                self.resumes["log"] += resume is not None
+                # Each read waits at most query_timeout for a lock or a
+                # statement (changelog.read_since); a large backlog may take
+                # longer in all.
+                reached = await catch_up(
+                    self.pool,
+                    self.bus,
+                    subscriber,
+                    tables,
+                    start,
+                    self.catalog.short_name,
+                    self.settings,
+                )
         except asyncio.CancelledError:
             subscriber.pending = None
             raise
         except Exception as exc:
-            self._catch_up_failed(subscriber, exc)
+            where = "log" if source is None else "stream"
+            self._catch_up_failed(subscriber, exc, where)
             return
         self.bus.finish_catch_up(subscriber, reached)
 
-    def _catch_up_failed(self, subscriber: Subscriber, exc: BaseException) -> None:
+    def _catch_up_failed(
+        self, subscriber: Subscriber, exc: BaseException, source: str
+    ) -> None:
         """Nothing after the gap may reach a client whose catch-up failed: its
         Last-Event-ID would move past changes it never got.  So it leaves the
         bus (the live events held for it are dropped) and its stream ends with
@@ -386,8 +409,8 @@ class Gateway:
         subscriber.pending = None
         what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         reason = (
-            f"{CATCH_UP_FAILED} ({what}); reconnect with your last event id "
-            "to read them"
+            f"{CATCH_UP_FAILED.format(source=source)} ({what}); reconnect with "
+            "your last event id to read them"
         )
         log.warning("%s: %s", subscriber.label, reason)
         subscriber.outbox.close(reason)

@@ -41,9 +41,10 @@ from nats.js.errors import NotFoundError
 
 from pgpulse.backoff import Backoff
 from pgpulse.broker.messages import END, change_of, notices, stream_name, subjects
+from pgpulse.broker.replay import Bounds, Replay, StreamGap, first_unseen, open_replay
 from pgpulse.log import changelog
 from pgpulse.log.change import Change
-from pgpulse.log.changelog import Batch
+from pgpulse.log.changelog import Batch, NameOf
 from pgpulse.log.cursor import Cursor, Snapshot
 from pgpulse.log.listener import poll_stretch
 
@@ -55,10 +56,6 @@ log = logging.getLogger("pgpulse.broker.feed")
 FETCH = 512
 #: Seconds between pulls while changes keep coming (times poll_stretch).
 POLL = 0.001
-
-
-class StreamGap(Exception):
-    """Messages went missing between JetStream and this gateway."""
 
 
 def later(a: Snapshot, b: Snapshot) -> Snapshot:
@@ -115,6 +112,10 @@ class StreamFeed:
         self._open: str | None = None
         """The position (snapshot text) the read being dispatched started
         from, until it ends."""
+        self._chained = False
+        """The position is the snapshot of a read that ended in the stream
+        (not the database's, where the feed started): resumes can be read
+        from the stream (:mod:`pgpulse.broker.replay`)."""
         self._js: JetStreamContext | None = None
 
     def wake(self) -> None:
@@ -128,6 +129,7 @@ class StreamFeed:
             start = await changelog.current_position(conn)
         # Ready at once (clients start here), whether or not the stream exists.
         self.position = start
+        self._chained = False
         self.on_batch(Batch(start, start, []), True)
         nc = await nats.connect(
             servers=self.servers,
@@ -191,7 +193,9 @@ class StreamFeed:
         if self.next_seq and self.next_seq < info.state.first_seq:
             await self._start_over(name, info)
         if not self.next_seq:
-            self.next_seq = await self._first_unseen(name, info, self.position)
+            start = await first_unseen(self._js, name, info, self.position)
+            assert start is not None  # expired messages count as seen here
+            self.next_seq = start
         consumer = f"{self.application_name}-{uuid.uuid4().hex[:12]}"
         await self._js.add_consumer(
             name,
@@ -247,6 +251,7 @@ class StreamFeed:
         async with self.pool().acquire() as conn:
             start = await changelog.current_position(conn)
         self._open = None
+        self._chained = False
         self.position = start
         self.on_batch(Batch(start, start, []), True)
         self.next_seq = 0
@@ -263,29 +268,6 @@ class StreamFeed:
                 f"the stream's consumer is at sequence {delivered} with "
                 f"{info.num_pending} pending, this gateway at {self.next_seq - 1}"
             )
-
-    async def _first_unseen(self, name: str, info: Any, position: Snapshot) -> int:
-        """The first sequence whose read is not wholly visible in *position*
-        (reads are published in order, their snapshots only grow)."""
-        assert self._js is not None
-        low, high = info.state.first_seq, info.state.last_seq
-        if not info.state.messages:
-            return max(int(high) + 1, 1)
-        # Invariant: every read before `low` is visible in `position`.
-        while low <= high:
-            middle = (low + high) // 2
-            try:
-                message = await self._js.get_msg(name, middle)
-            except NotFoundError:  # expired meanwhile: nothing to start before it
-                low = middle + 1
-                continue
-            assert message.data is not None
-            snap = Cursor.decode(change_of(message.data, str).event_id).snap
-            if position.covers(snap):
-                low = middle + 1
-            else:
-                high = middle - 1
-        return int(low)
 
     async def _dispatch(self, messages: list[Any]) -> None:
         """Hand the pulled changes to the bus: every read that ended in this
@@ -312,6 +294,7 @@ class StreamFeed:
                 # stays (later changes are not filtered by its snapshot).
                 await self._flush(chunk, ended, upto)
                 chunk, ended = [], None
+                self._chained = False
                 await self._hand_over([], True, upto)
             self._open = prev
             assert self.position is not None
@@ -359,4 +342,37 @@ class StreamFeed:
         self.on_batch(Batch(self.position, position, changes, complete=final), final)
         self.next_seq = upto + 1
         if final:
+            if snap is not None:
+                self._chained = position == snap
             self.position = position
+
+    # -- resumes --------------------------------------------------------------------
+
+    def bounds(self) -> Bounds | None:
+        """What the bus has of the stream now (call it as a client registers,
+        before any await), or None while the stream cannot serve resumes."""
+        if not self._chained or self._js is None or self.position is None:
+            return None
+        if not self.connected.is_set():
+            return None
+        return Bounds(self.next_seq - 1, self.position)
+
+    async def replay(
+        self, bounds: Bounds, start: Cursor, tables: Sequence[str], name_of: NameOf
+    ) -> Replay | None:
+        """The changes a client at *start* missed, from the stream; None if
+        it no longer holds them all (the log has them)."""
+        assert self._js is not None
+        name = stream_name(self.database)
+        try:
+            return await open_replay(
+                self._js, name, self.database, bounds, start, tables, name_of
+            )
+        except Exception as exc:  # NATS away: the log serves the resume
+            log.warning(
+                "stream %s cannot serve a resume (%s: %s); reading the log",
+                name,
+                type(exc).__name__,
+                exc,
+            )
+            return None

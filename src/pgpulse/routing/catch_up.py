@@ -8,15 +8,20 @@ each change as the client may see it (its filters, in Python or by
 PostgreSQL, its policy's columns), and applies backpressure: it waits while
 the client's outbox is half full.  A log pruned past the client's position,
 or a position from another database's future, gets an explicit ``reset``.
+Behind a broker the missed changes can come from the stream instead
+(:mod:`pgpulse.broker.replay`): the same delivery, no log read.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import Any
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Protocol
 
 from pgpulse.config import Settings
 from pgpulse.log import changelog
+from pgpulse.log.change import Change
 from pgpulse.log.changelog import NameOf
 from pgpulse.log.cursor import Cursor, Snapshot
 from pgpulse.routing import db_filters
@@ -24,9 +29,57 @@ from pgpulse.routing.bus import Bus
 from pgpulse.routing.subscriber import Subscriber
 from pgpulse.routing.wire import control_event
 
-__all__ = ["catch_up"]
+__all__ = ["Replay", "catch_up"]
 
 log = logging.getLogger("pgpulse.gateway")
+
+
+class Replay(Protocol):
+    """The changes a client missed, from elsewhere than the log."""
+
+    @property
+    def reached(self) -> Snapshot:
+        """Every change visible here is among the batches (or was seen)."""
+        ...
+
+    def batches(self) -> AsyncIterator[list[Change]]: ...
+
+
+async def _deliver(
+    conn: Any, bus: Bus, subscriber: Subscriber, changes: Sequence[Change]
+) -> int:
+    """Queue *changes* as *subscriber* may see them; returns how many."""
+    for table, filters in bus.db_filters_for(subscriber).items():
+        mine = [c for c in changes if c.table == table]
+        if mine:
+            await db_filters.evaluate(
+                conn, filters[0].table, mine, filters, bus.row_security
+            )
+    count = 0
+    for change in changes:
+        variant, tags = subscriber.evaluate(change, bus.errors)
+        if variant is not None:
+            subscriber.outbox.put(subscriber.encode(change, variant, tags))
+            count += 1
+    return count
+
+
+async def replay(
+    pool: Any, bus: Bus, subscriber: Subscriber, source: Replay, settings: Settings
+) -> Snapshot:
+    """Queue for *subscriber* what *source* holds; returns its ``reached``.
+    A pool connection is taken only for filters PostgreSQL evaluates."""
+    half = max(1, settings.outbox_limit // 2)
+    count = 0
+    needs = bool(bus.db_filters_for(subscriber))
+    async with pool.acquire() if needs else contextlib.nullcontext() as conn:
+        async for changes in source.batches():
+            count += await _deliver(conn, bus, subscriber, changes)
+            if subscriber.outbox.closed is not None:
+                break
+            await subscriber.outbox.drained(half)
+    log.debug("caught up %s with %d changes from the stream", subscriber.label, count)
+    return source.reached
 
 
 async def catch_up(
@@ -66,17 +119,7 @@ async def catch_up(
             conn, start, name_of, tables, timeout=settings.query_timeout
         ):
             reached = snap
-            for table, filters in bus.db_filters_for(subscriber).items():
-                mine = [c for c in changes if c.table == table]
-                if mine:
-                    await db_filters.evaluate(
-                        conn, filters[0].table, mine, filters, bus.row_security
-                    )
-            for change in changes:
-                variant, tags = subscriber.evaluate(change, bus.errors)
-                if variant is not None:
-                    subscriber.outbox.put(subscriber.encode(change, variant, tags))
-                    count += 1
+            count += await _deliver(conn, bus, subscriber, changes)
             if subscriber.outbox.closed is not None:
                 break
             await subscriber.outbox.drained(half)

@@ -153,6 +153,15 @@ class _GatewayCollector(Collector):
             "streamed batches (one per table, batch and role+claims group).",
             value=bus.filter_statements,
         )
+        resumes = CounterMetricFamily(
+            "pgpulse_resumes",
+            "Clients resumed from a last event id, by where their missed "
+            "changes were read: the broker's stream or the change log.",
+            labels=["source"],
+        )
+        for source, count in gateway.resumes.items():
+            resumes.add_metric([source], float(count))
+        yield resumes
         yield CounterMetricFamily(
             "pgpulse_listener_reads",
             "Reads of the change log by the listener.",
