@@ -196,6 +196,25 @@ async def test_writes_through_postgrest_py(conn, gateway_factory):
         with pytest.raises(APIError) as duplicate:
             await rest.from_("docs").insert({"id": 10, "title": "dup"}).execute()
         assert duplicate.value.code == "23505"
+        # max_affected(): handling=strict + max-affected, as PostgREST 13 reads it.
+        with pytest.raises(APIError) as too_many:
+            await (
+                rest.from_("docs")
+                .update({"pages": 8})
+                .gte("id", 10)
+                .max_affected(2)
+                .execute()
+            )
+        assert too_many.value.code == "PGRST124"
+        assert too_many.value.details == "The query affects 3 rows"
+        fits = await (
+            rest.from_("docs")
+            .update({"pages": 7})
+            .eq("id", 11)
+            .max_affected(1)
+            .execute()
+        )
+        assert [r["id"] for r in _rows(fits.data)] == [11]
     left = await conn.fetch("select id, title, pages from docs where id >= 10")
     assert sorted(tuple(r) for r in left) == [
         (10, "newer", None),

@@ -16,6 +16,7 @@ The gateway mounts this and provides ``request.app.state.gateway`` with ``.pool`
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,7 @@ from pgpulse.server.rest_errors import (
     error_response,
     problem,
 )
+from pgpulse.server.rest_prefer import Prefer, finish
 
 __all__ = [
     "HIDDEN_SCHEMAS",
@@ -267,21 +269,36 @@ async def rest_read(request: Request) -> Response:
 
 
 async def run_request(
-    pool: Any, rest: RestRequest, builder: QueryBuilder, *, readonly: bool = True
+    pool: Any,
+    rest: RestRequest,
+    builder: QueryBuilder,
+    *,
+    readonly: bool = True,
+    prefer: Prefer | None = None,
+    check: Callable[[Any], None] | None = None,
 ) -> Any:
     """Run a REST request's query: as the caller's role when a table it reads
-    is under row-level security, and a write in one transaction."""
+    is under row-level security, and a write in one transaction, ended as
+    *prefer* says (``tx=rollback``) unless *check* refuses the result."""
     builder.sql()  # plans the query: every table's rules are known now
     if rest.exposure.viewers:
-        return await run_as_viewer(pool, builder, rest.exposure, readonly=readonly)
+        return await run_as_viewer(
+            pool, builder, rest.exposure, readonly=readonly, prefer=prefer, check=check
+        )
     if readonly:
         return await builder.execute()
-    async with pool.acquire() as conn, conn.transaction():
-        return await builder.execute(conn)
+    async with pool.acquire() as conn:
+        return await _in_transaction(conn, builder, None, False, prefer, check)
 
 
 async def run_as_viewer(
-    pool: Any, builder: QueryBuilder, exposure: RestExposure, *, readonly: bool = True
+    pool: Any,
+    builder: QueryBuilder,
+    exposure: RestExposure,
+    *,
+    readonly: bool = True,
+    prefer: Prefer | None = None,
+    check: Callable[[Any], None] | None = None,
 ) -> Any:
     """Run the query as the caller's role with its claims (row-level security
     mode: PostgreSQL applies the tables' own policies and GRANTs)."""
@@ -290,11 +307,35 @@ async def run_as_viewer(
     ((role, claims),) = exposure.viewers
     if role is None:
         raise AuthError("row-level security needs a role in the token", status=403)
-    async with pool.acquire() as conn, conn.transaction(readonly=readonly):
-        await conn.execute(
-            "select set_config('role', $1, true), "
-            "set_config('request.jwt.claims', $2, true)",
-            role,
-            claims,
+    async with pool.acquire() as conn:
+        return await _in_transaction(
+            conn, builder, (role, claims), readonly, prefer, check
         )
-        return await builder.execute(conn)
+
+
+async def _in_transaction(
+    conn: Any,
+    builder: QueryBuilder,
+    viewer: tuple[str, str] | None,
+    readonly: bool,
+    prefer: Prefer | None,
+    check: Callable[[Any], None] | None,
+) -> Any:
+    transaction = conn.transaction(readonly=readonly)
+    await transaction.start()
+    try:
+        if viewer is not None:
+            await conn.execute(
+                "select set_config('role', $1, true), "
+                "set_config('request.jwt.claims', $2, true)",
+                *viewer,
+            )
+        result = await builder.execute(conn)
+        if check is not None:
+            check(result)
+        await finish(conn, transaction, prefer)
+    except BaseException:
+        if not transaction.is_completed():
+            await transaction.rollback()
+        raise
+    return result

@@ -16,6 +16,8 @@ security of the tables it reads decide; with auth off, as the gateway's own
 role.  GET runs in a read-only transaction (a function that writes is
 ``405``), POST in a read-write one.  A set-returning function answers a JSON
 array, one returning a composite an object, a scalar function its value.
+``Prefer: tx=rollback`` and ``max-affected`` work as for writes
+(:mod:`pgpulse.server.rest_prefer`).
 """
 
 from __future__ import annotations
@@ -28,10 +30,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from pgpulse.exceptions import AuthError, DatabaseError
-from pgpulse.query._rpc import FunctionNotFound, call_function
+from pgpulse.query._rpc import Function, FunctionNotFound, call_function
 from pgpulse.server.exposure import qualified_functions
 from pgpulse.server.rest import HIDDEN_SCHEMAS
 from pgpulse.server.rest_errors import RestProblem, error_response, problem
+from pgpulse.server.rest_prefer import Prefer, finish
 
 __all__ = ["rest_rpc"]
 
@@ -93,33 +96,58 @@ async def rest_rpc(request: Request) -> Response:
         authenticated = bool(access.claims.values)
         schema, name = _allowed_name(request)
         args = _arguments(request, raw)
+        prefer = Prefer(request.headers.get("prefer", ""))
         async with gateway.pool.acquire() as conn:
+            transaction = conn.transaction(readonly=request.method == "GET")
+            await transaction.start()
             try:
-                async with conn.transaction(readonly=request.method == "GET"):
-                    if access.enabled:
-                        role = access.claims.role
-                        if role is None:
-                            raise AuthError(
-                                "calling a function needs a role in the token",
-                                status=403,
-                            )
-                        await conn.execute(
-                            "select set_config('role', $1, true), "
-                            "set_config('request.jwt.claims', $2, true)",
-                            role,
-                            orjson.dumps(access.claims.values).decode(),
+                if access.enabled:
+                    role = access.claims.role
+                    if role is None:
+                        raise AuthError(
+                            "calling a function needs a role in the token",
+                            status=403,
                         )
-                    function, result = await call_function(
-                        conn, schema, name, args, as_text=request.method == "GET"
+                    await conn.execute(
+                        "select set_config('role', $1, true), "
+                        "set_config('request.jwt.claims', $2, true)",
+                        role,
+                        orjson.dumps(access.claims.values).decode(),
                     )
-            except asyncpg.PostgresError as exc:
-                raise DatabaseError.from_asyncpg(exc) from exc
+                function, result = await call_function(
+                    conn, schema, name, args, as_text=request.method == "GET"
+                )
+                _check_affected(prefer, function, result)
+                await finish(conn, transaction, prefer)
+            except BaseException as exc:
+                if not transaction.is_completed():
+                    await transaction.rollback()
+                if isinstance(exc, asyncpg.PostgresError):
+                    raise DatabaseError.from_asyncpg(exc) from exc
+                raise
     except FunctionNotFound as exc:
         if exc.ambiguous:
             return problem(300, "PGRST203", str(exc))
         return problem(404, "PGRST202", str(exc))
     except (RestProblem, AuthError, DatabaseError) as exc:
         return error_response(exc, authenticated)
+    headers = {"Preference-Applied": prefer.applied} if prefer.applied else {}
     if function.returns_void:
-        return Response(None, 204)
-    return Response(result, 200, media_type="application/json")
+        return Response(None, 204, headers=headers)
+    return Response(result, 200, headers=headers, media_type="application/json")
+
+
+def _check_affected(prefer: Prefer, function: Function, result: str) -> None:
+    """``max-affected`` counts the rows a set-returning function returns; a
+    function returning one value has nothing to count (``PGRST128``)."""
+    if prefer.max_affected is None:
+        return
+    if not function.returns_set:
+        raise RestProblem(
+            400,
+            "PGRST128",
+            "Function must return SETOF or TABLE when max-affected preference "
+            "is used with handling=strict",
+        )
+    rows = orjson.loads(result)
+    prefer.check_affected(len(rows) if isinstance(rows, list) else 0)

@@ -47,6 +47,7 @@ from pgpulse.server.rest_errors import (
     error_response,
     problem,
 )
+from pgpulse.server.rest_prefer import Prefer
 
 __all__ = ["rest_write"]
 
@@ -59,53 +60,11 @@ _NEEDS = {
     "delete": ("delete",),
 }
 _VERB = {"insert": "insert into", "update": "update", "delete": "delete from"}
-_PREFER_VALUES = {
-    "return": ("representation", "minimal", "headers-only"),
-    "resolution": ("merge-duplicates", "ignore-duplicates"),
-    "missing": ("default", "null"),
-    "count": ("exact", "planned", "estimated"),
-}
 _DISABLED = (
     "REST writes are off; start the gateway with --rest-writes (or set "
     "PGPULSE_REST_WRITES=1), or turn auth on and allow writes in the table's "
     'policy (write = ["insert", "update", "delete"]).'
 )
-
-
-class _Prefer:
-    """The ``Prefer`` header's write preferences (unknown ones are ignored, as
-    PostgREST does unless ``handling=strict``)."""
-
-    def __init__(self, header: str) -> None:
-        self.values: dict[str, str] = {}
-        strict = False
-        for token in header.split(","):
-            key, _, value = token.strip().partition("=")
-            if key == "handling":
-                strict = value == "strict"
-            if key in _PREFER_VALUES:
-                if value not in _PREFER_VALUES[key]:
-                    raise RestProblem(
-                        400,
-                        "PGRST122",
-                        f"Prefer: {key}={value} is not understood; use one of "
-                        + ", ".join(f"{key}={v}" for v in _PREFER_VALUES[key]),
-                    )
-                self.values[key] = value
-            elif strict and key and key != "handling":
-                raise RestProblem(
-                    400,
-                    "PGRST122",
-                    f"Invalid preferences given with handling=strict: {token.strip()}",
-                )
-
-    @property
-    def representation(self) -> bool:
-        return self.values.get("return") == "representation"
-
-    @property
-    def applied(self) -> str:
-        return ", ".join(f"{k}={v}" for k, v in self.values.items() if k != "count")
 
 
 def _body(request_body: bytes, content_type: str) -> Any:
@@ -203,13 +162,15 @@ def _put_rows(
 
 
 def _plan(
-    request: Request, rest: RestRequest, prefer: _Prefer, raw: bytes
+    request: Request, rest: RestRequest, prefer: Prefer, raw: bytes
 ) -> tuple[QueryBuilder, str]:
     """The builder for this write and the policy write it needs."""
     method = request.method
     params = request.query_params
     returning = "representation" if prefer.representation else "minimal"
     count = prefer.values.get("count")
+    if prefer.max_affected is not None and method in ("PATCH", "DELETE"):
+        count = "exact"  # the affected rows, counted in the same statement
     builder = rest.client.table(rest.table)
     items = _filter_items(request)
     default_to_null = prefer.values.get("missing") != "default"
@@ -289,10 +250,19 @@ async def rest_write(request: Request) -> Response:
     try:
         rest = await open_request(request, profile_header="content-profile")
         authenticated = rest.authenticated
-        prefer = _Prefer(request.headers.get("prefer", ""))
+        prefer = Prefer(request.headers.get("prefer", ""))
         builder, kind = _plan(request, rest, prefer, raw)
         _allowed(rest, kind)
-        result = await run_request(gateway.pool, rest, builder, readonly=False)
+        # max-affected counts PATCH and DELETE only (as PostgREST).
+        limited = prefer.max_affected is not None and kind in ("update", "delete")
+        result = await run_request(
+            gateway.pool,
+            rest,
+            builder,
+            readonly=False,
+            prefer=prefer,
+            check=(lambda r: prefer.check_affected(r.count or 0)) if limited else None,
+        )
     except REST_ERRORS as exc:
         if (
             isinstance(exc, DatabaseError)
@@ -317,9 +287,10 @@ async def rest_write(request: Request) -> Response:
     )
 
 
-def _headers(result: Any, prefer: _Prefer) -> dict[str, str]:
+def _headers(result: Any, prefer: Prefer) -> dict[str, str]:
     rows = len(result.data) if isinstance(result.data, list) else 1
-    total = "*" if result.count is None else str(result.count)
+    asked = "count" in prefer.values
+    total = "*" if result.count is None or not asked else str(result.count)
     if prefer.representation and rows:
         span = f"0-{rows - 1}/{total}"
     else:
