@@ -54,6 +54,9 @@ class Target:
     ready: bytes = READY_MARK
     """What the server sends once the client is set up (``ready`` on a change
     stream, ``snapshot`` on a live query)."""
+    last_event_id: str | None = None
+    """SSE: resume from this event id (the missed changes arrive after
+    ``ready`` and count as received)."""
 
     def request(self, index: int) -> bytes:
         path = self.paths[index % len(self.paths)] if self.paths else self.path
@@ -64,8 +67,11 @@ class Target:
                 "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                 "Sec-WebSocket-Version: 13\r\n\r\n"
             ).encode()
+        resume = (
+            f"Last-Event-ID: {self.last_event_id}\r\n" if self.last_event_id else ""
+        )
         return (
-            f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n"
+            f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n{resume}"
             "Accept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"
         ).encode()
 

@@ -111,6 +111,7 @@ PLANS: dict[str, dict[str, dict[str, Any]]] = {
             "clients": 1000,
             "rates": [100, 1000],
             "duration": 4.0,
+            "reconnect": {"clients": 1000, "missed": 500},
         },
     },
     "quick": {
@@ -177,6 +178,7 @@ PLANS: dict[str, dict[str, dict[str, Any]]] = {
             "clients": 20,
             "rates": [100],
             "duration": 1.5,
+            "reconnect": {"clients": 20, "missed": 50},
         },
     },
 }

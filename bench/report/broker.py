@@ -57,6 +57,41 @@ def _broker(results: dict[str, Any]) -> list[str]:
                 f"{_num(r['log_reads_per_s'])} | {_num(r['setup_cpu_pct'])} |"
             )
     lines += _notes(data["setups"])
+    lines += _reconnect(data.get("reconnect") or {})
+    return lines
+
+
+def _reconnect(rows: dict[str, Any]) -> list[str]:
+    """The mass-reconnect table."""
+    if not rows:
+        return []
+    lines = [
+        "",
+        "**A mass reconnect** (what losing a gateway costs the one its clients "
+        "move to): every client of the setup's gateway resumes at once with the "
+        "same Last-Event-ID, the given number of changes back. *Seconds*: until "
+        "every client had every missed change. *Log reads*, *DB transactions*: "
+        "in the database meanwhile (`pg_stat_user_tables`, `pg_stat_database`; "
+        "the relay's own, if any, included). *Read from*: where the gateway read "
+        "the missed changes (`pgpulse_resumes_total`).",
+        "",
+        "| setup | clients | changes missed | seconds | delivered | log reads "
+        "| DB transactions | read from | CPU s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for setup, r in rows.items():
+        source = ", ".join(
+            f"{r[key]:,} {name}"
+            for key, name in (("from_stream", "stream"), ("from_log", "log"))
+            if r.get(key)
+        )
+        lines.append(
+            f"| {_SETUPS.get(setup, setup)} | {_num(r['clients'])} | "
+            f"{_num(r['missed'])} | {_num(r['seconds'], 2)} | "
+            f"{_pct(r.get('delivered_ratio'))} | {_num(r['log_reads'])} | "
+            f"{_num(r['database_transactions'])} | {source} | "
+            f"{_num(r['setup_cpu_s'], 2)} |"
+        )
     return lines
 
 

@@ -15,28 +15,44 @@ database connections pgpulse holds (``pg_stat_activity``, by
 application_name), log reads per second (scans of ``pgpulse.changes`` from
 ``pg_stat_user_tables``: every reader's, whoever makes them), and the CPU of
 every process of the setup (gateways, relay, NATS).
+
+Then, for the one-gateway setups, a mass reconnect (what a gateway lost with
+its clients costs the one they move to): every client resumes at once with
+the same Last-Event-ID, some hundreds of changes back; measured until each
+has them all: seconds, the database's log reads and transactions meanwhile,
+and where the gateway read them (``pgpulse_resumes_total``: the log, or the
+broker's stream).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
+import re
 import subprocess
 import sys
 import time
 from typing import Any
 
+import httpx
 from tests.nats_server import NatsServer
 
 from bench._proc import cpu_seconds, tree
 from bench.env import DB_PGPULSE
 from bench.scenarios import Ctx, connect, measure, start_server, value_of
 from bench.servers import LOG_DIR, Server
+from bench.writer import WriteJob, Writer
 
 __all__ = ["run_broker"]
 
 _SCANS = (
     "select coalesce(seq_scan, 0) + coalesce(idx_scan, 0) "
     "from pg_stat_user_tables where relid = 'pgpulse.changes'::regclass"
+)
+_TRANSACTIONS = (
+    "select xact_commit + xact_rollback from pg_stat_database "
+    "where datname = current_database()"
 )
 _CONNECTIONS = (
     "select count(*) from pg_stat_activity where datname = current_database() "
@@ -50,12 +66,14 @@ def run_broker(
     clients: int,
     rates: list[int],
     duration: float,
+    reconnect: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {
         "clients": clients,
         "rates": rates,
         "duration_s": duration,
         "setups": {},
+        "reconnect": {},
     }
     nats = NatsServer().start() if any(s.startswith("broker") for s in setups) else None
     relay: subprocess.Popen[bytes] | None = None
@@ -83,6 +101,10 @@ def run_broker(
                 out["setups"][setup] = _windows(
                     ctx, servers, pids, clients, rates, duration
                 )
+                if reconnect and gateways == 1:
+                    out["reconnect"][setup] = _reconnect(
+                        ctx, servers[0], pids, reconnect["clients"], reconnect["missed"]
+                    )
             finally:
                 ctx.loadgen.close()
                 for server in servers:
@@ -153,3 +175,70 @@ def _windows(
         )
         rows.append(row)
     return rows
+
+
+def _reconnect(
+    ctx: Ctx, server: Server, pids: list[int], clients: int, missed: int
+) -> dict[str, Any]:
+    """*clients* resume at once from one event id, *missed* changes back."""
+    dsn = ctx.cluster.dsn(DB_PGPULSE)
+    ctx.loadgen.close()
+    cursor = _cursor(server)
+    job = WriteJob(dsn, missed / 2.0, 2.0, ctx.next_seq())
+    writer = Writer(job)
+    writer.start()
+    written = writer.wait().written
+    time.sleep(2.0)  # dispatched by the gateway (and published by the relay)
+    ctx.loadgen.reset()
+    scans0, xacts0 = int(value_of(dsn, _SCANS)), int(value_of(dsn, _TRANSACTIONS))
+    cpu0 = cpu_seconds(pids)
+    before = _resumes(server)
+    started = time.monotonic()
+    target = dataclasses.replace(server.target, last_event_id=cursor)
+    ok = connect(ctx, target, clients)["ok"]
+    expected, received = ok * written, 0
+    while time.monotonic() - started < 120:
+        received = ctx.loadgen.collect().received
+        if received >= expected:
+            break
+        time.sleep(0.1)
+    seconds = time.monotonic() - started
+    cpu = cpu_seconds(pids) - cpu0
+    time.sleep(1.5)  # backends publish their table statistics about once a second
+    after = _resumes(server)
+    row = {
+        "clients": ok,
+        "missed": written,
+        "seconds": round(seconds, 2),
+        "delivered_ratio": round(received / expected, 4) if expected else None,
+        "log_reads": int(value_of(dsn, _SCANS)) - scans0,
+        # The two statements counting, and the one reading, count too.
+        "database_transactions": int(value_of(dsn, _TRANSACTIONS)) - xacts0 - 3,
+        "from_stream": after.get("stream", 0) - before.get("stream", 0),
+        "from_log": after.get("log", 0) - before.get("log", 0),
+        "setup_cpu_s": round(cpu, 2),
+    }
+    ctx.log(
+        f"    reconnect: {ok} clients, {written} changes each, "
+        f"{row['seconds']} s, {row['log_reads']} log reads, "
+        f"{row['database_transactions']} DB transactions, "
+        f"{row['from_stream']} from the stream, {row['from_log']} from the log"
+    )
+    ctx.loadgen.close()
+    return row
+
+
+def _cursor(server: Server) -> str:
+    """The position a client connecting now starts at (its ``ready``)."""
+    url = f"http://127.0.0.1:{server.port}/v1/events?sub=docs"
+    with httpx.stream("GET", url, timeout=10) as response:
+        for line in response.iter_lines():
+            if line.startswith("data:") and '"cursor"' in line:
+                return str(json.loads(line[5:])["cursor"])
+    raise RuntimeError("the gateway sent no ready event")
+
+
+def _resumes(server: Server) -> dict[str, int]:
+    text = httpx.get(f"http://127.0.0.1:{server.port}/metrics", timeout=10).text
+    found = re.findall(r'^pgpulse_resumes_total\{source="(\w+)"\} (\S+)$', text, re.M)
+    return {source: int(float(value)) for source, value in found}

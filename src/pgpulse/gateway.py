@@ -5,8 +5,9 @@ consumers all attach subscribers the same way, and the ordering rules of that
 handshake are what guarantee "nothing lost, nothing twice":
 
 1. register the subscriptions on the bus first (live events start flowing),
-2. then either start at the bus position (fresh) or read the missed changes from
-   the log in one snapshot N while holding live events back (resume),
+2. then either start at the bus position (fresh) or read the missed changes
+   (from the log in one snapshot N, or behind a broker from its stream up to
+   the read ending at N) while holding live events back (resume),
 3. release held live events not visible in N, and skip later live events that
    are visible in N until the listener has passed N.
 """
@@ -42,7 +43,7 @@ from pgpulse.log.listener import Listener
 if TYPE_CHECKING:
     from pgpulse.broker.feed import StreamFeed
 from pgpulse.routing.bus import Bus, Subscriber
-from pgpulse.routing.catch_up import catch_up, replay
+from pgpulse.routing.catch_up import CATCH_UP_FAILED, abandon, read_missed
 from pgpulse.routing.subscriptions import (
     SubscriptionSpec,
     build_spec,
@@ -52,9 +53,6 @@ from pgpulse.routing.subscriptions import (
 from pgpulse.routing.wire import control_event
 
 __all__ = ["AUTH_EXPIRED", "CATCH_UP_FAILED", "Gateway", "cancel_and_wait"]
-
-#: Reason prefix of a stream ended because reading the missed changes failed.
-CATCH_UP_FAILED = "reading the missed changes from the {source} failed"
 
 #: Why a stream ends when its gateway stops (the client resumes elsewhere).
 SHUTTING_DOWN = "server shutting down; reconnect to resume"
@@ -364,56 +362,31 @@ class Gateway:
         if not behind:
             return
         tables = sorted({s.table for s in specs})
+        source = None
         try:
-            source = None
             if feed is not None and bounds is not None:
                 source = await feed.replay(
                     bounds, start, tables, self.catalog.short_name
                 )
-            if source is not None:
-                self.resumes["stream"] += 1
-                reached = await replay(
-                    self.pool, self.bus, subscriber, source, self.settings
-                )
-            else:
-                self.resumes["log"] += resume is not None
-                # Each read waits at most query_timeout for a lock or a
-                # statement (changelog.read_since); a large backlog may take
-                # longer in all.
-                reached = await catch_up(
-                    self.pool,
-                    self.bus,
-                    subscriber,
-                    tables,
-                    start,
-                    self.catalog.short_name,
-                    self.settings,
-                )
+            if resume is not None:
+                self.resumes["log" if source is None else "stream"] += 1
+            reached = await read_missed(
+                self.pool,
+                self.bus,
+                subscriber,
+                tables,
+                start,
+                self.catalog.short_name,
+                self.settings,
+                source,
+            )
         except asyncio.CancelledError:
             subscriber.pending = None
             raise
         except Exception as exc:
-            where = "log" if source is None else "stream"
-            self._catch_up_failed(subscriber, exc, where)
+            abandon(self.bus, subscriber, exc, "log" if source is None else "stream")
             return
         self.bus.finish_catch_up(subscriber, reached)
-
-    def _catch_up_failed(
-        self, subscriber: Subscriber, exc: BaseException, source: str
-    ) -> None:
-        """Nothing after the gap may reach a client whose catch-up failed: its
-        Last-Event-ID would move past changes it never got.  So it leaves the
-        bus (the live events held for it are dropped) and its stream ends with
-        the reason; it reconnects from its own last event id and reads them."""
-        self.bus.remove(subscriber)
-        subscriber.pending = None
-        what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        reason = (
-            f"{CATCH_UP_FAILED.format(source=source)} ({what}); reconnect with "
-            "your last event id to read them"
-        )
-        log.warning("%s: %s", subscriber.label, reason)
-        subscriber.outbox.close(reason)
 
     def detach(self, subscriber: Subscriber) -> None:
         handle = self._expiries.pop(subscriber.id, None)

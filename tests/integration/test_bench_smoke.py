@@ -86,10 +86,11 @@ TINY: dict[str, dict[str, Any]] = {
         "duration": 0.5,
     },
     "broker": {
-        "setups": ["direct", "broker-2"],
+        "setups": ["direct", "broker-1", "broker-2"],
         "clients": 4,
         "rates": [20],
         "duration": 0.5,
+        "reconnect": {"clients": 4, "missed": 20},
     },
 }
 
@@ -236,6 +237,20 @@ def test_benchmark_scenarios_produce_well_formed_results(
     # Counted: behind the broker the gateways hold no listener connections.
     assert broker["broker-2"][0]["gateways"] == 2
     assert broker["broker-2"][0]["log_reads_per_s"] > 0
+    # Counted: a mass reconnect behind the broker is read from the stream,
+    # on the database from the log; every client gets every missed change.
+    reconnect = results["broker"]["reconnect"]
+    assert set(reconnect) == {"direct", "broker-1"}
+    for setup, row in reconnect.items():
+        assert row["clients"] == 4 and row["delivered_ratio"] == 1.0, (setup, row)
+    assert (reconnect["direct"]["from_log"], reconnect["direct"]["from_stream"]) == (
+        4,
+        0,
+    )
+    assert (
+        reconnect["broker-1"]["from_stream"],
+        reconnect["broker-1"]["from_log"],
+    ) == (4, 0)
 
     json.dumps(results)  # the raw results are JSON-serialisable
     verdicts = {t["verdict"] for t in targets(results)}

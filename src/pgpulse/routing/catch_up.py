@@ -29,7 +29,10 @@ from pgpulse.routing.bus import Bus
 from pgpulse.routing.subscriber import Subscriber
 from pgpulse.routing.wire import control_event
 
-__all__ = ["Replay", "catch_up"]
+__all__ = ["CATCH_UP_FAILED", "Replay", "abandon", "catch_up", "read_missed", "replay"]
+
+#: Reason prefix of a stream ended because reading the missed changes failed.
+CATCH_UP_FAILED = "reading the missed changes from the {source} failed"
 
 log = logging.getLogger("pgpulse.gateway")
 
@@ -125,3 +128,38 @@ async def catch_up(
             await subscriber.outbox.drained(half)
         log.debug("caught up %s with %d changes", subscriber.label, count)
         return reached
+
+
+async def read_missed(
+    pool: Any,
+    bus: Bus,
+    subscriber: Subscriber,
+    tables: list[str],
+    start: Cursor,
+    name_of: NameOf,
+    settings: Settings,
+    source: Replay | None,
+) -> Snapshot:
+    """What *subscriber* missed since *start*: from *source* (the broker's
+    stream) when it holds it, else from the log."""
+    if source is not None:
+        return await replay(pool, bus, subscriber, source, settings)
+    # Each read waits at most query_timeout for a lock or a statement
+    # (changelog.read_since); a large backlog may take longer in all.
+    return await catch_up(pool, bus, subscriber, tables, start, name_of, settings)
+
+
+def abandon(bus: Bus, subscriber: Subscriber, exc: BaseException, source: str) -> None:
+    """Nothing after the gap may reach a client whose catch-up failed: its
+    Last-Event-ID would move past changes it never got.  So it leaves the
+    bus (the live events held for it are dropped) and its stream ends with
+    the reason; it reconnects from its own last event id and reads them."""
+    bus.remove(subscriber)
+    subscriber.pending = None
+    what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    reason = (
+        f"{CATCH_UP_FAILED.format(source=source)} ({what}); reconnect with "
+        "your last event id to read them"
+    )
+    log.warning("%s: %s", subscriber.label, reason)
+    subscriber.outbox.close(reason)
