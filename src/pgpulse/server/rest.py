@@ -37,7 +37,7 @@ from pgpulse.server.rest_errors import (
     error_response,
     problem,
 )
-from pgpulse.server.rest_prefer import Prefer, finish
+from pgpulse.server.rest_prefer import Prefer, in_transaction
 
 __all__ = [
     "HIDDEN_SCHEMAS",
@@ -321,9 +321,7 @@ async def _in_transaction(
     prefer: Prefer | None,
     check: Callable[[Any], None] | None,
 ) -> Any:
-    transaction = conn.transaction(readonly=readonly)
-    await transaction.start()
-    try:
+    async def work() -> Any:
         if viewer is not None:
             await conn.execute(
                 "select set_config('role', $1, true), "
@@ -333,9 +331,6 @@ async def _in_transaction(
         result = await builder.execute(conn)
         if check is not None:
             check(result)
-        await finish(conn, transaction, prefer)
-    except BaseException:
-        if not transaction.is_completed():
-            await transaction.rollback()
-        raise
-    return result
+        return result
+
+    return await in_transaction(conn, work, prefer, readonly=readonly)

@@ -17,11 +17,17 @@ not take is always ``400``, saying which values it takes.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
+import asyncpg
+
+from pgpulse.exceptions import DatabaseError
 from pgpulse.server.rest_errors import RestProblem
 
-__all__ = ["Prefer", "finish"]
+__all__ = ["Prefer", "in_transaction"]
+
+T = TypeVar("T")
 
 _VALUES = {
     "return": ("representation", "minimal", "headers-only"),
@@ -104,12 +110,32 @@ class Prefer:
             )
 
 
-async def finish(conn: Any, transaction: Any, prefer: Prefer | None) -> None:
-    """End a request's transaction as it prefers: commit, or roll back after
-    checking deferred constraints (a rolled-back request fails where a
-    committed one would)."""
-    if prefer is not None and prefer.rollback:
-        await conn.execute("set constraints all immediate")
-        await transaction.rollback()
-    else:
-        await transaction.commit()
+class _RolledBack(Exception):
+    def __init__(self, result: Any) -> None:
+        super().__init__("rolled back as preferred")
+        self.result = result
+
+
+async def in_transaction(
+    conn: Any,
+    work: Callable[[], Awaitable[T]],
+    prefer: Prefer | None,
+    *,
+    readonly: bool = False,
+) -> T:
+    """Run *work* in one transaction, ended as *prefer* says: committed, or
+    rolled back after checking deferred constraints (a rolled-back request
+    fails where a committed one would).  An error at the end (a deferred
+    constraint) is a :class:`DatabaseError` like any other."""
+    try:
+        async with conn.transaction(readonly=readonly):
+            result = await work()
+            if prefer is not None and prefer.rollback:
+                await conn.execute("set constraints all immediate")
+                raise _RolledBack(result)
+    except _RolledBack as rolled:
+        kept: T = rolled.result
+        return kept
+    except asyncpg.PostgresError as exc:
+        raise DatabaseError.from_asyncpg(exc) from exc
+    return result

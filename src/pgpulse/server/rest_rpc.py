@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import asyncpg
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
@@ -34,7 +33,7 @@ from pgpulse.query._rpc import Function, FunctionNotFound, call_function
 from pgpulse.server.exposure import qualified_functions
 from pgpulse.server.rest import HIDDEN_SCHEMAS
 from pgpulse.server.rest_errors import RestProblem, error_response, problem
-from pgpulse.server.rest_prefer import Prefer, finish
+from pgpulse.server.rest_prefer import Prefer, in_transaction
 
 __all__ = ["rest_rpc"]
 
@@ -98,9 +97,8 @@ async def rest_rpc(request: Request) -> Response:
         args = _arguments(request, raw)
         prefer = Prefer(request.headers.get("prefer", ""))
         async with gateway.pool.acquire() as conn:
-            transaction = conn.transaction(readonly=request.method == "GET")
-            await transaction.start()
-            try:
+
+            async def call() -> tuple[Function, str]:
                 if access.enabled:
                     role = access.claims.role
                     if role is None:
@@ -114,17 +112,15 @@ async def rest_rpc(request: Request) -> Response:
                         role,
                         orjson.dumps(access.claims.values).decode(),
                     )
-                function, result = await call_function(
+                called = await call_function(
                     conn, schema, name, args, as_text=request.method == "GET"
                 )
-                _check_affected(prefer, function, result)
-                await finish(conn, transaction, prefer)
-            except BaseException as exc:
-                if not transaction.is_completed():
-                    await transaction.rollback()
-                if isinstance(exc, asyncpg.PostgresError):
-                    raise DatabaseError.from_asyncpg(exc) from exc
-                raise
+                _check_affected(prefer, *called)
+                return called
+
+            function, result = await in_transaction(
+                conn, call, prefer, readonly=request.method == "GET"
+            )
     except FunctionNotFound as exc:
         if exc.ambiguous:
             return problem(300, "PGRST203", str(exc))
