@@ -188,6 +188,33 @@ async def test_bad_definitions_are_refused_with_the_reason(conn, database):
     assert "exists" in str(caught.value) and "drop" in str(caught.value)
 
 
+async def test_workers_of_a_new_group_starting_together_all_start(conn, database):
+    """Eight workers of a group that does not exist yet start at the same
+    moment (a deployment scaled out): one creates it, all of them run."""
+    await _orders(conn)
+    sessions = [
+        pgpulse.consumer(database, group="together", tables=["orders"], partitions=4)
+        for _ in range(8)
+    ]
+    started = await asyncio.gather(
+        *(s.__aenter__() for s in sessions), return_exceptions=True
+    )
+    try:
+        assert [e for e in started if isinstance(e, BaseException)] == []
+        groups = await conn.fetchval(
+            "select count(*) from pgpulse.consumer_groups where name = 'together'"
+        )
+        partitions = await conn.fetchval(
+            "select count(*) from pgpulse.consumer_partitions "
+            "where group_name = 'together'"
+        )
+        assert (groups, partitions) == (1, 4)
+    finally:
+        for session, result in zip(sessions, started, strict=True):
+            if not isinstance(result, BaseException):
+                await session.__aexit__(None, None, None)
+
+
 async def test_pruning_keeps_what_a_group_has_not_acknowledged(conn, database):
     await _orders(conn)
     async with pgpulse.consumer(

@@ -80,6 +80,14 @@ async def ensure_group(conn: Any, spec: GroupSpec, start: str = "now") -> None:
     if start not in ("now", "beginning"):
         raise ConfigurationError(f"start must be 'now' or 'beginning', got {start!r}")
     async with conn.transaction():
+        # Workers of a new group often start together: one creates it, the
+        # others wait here and then find it (FOR UPDATE locks no row that
+        # does not exist yet, so without this both would insert it).
+        await conn.execute(
+            "select pg_advisory_xact_lock(hashtext('pgpulse.consumer_group'), "
+            "hashtext($1))",
+            spec.name,
+        )
         row = await conn.fetchrow(
             "select tables, filter, partitions from pgpulse.consumer_groups "
             "where name = $1 for update",
