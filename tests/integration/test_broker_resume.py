@@ -150,7 +150,9 @@ async def test_a_resume_the_stream_holds_is_read_from_it_not_the_log(
 async def test_a_resume_older_than_the_stream_is_read_from_the_log(
     conn, database, nats_server, tmp_path
 ):
-    """The stream keeps 2 s: a client away for longer resumes from the log."""
+    """The stream keeps 2 s: a client away for longer comes back to a gateway
+    started meanwhile (its own died), which holds none of it in memory
+    either: it resumes from the log."""
     await _schema(conn)
     relay = RelayProcess(
         database,
@@ -167,8 +169,10 @@ async def test_a_resume_older_than_the_stream_is_read_from_the_log(
         await asyncio.sleep(0.5)
         await _write(database, 20, seed=3)
         await first
+        gateway.kill()
         await _write(database, 30, seed=4)
         await asyncio.sleep(3.0)  # the stream drops what the client missed
+        gateway = GatewayProcess(database, args=["--broker", nats_server.url]).start()
         await _write(database, 30, seed=5)
         jobs = await _expected(conn, "public.jobs")
         await client.read(gateway, len(jobs))

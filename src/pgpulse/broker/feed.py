@@ -41,7 +41,15 @@ from nats.js.errors import NotFoundError
 
 from pgpulse.backoff import Backoff
 from pgpulse.broker.messages import END, change_of, notices, stream_name, subjects
-from pgpulse.broker.replay import Bounds, Replay, StreamGap, first_unseen, open_replay
+from pgpulse.broker.replay import (
+    Bounds,
+    Recent,
+    RecentReplay,
+    Replay,
+    StreamGap,
+    first_unseen,
+    open_replay,
+)
 from pgpulse.log import changelog
 from pgpulse.log.change import Change
 from pgpulse.log.changelog import Batch, NameOf
@@ -112,6 +120,9 @@ class StreamFeed:
         self._open: str | None = None
         """The position (snapshot text) the read being dispatched started
         from, until it ends."""
+        self.recent = Recent()
+        """The stream's last messages, as dispatched: most resumes are read
+        from here, without a request to NATS."""
         self._chained = False
         """The position is the snapshot of a read that ended in the stream
         (not the database's, where the feed started): resumes can be read
@@ -252,6 +263,7 @@ class StreamFeed:
             start = await changelog.current_position(conn)
         self._open = None
         self._chained = False
+        self.recent.clear()
         self.position = start
         self.on_batch(Batch(start, start, []), True)
         self.next_seq = 0
@@ -285,6 +297,7 @@ class StreamFeed:
                 gap = f"expected sequence {upto + 1}, got {seq}"
                 break
             change = change_of(msg.data, self.name_of)
+            self.recent.add(seq, change)
             prev, snap, _ = change.event_id.split("~")
             # Another read from the same position: the relay failed half-way
             # and read it again, to a later snapshot; the read goes on.
@@ -359,11 +372,15 @@ class StreamFeed:
 
     async def replay(
         self, bounds: Bounds, start: Cursor, tables: Sequence[str], name_of: NameOf
-    ) -> Replay | None:
-        """The changes a client at *start* missed, from the stream; None if
-        it no longer holds them all (the log has them)."""
+    ) -> Replay | RecentReplay | None:
+        """The changes a client at *start* missed, from the stream's last
+        messages held here or from the stream; None if it no longer holds
+        them all (the log has them)."""
         assert self._js is not None
         name = stream_name(self.database)
+        held = self.recent.replay(bounds, start, tables)
+        if held is not None:
+            return held
         try:
             return await open_replay(
                 self._js, name, self.database, bounds, start, tables, name_of

@@ -36,11 +36,21 @@ from pgpulse.broker.messages import change_of, subjects
 from pgpulse.log.change import Change
 from pgpulse.log.cursor import Cursor, Snapshot
 
-__all__ = ["Bounds", "Replay", "StreamGap", "first_unseen", "open_replay"]
+__all__ = [
+    "Bounds",
+    "Recent",
+    "RecentReplay",
+    "Replay",
+    "StreamGap",
+    "first_unseen",
+    "open_replay",
+]
 
 #: Messages pulled at most per request, and changes queued at most before
 #: the client's outbox must drain (as a resume from the log reads them).
 FETCH = 200
+#: Messages a gateway keeps of the stream's end (about 10 MB of changes).
+RECENT = 10_000
 #: Seconds a pull of messages the stream holds may take.
 PULL_TIMEOUT = 5.0
 
@@ -177,6 +187,89 @@ class Replay:
         finally:
             with contextlib.suppress(Exception):
                 await self.js.delete_consumer(self.stream, consumer)
+
+
+class Recent:
+    """The stream's last :data:`RECENT` messages as the feed dispatched them,
+    by sequence (consecutive: a gap clears it).  A mass reconnect after a
+    gateway died asks for the last seconds of the stream, a thousand times at
+    once: served from here, that is no request to NATS at all."""
+
+    def __init__(self, limit: int = 0) -> None:
+        self.limit = limit or RECENT
+        self._seqs: list[int] = []
+        self._changes: list[Change] = []
+
+    def add(self, seq: int, change: Change) -> None:
+        if self._seqs and seq != self._seqs[-1] + 1:
+            self.clear()
+        self._seqs.append(seq)
+        self._changes.append(change)
+        if len(self._seqs) >= 2 * self.limit:  # trimmed now and then: cheap
+            del self._seqs[: -self.limit]
+            del self._changes[: -self.limit]
+
+    def clear(self) -> None:
+        self._seqs.clear()
+        self._changes.clear()
+
+    def replay(
+        self, bounds: Bounds, start: Cursor, tables: Sequence[str]
+    ) -> RecentReplay | None:
+        """What a client at *start* missed up to ``bounds.upto``, if held
+        here whole: the message before the first one it has not seen must be
+        held too (it proves the client saw everything before)."""
+        seqs = self._seqs
+        if not seqs or not seqs[0] <= bounds.upto <= seqs[-1]:
+            return None
+        if not taken_before(start.snap, bounds.reached):
+            return None
+        end = bounds.upto - seqs[0]  # index of upto
+        low, high = 0, end
+        # Invariant: every read before `low` is visible in start.prev.
+        while low <= high:
+            middle = (low + high) // 2
+            snap = Cursor.decode(self._changes[middle].event_id).snap
+            if start.prev.covers(snap):
+                low = middle + 1
+            else:
+                high = middle - 1
+        if low == 0:
+            return None
+        return RecentReplay(self._changes[low : end + 1], bounds, start, tables)
+
+
+class RecentReplay:
+    """A replay from :class:`Recent`: the same changes, from memory."""
+
+    def __init__(
+        self,
+        changes: list[Change],
+        bounds: Bounds,
+        start: Cursor,
+        tables: Sequence[str],
+    ) -> None:
+        self.changes = changes
+        self.bounds = bounds
+        self.start = start
+        self.tables = set(tables)
+
+    @property
+    def reached(self) -> Snapshot:
+        return self.bounds.reached
+
+    async def batches(self) -> AsyncIterator[list[Change]]:
+        out: list[Change] = []
+        for change in self.changes:
+            if change.table in self.tables and not self.start.seen(
+                change.xid, change.id
+            ):
+                out.append(change)
+                if len(out) >= FETCH:
+                    yield out
+                    out = []
+        if out:
+            yield out
 
 
 async def open_replay(
